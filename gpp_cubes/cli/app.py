@@ -1,0 +1,42 @@
+"""The ``gpp`` command line: one entry point for the whole chain.
+
+Each group of commands lives in its own module and registers itself here, so the cube
+builders and the models can grow their commands without touching each other.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import typer
+
+app = typer.Typer(
+    name="gpp",
+    help="Daily forest GPP from Sentinel-2, Sentinel-1 and MODIS feature cubes.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# Modules that define commands; each exposes ``register(app)``. Missing ones are skipped so a
+# partial install (or a module under development) never breaks the other commands.
+_COMMAND_MODULES = (
+    "gpp_cubes.cli.sites_cmd",
+    "gpp_cubes.cli.demo_cmd",
+    "gpp_cubes.cli.build_cmd",
+    "gpp_models.cli",
+)
+
+for _name in _COMMAND_MODULES:
+    try:
+        _module = importlib.import_module(_name)
+    except ModuleNotFoundError as _err:
+        if _err.name != _name:
+            raise
+        continue
+    _module.register(app)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,14 @@
+"""Suite-wide settings: GDAL defaults for HTTP reads; network access is limited to loopback
+by pytest-socket (``--allow-hosts`` in pyproject.toml), so a test that would silently reach
+out to the internet fails instead."""
+
+from __future__ import annotations
+
+import os
+
+# GDAL must not list directories or probe side files on every /vsicurl/ open.
+os.environ.setdefault("GDAL_DISABLE_READDIR_ON_OPEN", "EMPTY_DIR")
+os.environ.setdefault("GDAL_HTTP_MAX_RETRY", "3")
+os.environ.setdefault("GDAL_HTTP_RETRY_DELAY", "0.2")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("MPLBACKEND", "Agg")
