@@ -1,0 +1,542 @@
+"""MODIS land surface temperature at the tower: MOD11A1 (Terra) and MYD11A1 (Aqua) v6.1.
+
+Stage of the data flow (paper section 2.1, "Land Surface Temperature")::
+
+    modis-11A1-061 items ──> LST_Day_1km / LST_Night_1km + QC_Day / QC_Night
+        ──> scale (0.02 K) + fill (0) + QC rule ──> 3x3 nan-aware mean ──> tower pixel
+
+The cube is loaded on the product's *native* sinusoidal grid (a small window of 1 km MODIS
+pixels around the tower), not on the 10 m UTM site grid: resampling 1 km pixels to 10 m and
+back would only smear the pixel the tower sits in.
+
+QC rule (MOD11 user guide, collection 6.1, table "QC bit flags of MOD11A1")
+--------------------------------------------------------------------------
+``QC_Day`` / ``QC_Night`` are 8-bit fields:
+
+=========  ====================================================================
+bits 1-0   mandatory QA: 00 LST produced, good quality; 01 LST produced, other
+           quality (check the detailed flags); 10 not produced, cloud; 11 not
+           produced, other reasons
+bits 3-2   data quality: 00 good; 01 other quality; 10, 11 TBD
+bits 5-4   emissivity error: 00 <= 0.01; 01 <= 0.02; 10 <= 0.04; 11 > 0.04
+bits 7-6   LST error: 00 <= 1 K; 01 <= 2 K; 10 <= 3 K; 11 > 3 K
+=========  ====================================================================
+
+A pixel is kept when the mandatory flag is 00, or when it is 01 **and** the data quality is
+00 (good) **and** the LST error flag is at most ``max_lst_error_k`` (default 2 K, i.e. bits
+7-6 in {00, 01}). Flags 10 and 11 (LST not produced) are always dropped, as are fill values
+(DN 0) and DNs outside the valid range 7500-65535.
+
+References
+----------
+Wan, Z. (2019). MODIS Land Surface Temperature Products Users' Guide, Collection 6.1.
+    ERI, University of California, Santa Barbara.
+Wan, Z., Hook, S., Hulley, G. (2021). MOD11A1/MYD11A1 MODIS/Terra(Aqua) Land Surface
+    Temperature/Emissivity Daily L3 Global 1km SIN Grid V061. NASA EOSDIS LP DAAC.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+from scipy import ndimage
+
+from gpp_cubes.errors import AssetError, ConfigError, EmptySearchError
+
+log = logging.getLogger(__name__)
+
+LST_COLLECTION = "modis-11A1-061"
+#: Earth Engine collection ids, by product.
+EE_COLLECTIONS = {"MOD11A1": "MODIS/061/MOD11A1", "MYD11A1": "MODIS/061/MYD11A1"}
+#: STAC ``platform`` property of each product.
+PLATFORMS = {"MOD11A1": "terra", "MYD11A1": "aqua"}
+#: LST scale factor [K per DN], fill value and valid DN range (user guide, table 3).
+LST_SCALE_K = 0.02
+LST_FILL = 0
+LST_VALID_RANGE = (7500, 65535)
+#: Feature name suffix -> (LST asset, QC asset).
+PERIODS = {"dt": ("LST_Day_1km", "QC_Day"), "nt": ("LST_Night_1km", "QC_Night")}
+FEATURES = ("MOD11A1_dt", "MOD11A1_nt", "MYD11A1_dt", "MYD11A1_nt")
+
+#: The MODIS sinusoidal projection: a sphere of radius 6371007.181 m (user guide, sec. 2).
+MODIS_SPHERE_RADIUS_M = 6371007.181
+MODIS_SIN_PROJ4 = f"+proj=sinu +lon_0=0 +x_0=0 +y_0=0 +R={MODIS_SPHERE_RADIUS_M} +units=m +no_defs"
+#: Upper-left corner of the global tile system and the 1 km pixel size [m]
+#: (36 x 18 tiles of 1200 x 1200 pixels).
+MODIS_ORIGIN_X = -20015109.355798
+MODIS_ORIGIN_Y = 10007554.677899
+MODIS_TILE_M = 1111950.5197665
+MODIS_PIXEL_M = MODIS_TILE_M / 1200.0
+
+
+# --------------------------------------------------------------------------------------
+# QC, scaling and smoothing (pure functions)
+# --------------------------------------------------------------------------------------
+
+
+def decode_qc(qc: np.ndarray) -> dict[str, np.ndarray]:
+    """Split MOD11A1/MYD11A1 QC bytes into their four 2-bit flags.
+
+    Parameters
+    ----------
+    qc : numpy.ndarray of int
+        ``QC_Day`` or ``QC_Night`` values [bit field, 0-255].
+
+    Returns
+    -------
+    dict
+        ``mandatory`` (bits 1-0), ``data_quality`` (bits 3-2), ``emis_error`` (bits 5-4)
+        and ``lst_error`` (bits 7-6), each an array of ints 0-3.
+
+    References
+    ----------
+    Wan (2019), MODIS LST Users' Guide C6.1, QC table of MOD11A1.
+    """
+    q = np.asarray(qc).astype(np.uint16) & 0xFF
+    return {
+        "mandatory": q & 0b11,
+        "data_quality": (q >> 2) & 0b11,
+        "emis_error": (q >> 4) & 0b11,
+        "lst_error": (q >> 6) & 0b11,
+    }
+
+
+def qc_accept(qc: np.ndarray, *, max_lst_error_k: int = 2) -> np.ndarray:
+    """Pixels whose QC passes the rule documented in the module docstring.
+
+    Parameters
+    ----------
+    qc : numpy.ndarray of int
+        QC bytes [bit field].
+    max_lst_error_k : {1, 2, 3}, default 2
+        Largest accepted average LST error [K] for "other quality" pixels (mandatory 01).
+
+    Returns
+    -------
+    numpy.ndarray of bool
+    """
+    if max_lst_error_k not in (1, 2, 3):
+        raise ConfigError(f"max_lst_error_k must be 1, 2 or 3 K, got {max_lst_error_k!r}")
+    f = decode_qc(qc)
+    good = f["mandatory"] == 0
+    other_ok = (
+        (f["mandatory"] == 1) & (f["data_quality"] == 0) & (f["lst_error"] <= max_lst_error_k - 1)
+    )
+    return good | other_ok
+
+
+def scale_lst(dn: np.ndarray, qc: np.ndarray | None = None, *,
+              max_lst_error_k: int = 2) -> np.ndarray:
+    """Digital numbers to LST [K], with fill, valid range and QC applied.
+
+    Parameters
+    ----------
+    dn : numpy.ndarray of int or float
+        ``LST_Day_1km`` / ``LST_Night_1km`` values [DN]; 0 is fill. NaN (a loader's nodata)
+        counts as missing.
+    qc : numpy.ndarray of int, optional
+        The matching QC bytes; pixels failing :func:`qc_accept` become NaN. A missing QC
+        value (NaN) rejects the pixel.
+    max_lst_error_k : int, default 2
+        Passed to :func:`qc_accept`.
+
+    Returns
+    -------
+    numpy.ndarray of float32
+        LST [K], NaN where missing or rejected.
+    """
+    dn = np.asarray(dn, dtype=np.float64)
+    lo, hi = LST_VALID_RANGE
+    ok = np.isfinite(dn) & (dn != LST_FILL) & (dn >= lo) & (dn <= hi)
+    if qc is not None:
+        qc = np.asarray(qc, dtype=np.float64)
+        qc_ok = np.isfinite(qc)
+        ok &= qc_ok & qc_accept(np.where(qc_ok, qc, 255).astype(np.uint16),
+                                max_lst_error_k=max_lst_error_k)
+    return np.where(ok, dn * LST_SCALE_K, np.nan).astype(np.float32)
+
+
+def nan_mean_3x3(arr: np.ndarray, *, min_valid: int = 1) -> np.ndarray:
+    """3x3 moving mean over the last two axes that ignores missing (NaN) pixels.
+
+    Each output pixel is the mean of the valid pixels among itself and its 8 neighbours
+    (fewer at the array edge); with fewer than ``min_valid`` valid pixels it is NaN.
+
+    Parameters
+    ----------
+    arr : numpy.ndarray, shape (..., rows, cols)
+        Values [any unit], NaN where missing.
+    min_valid : int, default 1
+        Minimum number of valid pixels in the window [count, 1-9].
+
+    Returns
+    -------
+    numpy.ndarray of float32, same shape as ``arr``
+    """
+    if not 1 <= min_valid <= 9:
+        raise ConfigError(f"min_valid must be within 1..9, got {min_valid}")
+    a = np.asarray(arr, dtype=np.float64)
+    valid = np.isfinite(a)
+    # A 3x3 box over the spatial axes only; zero padding so outside pixels count as missing.
+    size = (1,) * (a.ndim - 2) + (3, 3)
+    total = ndimage.uniform_filter(np.where(valid, a, 0.0), size=size, mode="constant") * 9
+    count = ndimage.uniform_filter(valid.astype(np.float64), size=size, mode="constant") * 9
+    count = np.rint(count)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.where(count >= min_valid, total / np.maximum(count, 1), np.nan)
+    return out.astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------
+# The native sinusoidal window around a tower
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModisGrid:
+    """A window of MODIS 1 km sinusoidal pixels centred on the pixel containing a tower.
+
+    Attributes
+    ----------
+    row0, col0 : int
+        Global pixel indices of the window's upper-left pixel (row from the north edge of
+        the tile system, column from its west edge).
+    size : int
+        Window side [pixels], odd.
+    tower_x, tower_y : float
+        Tower position in sinusoidal coordinates [m].
+    """
+
+    row0: int
+    col0: int
+    size: int
+    tower_x: float
+    tower_y: float
+
+    @property
+    def resolution(self) -> float:
+        """Pixel size [m]."""
+        return MODIS_PIXEL_M
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.size, self.size)
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """(left, bottom, right, top) of the window [m, sinusoidal]."""
+        left = MODIS_ORIGIN_X + self.col0 * MODIS_PIXEL_M
+        top = MODIS_ORIGIN_Y - self.row0 * MODIS_PIXEL_M
+        return (left, top - self.size * MODIS_PIXEL_M, left + self.size * MODIS_PIXEL_M, top)
+
+    @property
+    def tower_index(self) -> tuple[int, int]:
+        """(row, col) of the tower's pixel inside the window."""
+        return (self.size // 2, self.size // 2)
+
+    @cached_property
+    def crs(self):  # -> odc.geo.CRS, lazily imported
+        from odc.geo import CRS
+
+        return CRS(MODIS_SIN_PROJ4)
+
+    @cached_property
+    def geobox(self):  # -> odc.geo.geobox.GeoBox
+        from affine import Affine
+        from odc.geo.geobox import GeoBox
+
+        left, _, _, top = self.bounds
+        transform = Affine(MODIS_PIXEL_M, 0.0, left, 0.0, -MODIS_PIXEL_M, top)
+        return GeoBox(self.shape, transform, self.crs)
+
+
+def modis_grid(lat: float, lon: float, *, size: int = 5) -> ModisGrid:
+    """The MODIS 1 km sinusoidal window centred on the pixel that contains a point.
+
+    Parameters
+    ----------
+    lat, lon : float
+        Tower position [degrees, WGS84].
+    size : int, default 5
+        Window side [pixels]; odd and >= 3 so the 3x3 smoothing of the tower pixel sees all
+        its neighbours.
+
+    Returns
+    -------
+    ModisGrid
+
+    References
+    ----------
+    Wolfe, R. E., Roy, D. P., Vermote, E. (1998). MODIS land data storage, gridding, and
+        compositing methodology: Level 2 grid. IEEE TGRS 36(4), 1324-1338.
+    """
+    from pyproj import Transformer
+
+    if size < 3 or size % 2 == 0:
+        raise ConfigError(f"MODIS window size must be odd and >= 3, got {size}")
+    to_sin = Transformer.from_crs("EPSG:4326", MODIS_SIN_PROJ4, always_xy=True)
+    x, y = to_sin.transform(lon, lat)
+    col = int(np.floor((x - MODIS_ORIGIN_X) / MODIS_PIXEL_M))
+    row = int(np.floor((MODIS_ORIGIN_Y - y) / MODIS_PIXEL_M))
+    half = size // 2
+    return ModisGrid(row0=row - half, col0=col - half, size=size, tower_x=float(x),
+                     tower_y=float(y))
+
+
+def tower_lst_series(dn: xr.DataArray, qc: xr.DataArray, grid: ModisGrid, *,
+                     max_lst_error_k: int = 2, min_valid: int = 1) -> pd.Series:
+    """Daily LST at the tower pixel after scaling, QC and 3x3 nan-aware smoothing.
+
+    Parameters
+    ----------
+    dn, qc : xarray.DataArray, dims (time, y, x)
+        LST digital numbers [DN] and QC bytes on ``grid`` (one time step per product day).
+    grid : ModisGrid
+        The window the arrays are on; the tower's pixel is its centre.
+    max_lst_error_k, min_valid : int
+        See :func:`qc_accept` and :func:`nan_mean_3x3`.
+
+    Returns
+    -------
+    pandas.Series of float32
+        LST [K] indexed by day (``time``, midnight); NaN where no valid pixel was near.
+    """
+    if dn.shape != qc.shape:
+        raise ValueError(f"LST and QC shapes differ: {dn.shape} vs {qc.shape}")
+    if dn.shape[-2:] != grid.shape:
+        raise ValueError(f"LST array {dn.shape[-2:]} is not on the MODIS window {grid.shape}")
+    lst = scale_lst(dn.values, qc.values, max_lst_error_k=max_lst_error_k)
+    smooth = nan_mean_3x3(lst, min_valid=min_valid)
+    r, c = grid.tower_index
+    days = pd.DatetimeIndex(pd.to_datetime(dn["time"].values)).normalize()
+    s = pd.Series(smooth[:, r, c], index=days, name="LST")
+    # Two tiles (or reprocessed duplicates) on one day: keep the mean of the valid values.
+    s = s.groupby(level=0).mean().astype(np.float32)
+    s.index.name = "time"
+    return s
+
+
+# --------------------------------------------------------------------------------------
+# Sources: STAC (default) and Earth Engine (optional)
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LstResult:
+    """Daily LST features at one site and what they came from.
+
+    Attributes
+    ----------
+    frame : pandas.DataFrame
+        Columns :data:`FEATURES` [K], daily index ``time``, NaN where unobserved.
+    scenes_found, scenes_kept : int
+        Items found by the search, and items that gave at least one valid tower value.
+    item_ids : tuple of str
+    params : dict
+        Parameters recorded in the provenance.
+    """
+
+    frame: pd.DataFrame
+    scenes_found: int
+    scenes_kept: int
+    item_ids: tuple[str, ...] = ()
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+def product_of_item(item: Any) -> str:
+    """``MOD11A1`` or ``MYD11A1`` from an item's ``platform`` (or its id prefix)."""
+    platform = str(item.properties.get("platform") or "").lower()
+    for product, name in PLATFORMS.items():
+        if platform == name or item.id.upper().startswith(product):
+            return product
+    raise AssetError(f"MODIS item {item.id}: cannot tell Terra from Aqua (platform={platform!r})")
+
+
+def _empty_frame(start: str, end: str) -> pd.DataFrame:
+    idx = pd.date_range(start, end, freq="D", name="time")
+    return pd.DataFrame({f: np.full(len(idx), np.nan, np.float32) for f in FEATURES}, index=idx)
+
+
+def lst_features_from_items(items: Sequence[Any], grid: ModisGrid, start: str, end: str, *,
+                            engine: str = "odc", max_lst_error_k: int = 2,
+                            min_valid: int = 1) -> LstResult:
+    """Load MOD11A1/MYD11A1 items on the MODIS window and reduce them to tower LST.
+
+    Parameters
+    ----------
+    items : sequence of pystac.Item
+        ``modis-11A1-061`` items (Terra and Aqua mixed; split by ``platform``).
+    grid : ModisGrid
+        Native sinusoidal window around the tower (:func:`modis_grid`).
+    start, end : str
+        Calendar of the returned frame [ISO date, inclusive].
+    engine : {"odc"}
+        Loader; only odc-stac can load onto a non-EPSG (sinusoidal) grid.
+    max_lst_error_k, min_valid : int
+        QC and smoothing parameters.
+
+    Returns
+    -------
+    LstResult
+    """
+    from gpp_cubes.load import load_items
+
+    frame = _empty_frame(start, end)
+    kept: set[str] = set()
+    by_product: dict[str, list[Any]] = {}
+    for it in items:
+        by_product.setdefault(product_of_item(it), []).append(it)
+    for product, its in sorted(by_product.items()):
+        bands = [b for pair in PERIODS.values() for b in pair]
+        # groupby="time": MODIS daily tiles start at 00:00 UTC, so the product day is the
+        # UTC date of the item; solar-day grouping would shift it west of Greenwich.
+        cube = load_items(its, bands, grid, engine=engine, dtype="float32", nodata=np.nan,
+                          groupby="time", resampling="nearest")
+        cube = cube.compute()
+        for suffix, (lst_band, qc_band) in PERIODS.items():
+            s = tower_lst_series(cube[lst_band], cube[qc_band], grid,
+                                 max_lst_error_k=max_lst_error_k, min_valid=min_valid)
+            s = s[(s.index >= frame.index[0]) & (s.index <= frame.index[-1])]
+            frame.loc[s.index, f"{product}_{suffix}"] = s.to_numpy()
+        kept.update(_ids_with_value(its, frame[[f"{product}_dt", f"{product}_nt"]]))
+    params = {"collection": LST_COLLECTION, "scale_k": LST_SCALE_K,
+              "valid_range": list(LST_VALID_RANGE), "max_lst_error_k": max_lst_error_k,
+              "smoothing": "3x3 nan-aware mean", "min_valid": min_valid,
+              "grid": {"crs": MODIS_SIN_PROJ4, "row0": grid.row0, "col0": grid.col0,
+                       "size": grid.size}}
+    return LstResult(frame=frame.astype(np.float32), scenes_found=len(items),
+                     scenes_kept=len(kept), item_ids=tuple(sorted(it.id for it in items)),
+                     params=params)
+
+
+def _item_day(item: Any) -> pd.Timestamp:
+    p = item.properties
+    t = p.get("start_datetime") or p.get("datetime")
+    return pd.Timestamp(t).tz_convert(None).normalize() if pd.Timestamp(t).tzinfo else \
+        pd.Timestamp(t).normalize()
+
+
+def _ids_with_value(items: Sequence[Any], frame: pd.DataFrame) -> set[str]:
+    has = frame.notna().any(axis=1)
+    return {it.id for it in items if bool(has.get(_item_day(it), False))}
+
+
+def lst_features(latitude: float, longitude: float, start: str, end: str, *,
+                 source: str = "stac", provider: str = "planetary-computer",
+                 stac_url: str | None = None, site_id: str | None = None,
+                 window: int = 5, max_lst_error_k: int = 2, min_valid: int = 1,
+                 ee_project: str | None = None) -> LstResult:
+    """Daily MODIS LST features (``MOD11A1_dt/nt``, ``MYD11A1_dt/nt`` [K]) at a tower.
+
+    Parameters
+    ----------
+    latitude, longitude : float
+        Tower position [degrees, WGS84].
+    start, end : str
+        First and last day [ISO date].
+    source : {"stac", "ee"}, default "stac"
+        ``stac``: ``modis-11A1-061`` through :func:`gpp_cubes.search.search_items`;
+        ``ee``: Earth Engine ``MODIS/061/MOD11A1`` and ``MYD11A1`` (needs the ``ee`` extra
+        and credentials).
+    provider, stac_url : str
+        STAC endpoint, as for :func:`gpp_cubes.search.search_items`.
+    site_id : str, optional
+        Named in errors and logs.
+    window : int, default 5
+        Side of the loaded window [MODIS pixels].
+    max_lst_error_k, min_valid : int
+        QC and smoothing parameters (module docstring).
+    ee_project : str, optional
+        Earth Engine cloud project.
+
+    Returns
+    -------
+    LstResult
+    """
+    grid = modis_grid(latitude, longitude, size=window)
+    if source == "ee":
+        return lst_features_ee(latitude, longitude, start, end, grid=grid,
+                               max_lst_error_k=max_lst_error_k, min_valid=min_valid,
+                               project=ee_project)
+    if source != "stac":
+        raise ConfigError(f"unknown LST source {source!r}; use 'stac' or 'ee'")
+    from gpp_cubes.grid import site_grid
+    from gpp_cubes.search import search_items
+
+    # The search only needs a bounding box covering the window (tiles are 1100 km wide).
+    search_grid = site_grid(latitude, longitude, buffer_m=window * MODIS_PIXEL_M / 2)
+    try:
+        items = search_items(LST_COLLECTION, search_grid, start, end, provider=provider,
+                             stac_url=stac_url, max_cloud=None, site_id=site_id)
+    except EmptySearchError:
+        log.warning("%s: no %s items %s..%s", site_id, LST_COLLECTION, start, end)
+        return LstResult(frame=_empty_frame(start, end), scenes_found=0, scenes_kept=0)
+    return lst_features_from_items(items, grid, start, end, max_lst_error_k=max_lst_error_k,
+                                   min_valid=min_valid)
+
+
+def lst_features_ee(latitude: float, longitude: float, start: str, end: str, *,
+                    grid: ModisGrid | None = None, max_lst_error_k: int = 2,
+                    min_valid: int = 1, project: str | None = None) -> LstResult:
+    """The same features from Earth Engine (``MODIS/061/MOD11A1``, ``MODIS/061/MYD11A1``).
+
+    The window is fetched with ``ee.data.computePixels`` on the same native sinusoidal
+    grid (one request per product and year, images stacked as bands), then reduced by the
+    same pure functions as the STAC path, so both sources give identical numbers for
+    identical pixels. Needs ``pip install gpp-cubes[ee]`` and ``ee.Authenticate()``.
+    """
+    try:
+        import ee
+    except ModuleNotFoundError as err:
+        raise ConfigError("LST source 'ee' needs the Earth Engine API: "
+                          "pip install 'gpp-cubes[ee]'") from err
+    ee.Initialize(project=project)
+    grid = grid or modis_grid(latitude, longitude)
+    left, _, _, top = grid.bounds
+    pixel_grid = {
+        "dimensions": {"width": grid.size, "height": grid.size},
+        "affineTransform": {"scaleX": MODIS_PIXEL_M, "shearX": 0, "translateX": left,
+                            "shearY": 0, "scaleY": -MODIS_PIXEL_M, "translateY": top},
+        "crsWkt": grid.crs.to_wkt(),
+    }
+    frame = _empty_frame(start, end)
+    n_found = n_kept = 0
+    ids: list[str] = []
+    for product, coll in EE_COLLECTIONS.items():
+        for year in range(pd.Timestamp(start).year, pd.Timestamp(end).year + 1):
+            y0 = max(pd.Timestamp(start), pd.Timestamp(f"{year}-01-01"))
+            y1 = min(pd.Timestamp(end), pd.Timestamp(f"{year}-12-31")) + pd.Timedelta(days=1)
+            ic = ee.ImageCollection(coll).filterDate(y0.strftime("%Y-%m-%d"),
+                                                     y1.strftime("%Y-%m-%d"))
+            names = ic.aggregate_array("system:index").getInfo()
+            if not names:
+                continue
+            n_found += len(names)
+            ids += [f"{coll}/{n}" for n in names]
+            bands = [b for pair in PERIODS.values() for b in pair]
+            arr = ee.data.computePixels({"expression": ic.select(bands).toBands(),
+                                         "fileFormat": "NUMPY_NDARRAY", "grid": pixel_grid})
+            days = pd.to_datetime([n.replace("_", "-") for n in names])
+            for suffix, (lst_band, qc_band) in PERIODS.items():
+                dn = np.stack([arr[f"{n}_{lst_band}"] for n in names]).astype(np.float64)
+                qc = np.stack([arr[f"{n}_{qc_band}"] for n in names]).astype(np.float64)
+                coords = {"time": days}
+                s = tower_lst_series(xr.DataArray(dn, dims=("time", "y", "x"), coords=coords),
+                                     xr.DataArray(qc, dims=("time", "y", "x"), coords=coords),
+                                     grid, max_lst_error_k=max_lst_error_k,
+                                     min_valid=min_valid)
+                frame.loc[s.index.intersection(frame.index), f"{product}_{suffix}"] = \
+                    s.reindex(s.index.intersection(frame.index)).to_numpy()
+                n_kept += int(s.notna().sum()) if suffix == "dt" else 0
+    params = {"source": "earth-engine", "collections": list(EE_COLLECTIONS.values()),
+              "scale_k": LST_SCALE_K, "max_lst_error_k": max_lst_error_k,
+              "smoothing": "3x3 nan-aware mean", "min_valid": min_valid}
+    return LstResult(frame=frame.astype(np.float32), scenes_found=n_found, scenes_kept=n_kept,
+                     item_ids=tuple(ids), params=params)
