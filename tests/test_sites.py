@@ -1,0 +1,165 @@
+"""Site catalog: contents against the reference tables, id validation, study set."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gpp_cubes.errors import SiteError
+from gpp_cubes.sites import (
+    catalog_path,
+    get_site,
+    in_europe,
+    load_sites,
+    point_site,
+    study_sites,
+    validate_site_id,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+SOURCES = ROOT / "catalog" / "sources"
+REFERENCE = Path("/work/shared/reference")
+
+
+def _rows(path: Path) -> dict[str, dict[str, str]]:
+    with path.open(newline="", encoding="utf-8") as f:
+        return {r["site_id"]: r for r in csv.DictReader(f)}
+
+
+def test_catalog_matches_reference_tables():
+    meta = _rows(SOURCES / "ww2020_forest_sites.csv")
+    years = _rows(SOURCES / "ww2020_forest_sites_years.csv")
+    sites = load_sites()
+    assert len(sites) == 38
+    assert {s.id for s in sites} == set(meta)
+    for s in sites:
+        row = meta[s.id]
+        assert s.name == row["name"]
+        assert s.country == row["country"]
+        assert s.latitude == float(row["lat"])
+        assert s.longitude == float(row["lon"])
+        assert s.elevation_m == float(row["elevation_m"])
+        assert s.igbp == row["igbp"]
+        assert s.year_start == int(years[s.id]["ww2020_year_start"])
+        assert s.year_end == int(years[s.id]["ww2020_year_end"])
+        assert s.source == row["source"]
+    counts = {k: sum(s.igbp == k for s in sites) for k in ("ENF", "DBF", "MF", "EBF")}
+    assert counts == {"ENF": 22, "DBF": 9, "MF": 5, "EBF": 2}
+
+
+@pytest.mark.skipif(not REFERENCE.exists(), reason="shared reference data not present")
+def test_catalog_sources_are_the_reference_files():
+    for name in ("ww2020_forest_sites.csv", "ww2020_forest_sites_years.csv"):
+        assert (SOURCES / name).read_bytes() == (REFERENCE / name).read_bytes()
+
+
+def test_catalog_is_up_to_date_and_single_source():
+    # The package copy is what load_sites reads; catalog/sites.geojson must be identical.
+    result = subprocess.run([sys.executable, str(ROOT / "catalog" / "build_catalog.py"),
+                             "--check"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert catalog_path().read_bytes() == (ROOT / "catalog" / "sites.geojson").read_bytes()
+
+
+def test_geojson_geometry_is_lon_lat_and_nulls_are_kept():
+    collection = json.loads(catalog_path().read_text())
+    assert collection["type"] == "FeatureCollection"
+    hai = next(f for f in collection["features"] if f["id"] == "DE-Hai")
+    assert hai["geometry"]["coordinates"] == [10.452089, 51.079407]
+    # icos_ecosystem_type is empty in the reference for CZ-Stn: stays null, not invented
+    stn = next(f for f in collection["features"] if f["id"] == "CZ-Stn")
+    assert stn["properties"]["icos_ecosystem_type"] is None
+
+
+def test_excluded_stations_and_reasons():
+    sites = {s.id: s for s in load_sites()}
+    excluded = {k for k, s in sites.items() if s.status == "excluded"}
+    assert excluded == {"GF-Guy", "IL-Yat", "RU-Fy2", "RU-Fyo", "BE-Lcr", "IT-BFt", "DK-Gds",
+                        "FI-Ken"}
+    assert "Europe" in sites["GF-Guy"].status_reason
+    assert "CORINE" in sites["RU-Fyo"].status_reason
+    assert "2019-2020" in sites["IT-BFt"].status_reason
+    # the three sites the paper names are candidates
+    assert all(sites[k].status == "candidate" for k in ("DE-Hai", "BE-Vie", "FI-Var"))
+    # the "too few years" stations really lack years in 2016-2020 per the catalog
+    for sid in ("BE-Lcr", "IT-BFt", "DK-Gds", "FI-Ken"):
+        s = sites[sid]
+        assert s.year_end - max(s.year_start, 2016) + 1 <= 3
+
+
+def test_get_site_and_frozen():
+    s = get_site("FI-Var")
+    assert (s.latitude, s.longitude, s.igbp) == (67.7549, 29.61, "ENF")
+    with pytest.raises(AttributeError):
+        s.latitude = 0.0  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("bad", ["../x", "DE-Ha", "DE-Hai/..", "de-hai", "DE_Hai", "", "DE-Ha i",
+                                 "../../etc/passwd", "DE-Hai\n"])
+def test_malformed_ids_rejected(bad):
+    with pytest.raises(SiteError, match="invalid site id"):
+        validate_site_id(bad)
+    with pytest.raises(SiteError):
+        get_site(bad)
+
+
+def test_unknown_site_lists_close_matches():
+    with pytest.raises(SiteError, match="close matches: DE-Hai") as err:
+        get_site("DE-HAi")
+    assert "unknown site 'DE-HAi'" in str(err.value)
+    with pytest.raises(SiteError) as err:
+        get_site("ZZ-Qqq")
+    assert "close matches" not in str(err.value)
+
+
+def test_in_europe_rule():
+    outside = {s.id for s in load_sites() if not in_europe(s.latitude, s.longitude)}
+    assert outside == {"GF-Guy", "IL-Yat"}
+    assert in_europe(51.0, 10.0)
+    assert not in_europe(40.7, -74.0)  # New York
+
+
+def test_point_site():
+    p = point_site(50.0, 8.0, name="somewhere")
+    assert (p.latitude, p.longitude, p.status, p.id) == (50.0, 8.0, "adhoc", "XX-Pnt")
+    assert p.grid().epsg == 32632
+    with pytest.raises(SiteError, match="out of range"):
+        point_site(95.0, 0.0)
+    with pytest.raises(SiteError, match="invalid site id"):
+        point_site(50.0, 8.0, site_id="../evil")
+
+
+def test_study_sites_before_and_after_selection(tmp_path):
+    path = tmp_path / "selection.csv"
+    sites, message = study_sites(path)
+    assert len(sites) == 30 and "no site selection found" in message
+    assert all(s.status == "candidate" for s in sites)
+    path.write_text(
+        "site_id,name,igbp,latitude,longitude,verdict\n"
+        "DE-Hai,Hainich,DBF,51.079407,10.452089,pass\n"
+        "BE-Vie,Vielsalm,MF,50.304962,5.998099,fail\n"
+        "XX-D01,demo,ENF,50.5,11.5,pass\n"
+    )
+    sites, message = study_sites(path)
+    assert [s.id for s in sites] == ["DE-Hai", "XX-D01"]
+    assert sites[0] == get_site("DE-Hai")
+    assert (sites[1].latitude, sites[1].igbp, sites[1].status) == (50.5, "ENF", "adhoc")
+    assert "2 of 3 sites passed" in message and str(path) in message
+
+
+def test_study_sites_env_default(tmp_path, monkeypatch):
+    monkeypatch.setenv("GPP_CUBES_SELECTION", str(tmp_path / "sel.csv"))
+    _, message = study_sites()
+    assert str(tmp_path / "sel.csv") in message
+
+
+def test_import_is_light():
+    code = ("import sys, gpp_cubes.sites; "
+            "print(any(m in sys.modules for m in ('rasterio', 'xarray', 'pandas', 'numpy')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.stdout.strip() == "False", out.stderr
