@@ -1,0 +1,402 @@
+"""The daily site feature cube: one calendar, predictors interpolated, GPP never.
+
+Stage of the data flow (paper section 2.2, first paragraph)::
+
+    S2 PCs + S1 + LST + clear-sky GHI + GPP/extremes ──> daily calendar
+        ──> predictors linearly interpolated in time, GPP left as observed ──> zarr store
+
+This module writes the contract of ``docs/architecture.md`` (format_version "1") that
+``gpp_models`` reads.
+
+Gap filling of predictors
+-------------------------
+* Inside the observed range of a predictor, gaps are filled by linear interpolation in time
+  (pandas ``interpolate(method="time")``). Observations just outside the calendar (e.g. a
+  scene on 2015-12-30) are used as interpolation anchors, so the calendar's first days are
+  interpolated rather than extrapolated when data exist before ``start``.
+* Leading and trailing gaps (before the first / after the last observation available) have
+  nothing to interpolate between; they are filled with the nearest observed value
+  (constant extension) and counted separately in ``n_edge_filled``. Linear extrapolation
+  was rejected because it runs away over long gaps.
+* ``n_observed`` counts calendar days with an observation; ``n_interpolated`` counts every
+  filled day (inside gaps *and* edges), so ``n_observed + n_interpolated`` is the calendar
+  length. A predictor with no observation at all cannot be filled and raises
+  :class:`~gpp_cubes.errors.BuildError`.
+* GPP is never filled: a missing or filtered day stays NaN.
+
+References
+----------
+Montero, D. et al. (2024). Recurrent neural networks for modelling gross primary production
+    from remote sensing data. Section 2.2: "We interpolated missing data in the predictor
+    features linearly, while we did not interpolate GPP values, even when missing."
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from gpp_cubes.errors import BuildError, InputFormatError
+
+FORMAT_VERSION = "1"
+DEFAULT_START = "2016-01-01"
+DEFAULT_END = "2020-12-31"
+TRAIN_YEARS = (2016, 2017, 2018)
+TEST_YEARS = (2019, 2020)
+MULTISITE_NAME = "features.zarr"
+
+#: Fixed predictors after the S2 PCs, in contract order: name -> (units, long_name).
+FIXED_PREDICTORS: dict[str, tuple[str, str]] = {
+    "S1_VV": ("dB", "Sentinel-1 RTC gamma0 VV, forest mean 50-1000 m from the tower"),
+    "S1_VH": ("dB", "Sentinel-1 RTC gamma0 VH, forest mean 50-1000 m from the tower"),
+    "S1_DpRVIVV": ("1", "dual-polarized radar vegetation index (VV) of the mean gamma0"),
+    "MOD11A1_dt": ("K", "MODIS Terra daytime land surface temperature (3x3 mean)"),
+    "MOD11A1_nt": ("K", "MODIS Terra nighttime land surface temperature (3x3 mean)"),
+    "MYD11A1_dt": ("K", "MODIS Aqua daytime land surface temperature (3x3 mean)"),
+    "MYD11A1_nt": ("K", "MODIS Aqua nighttime land surface temperature (3x3 mean)"),
+    "clear_sky_ghi": ("W m-2", "daily mean clear-sky global horizontal irradiance"),
+}
+_PC = re.compile(r"^S2_PC(\d+)$")
+
+
+def predictor_metadata(name: str) -> tuple[str, str]:
+    """(units, long_name) of a predictor of the contract."""
+    if name in FIXED_PREDICTORS:
+        return FIXED_PREDICTORS[name]
+    m = _PC.match(name)
+    if m:
+        return ("1", f"Sentinel-2 spectral-index principal component {m[1]} "
+                     "(standardised indices, PCA fitted on the training years)")
+    raise InputFormatError(f"unknown predictor {name!r}: not S2_PC<k> nor one of "
+                           f"{', '.join(FIXED_PREDICTORS)}")
+
+
+def predictor_order(names: Sequence[str]) -> list[str]:
+    """Contract order: ``S2_PC1..k`` by number, then :data:`FIXED_PREDICTORS` order."""
+    pcs = sorted((n for n in names if _PC.match(n)), key=lambda n: int(_PC.match(n)[1]))
+    fixed = [n for n in FIXED_PREDICTORS if n in names]
+    unknown = set(names) - set(pcs) - set(fixed)
+    if unknown:
+        predictor_metadata(sorted(unknown)[0])  # raises naming it
+    return pcs + fixed
+
+
+def daily_calendar(start: str = DEFAULT_START, end: str = DEFAULT_END) -> pd.DatetimeIndex:
+    """The gap-free daily calendar ``start..end`` (inclusive), ``datetime64[ns]``, named time."""
+    cal = pd.date_range(pd.Timestamp(start).normalize(), pd.Timestamp(end).normalize(),
+                        freq="D", name="time")
+    if len(cal) == 0:
+        raise BuildError(f"empty calendar: start {start} is after end {end}")
+    return cal.astype("datetime64[ns]")
+
+
+@dataclass(frozen=True)
+class FillCounts:
+    """How a predictor's calendar was filled [days]."""
+
+    n_observed: int
+    n_interpolated: int
+    n_edge_filled: int
+
+
+def fill_predictor(series: pd.Series, calendar: pd.DatetimeIndex, *,
+                   name: str = "predictor", site_id: str | None = None
+                   ) -> tuple[np.ndarray, FillCounts]:
+    """Put a predictor on the calendar, interpolating linearly and filling edges.
+
+    Parameters
+    ----------
+    series : pandas.Series
+        Observations [predictor units] indexed by date (may extend beyond the calendar;
+        duplicate dates are averaged; NaN = not observed).
+    calendar : pandas.DatetimeIndex
+        Daily target calendar (:func:`daily_calendar`).
+    name, site_id : str
+        Named in errors.
+
+    Returns
+    -------
+    values : numpy.ndarray of float32, shape (len(calendar),)
+        No NaN.
+    counts : FillCounts
+        See the module docstring.
+
+    Raises
+    ------
+    BuildError
+        The predictor has no observation at all.
+    """
+    s = pd.Series(series, dtype="float64").dropna()
+    s.index = pd.DatetimeIndex(s.index).normalize()
+    s = s.groupby(level=0).mean()
+    if s.empty:
+        where = f" at site {site_id}" if site_id else ""
+        raise BuildError(f"predictor {name!r}{where} has no observation to interpolate from")
+    observed = calendar.isin(s.index)
+    full = s.reindex(s.index.union(calendar))
+    inside = full.interpolate(method="time", limit_area="inside")
+    edge_missing = inside.reindex(calendar).isna().to_numpy()
+    filled = inside.ffill().bfill().reindex(calendar).to_numpy(dtype=np.float64)
+    n_obs = int(observed.sum())
+    counts = FillCounts(n_observed=n_obs, n_interpolated=len(calendar) - n_obs,
+                        n_edge_filled=int(edge_missing.sum()))
+    return filled.astype(np.float32), counts
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, (pd.Timestamp, np.datetime64)):
+        return str(obj)
+    if isinstance(obj, (set, tuple)):
+        return list(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def provenance_json(provenance: Mapping[str, Any]) -> str:
+    """Provenance as the JSON string stored in the ``provenance`` attribute (sorted keys)."""
+    return json.dumps(provenance, sort_keys=True, default=_json_default)
+
+
+@dataclass(frozen=True)
+class SiteMeta:
+    """The site attributes of a store.
+
+    Attributes
+    ----------
+    site_id : str
+    latitude, longitude : float
+        Tower position [degrees, WGS84].
+    elevation_m : float
+        Tower elevation [m a.s.l.]; NaN when unknown.
+    igbp : str
+        IGBP class ("" when unknown).
+    """
+
+    site_id: str
+    latitude: float
+    longitude: float
+    elevation_m: float = float("nan")
+    igbp: str = ""
+
+    @classmethod
+    def from_site(cls, site: Any) -> SiteMeta:
+        """From a :class:`gpp_cubes.sites.Site` (or anything with the same attributes)."""
+        elev = getattr(site, "elevation_m", None)
+        return cls(site_id=str(site.id), latitude=float(site.latitude),
+                   longitude=float(site.longitude),
+                   elevation_m=float("nan") if elev is None else float(elev),
+                   igbp=str(getattr(site, "igbp", None) or ""))
+
+
+@dataclass(frozen=True)
+class SiteInputs:
+    """Everything joined into one site's cube.
+
+    Attributes
+    ----------
+    meta : SiteMeta
+    predictors : pandas.DataFrame
+        One column per predictor (``S2_PC*``, ``S1_*``, ``MOD11A1_*``, ``MYD11A1_*``,
+        ``clear_sky_ghi``) [units of :func:`predictor_metadata`], indexed by date; NaN where
+        not observed.
+    gpp : pandas.Series
+        Daily GPP [g C m-2 d-1], NaN where missing or filtered.
+    extreme : pandas.Series of bool
+        Climate-induced extreme days.
+    provenance : dict
+        Item ids, versions and parameters (stored as JSON).
+    """
+
+    meta: SiteMeta
+    predictors: pd.DataFrame
+    gpp: pd.Series
+    extreme: pd.Series
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+
+def assemble_site(inputs: SiteInputs, calendar: pd.DatetimeIndex, *,
+                  train_years: Sequence[int] = TRAIN_YEARS,
+                  test_years: Sequence[int] = TEST_YEARS) -> xr.Dataset:
+    """One site's daily feature cube, in the format_version "1" contract.
+
+    Parameters
+    ----------
+    inputs : SiteInputs
+    calendar : pandas.DatetimeIndex
+        Daily calendar.
+    train_years, test_years : sequence of int
+        The temporal split recorded in the attributes [years].
+
+    Returns
+    -------
+    xarray.Dataset
+        ``time`` dimension; float32 predictors without NaN, ``GPP`` float32 (NaN kept),
+        ``extreme`` bool, attributes as in ``docs/architecture.md``.
+    """
+    m = inputs.meta
+    names = predictor_order(list(inputs.predictors.columns))
+    data_vars: dict[str, xr.DataArray] = {}
+    fill_summary: dict[str, dict[str, int]] = {}
+    for name in names:
+        values, counts = fill_predictor(inputs.predictors[name], calendar, name=name,
+                                        site_id=m.site_id)
+        units, long_name = predictor_metadata(name)
+        data_vars[name] = xr.DataArray(values, dims="time", attrs={
+            "units": units, "long_name": long_name, "n_observed": counts.n_observed,
+            "n_interpolated": counts.n_interpolated, "n_edge_filled": counts.n_edge_filled})
+        fill_summary[name] = {"n_observed": counts.n_observed,
+                              "n_interpolated": counts.n_interpolated,
+                              "n_edge_filled": counts.n_edge_filled}
+    gpp = pd.Series(inputs.gpp, dtype="float64")
+    gpp.index = pd.DatetimeIndex(gpp.index).normalize()
+    gpp_values = gpp.reindex(calendar).to_numpy(dtype=np.float32)  # reindex only: no fill
+    data_vars["GPP"] = xr.DataArray(gpp_values, dims="time", attrs={
+        "units": "g C m-2 d-1",
+        "long_name": "gross primary production (GPP_NT_VUT_REF), QC-filtered, not interpolated",
+        "n_observed": int(np.isfinite(gpp_values).sum())})
+    ext = pd.Series(inputs.extreme).astype("boolean")
+    ext.index = pd.DatetimeIndex(ext.index).normalize()
+    ext_values = ext.reindex(calendar).fillna(False).to_numpy(dtype=bool)
+    data_vars["extreme"] = xr.DataArray(ext_values, dims="time", attrs={
+        "long_name": "day of a climate-induced GPP extreme (>= 5 consecutive flagged days)"})
+    prov = dict(inputs.provenance)
+    prov["fill"] = fill_summary
+    prov["calendar"] = [str(calendar[0].date()), str(calendar[-1].date())]
+    ds = xr.Dataset(data_vars, coords={"time": ("time", calendar.values)})
+    ds.attrs = {
+        "format_version": FORMAT_VERSION,
+        "site_id": m.site_id,
+        "latitude": float(m.latitude),
+        "longitude": float(m.longitude),
+        "elevation_m": float(m.elevation_m),
+        "igbp": m.igbp,
+        "predictors": names,
+        "target": "GPP",
+        "train_years": [int(y) for y in train_years],
+        "test_years": [int(y) for y in test_years],
+        "provenance": provenance_json(prov),
+        "Conventions": "CF-1.8",
+    }
+    return ds
+
+
+SITE_COORDS = ("latitude", "longitude", "elevation_m", "igbp")
+
+
+def combine_sites(datasets: Sequence[xr.Dataset]) -> xr.Dataset:
+    """Stack per-site cubes along a ``site`` dimension (the multi-site contract).
+
+    Site attributes become ``site``-indexed coordinates; per-predictor counts
+    (``n_observed``, ``n_interpolated``, ``n_edge_filled``) become lists in site order;
+    ``provenance`` becomes a JSON object keyed by site id.
+
+    Parameters
+    ----------
+    datasets : sequence of xarray.Dataset
+        Outputs of :func:`assemble_site` with the same predictors and calendar.
+
+    Returns
+    -------
+    xarray.Dataset
+    """
+    if not datasets:
+        raise BuildError("no site cube to combine")
+    first = datasets[0]
+    for ds in datasets[1:]:
+        if list(ds.attrs["predictors"]) != list(first.attrs["predictors"]):
+            raise BuildError(f"site {ds.attrs['site_id']} has predictors "
+                             f"{ds.attrs['predictors']}, {first.attrs['site_id']} has "
+                             f"{first.attrs['predictors']}; cannot stack")
+        if not ds["time"].equals(first["time"]):
+            raise BuildError(f"site {ds.attrs['site_id']} has another calendar than "
+                             f"{first.attrs['site_id']}")
+    ids = [str(ds.attrs["site_id"]) for ds in datasets]
+    if len(set(ids)) != len(ids):
+        raise BuildError(f"duplicate site ids: {ids}")
+    stacked = xr.concat([ds.drop_attrs(deep=False) for ds in datasets], dim="site",
+                        combine_attrs="drop_conflicts")
+    stacked = stacked.assign_coords(site=("site", ids))
+    for key in SITE_COORDS:
+        vals = [ds.attrs[key] for ds in datasets]
+        stacked = stacked.assign_coords({key: ("site", np.asarray(
+            vals, dtype=object if key == "igbp" else np.float64).astype(
+            str if key == "igbp" else np.float64))})
+    for name in first.attrs["predictors"]:
+        attrs = dict(first[name].attrs)
+        for k in ("n_observed", "n_interpolated", "n_edge_filled"):
+            attrs[k] = [int(ds[name].attrs[k]) for ds in datasets]
+        stacked[name].attrs = attrs
+    stacked["GPP"].attrs = {**first["GPP"].attrs,
+                            "n_observed": [int(ds["GPP"].attrs["n_observed"])
+                                           for ds in datasets]}
+    stacked["extreme"].attrs = dict(first["extreme"].attrs)
+    stacked.attrs = {
+        "format_version": FORMAT_VERSION,
+        "predictors": list(first.attrs["predictors"]),
+        "target": "GPP",
+        "train_years": list(first.attrs["train_years"]),
+        "test_years": list(first.attrs["test_years"]),
+        "provenance": json.dumps({i: json.loads(ds.attrs["provenance"])
+                                  for i, ds in zip(ids, datasets, strict=True)},
+                                 sort_keys=True),
+        "Conventions": "CF-1.8",
+    }
+    return stacked
+
+
+def write_site_store(ds: xr.Dataset, out_dir: str | Path) -> Path:
+    """Write one site's cube to ``<out_dir>/<SITE>.zarr`` atomically (marker written last).
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        Output of :func:`assemble_site`.
+    out_dir : path
+        Output directory (absolute paths recommended on clusters).
+
+    Returns
+    -------
+    pathlib.Path
+        The complete store.
+    """
+    from gpp_cubes.store import write_zarr_atomic
+
+    path = Path(out_dir) / f"{ds.attrs['site_id']}.zarr"
+    return write_zarr_atomic(ds, path, provenance=json.loads(ds.attrs["provenance"]))
+
+
+def write_multisite_store(site_stores: Sequence[str | Path], out_dir: str | Path) -> Path:
+    """Combine complete per-site stores into ``<out_dir>/features.zarr`` atomically.
+
+    Parameters
+    ----------
+    site_stores : sequence of path
+        Per-site stores, in the order of the ``site`` dimension.
+    out_dir : path
+        Output directory.
+
+    Returns
+    -------
+    pathlib.Path
+    """
+    from gpp_cubes.store import is_complete, write_zarr_atomic
+
+    datasets = []
+    for p in site_stores:
+        if not is_complete(p):
+            raise BuildError(f"site store {p} is incomplete (no marker); cannot combine")
+        datasets.append(xr.open_zarr(p).load())
+    combined = combine_sites(datasets)
+    return write_zarr_atomic(combined, Path(out_dir) / MULTISITE_NAME,
+                             provenance=json.loads(combined.attrs["provenance"]))
