@@ -1,0 +1,317 @@
+"""Lazy, Dask-backed loading of STAC items onto a site grid (odc-stac or stackstac).
+
+Both engines return the same thing: a Dataset with one variable per band, dims
+``(time, y, x)``, the pixel-centre coordinates of :class:`gpp_cubes.grid.SiteGrid`, one time
+step per solar day (items of one overpass that overlap the site, e.g. two MGRS tiles, are
+mosaicked, first valid pixel wins), and per-time coordinates ``items`` (space-separated ids
+of the scenes in that step) and any requested item properties.
+
+Failed scenes are never turned silently into nodata (odc-stac ``fail_on_error=False`` and
+stackstac ``errors_as_nodata`` do exactly that): every asset is opened before the load, an
+item that cannot be read is dropped, logged with its id and the reason, and listed in
+``ds.attrs["dropped_items"]`` (JSON) so provenance counts it; the site fails with
+:class:`~gpp_cubes.errors.BuildError` when more than ``max_failed_fraction`` of its items
+failed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+
+from gpp_cubes.errors import AssetError, BuildError, GppError
+from gpp_cubes.search import _public_url, item_datetime
+
+if TYPE_CHECKING:
+    import pystac
+    import xarray as xr
+
+    from gpp_cubes.grid import SiteGrid
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LoadReport:
+    """Which items a load used and which it dropped, with reasons.
+
+    Attributes
+    ----------
+    used : list of str
+        Ids of the items in the returned cube.
+    dropped : dict
+        Item id -> reason it was dropped.
+    """
+
+    used: list[str] = field(default_factory=list)
+    dropped: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def failed_fraction(self) -> float:
+        n = len(self.used) + len(self.dropped)
+        return len(self.dropped) / n if n else 0.0
+
+    def to_attrs(self) -> dict[str, str]:
+        return {"stac_items": json.dumps(self.used), "dropped_items": json.dumps(self.dropped)}
+
+
+def load_report(ds: xr.Dataset) -> LoadReport:
+    """The :class:`LoadReport` stored in a loaded cube's attributes."""
+    return LoadReport(json.loads(ds.attrs.get("stac_items", "[]")),
+                      json.loads(ds.attrs.get("dropped_items", "{}")))
+
+
+def solar_day(item: pystac.Item, lon: float) -> np.datetime64:
+    """Local solar day of an acquisition at longitude ``lon`` [degrees].
+
+    Local mean solar time = UTC + lon / 15 h; one overpass never spans local midnight.
+    """
+    t = item_datetime(item) + timedelta(hours=lon / 15.0)
+    return np.datetime64(t.date().isoformat(), "D")
+
+
+def _grid_lon(grid: SiteGrid) -> float:
+    from pyproj import Transformer
+
+    lon, _ = Transformer.from_crs(grid.epsg, 4326, always_xy=True).transform(
+        grid.tower_x, grid.tower_y)
+    return float(lon)
+
+
+def check_item(item: pystac.Item, bands: Sequence[str],
+               gdal_env: Mapping[str, str] | None = None) -> str | None:
+    """Open every band asset of an item; return the reason it cannot be read, or None.
+
+    Parameters
+    ----------
+    item : pystac.Item
+        Signed item.
+    bands : sequence of str
+        Asset keys to check.
+    gdal_env : mapping, optional
+        GDAL settings (``rasterio.Env``).
+
+    Returns
+    -------
+    str or None
+        ``"asset 'B04' missing"``, ``"asset 'B04' unreadable: <GDAL message>"`` or None.
+    """
+    import rasterio
+
+    with rasterio.Env(**(gdal_env or {})):
+        for band in bands:
+            asset = item.assets.get(band)
+            if asset is None:
+                return f"asset {band!r} missing"
+            try:
+                with rasterio.open(asset.href) as src:
+                    if src.count < 1 or src.crs is None:
+                        return f"asset {band!r} has no band or no CRS"
+            except Exception as err:  # rasterio raises RasterioIOError, CPLE_*, ...
+                msg = str(err).replace(asset.href, _public_url(asset.href))
+                return f"asset {band!r} unreadable: {msg[:200]}"
+    return None
+
+
+def _group(items: Sequence[pystac.Item], lon: float) -> list[list[pystac.Item]]:
+    groups: dict[np.datetime64, list[pystac.Item]] = {}
+    for it in sorted(items, key=lambda i: (item_datetime(i), i.id)):
+        groups.setdefault(solar_day(it, lon), []).append(it)
+    return [groups[k] for k in sorted(groups)]
+
+
+def load_items(
+    items: Sequence[pystac.Item],
+    bands: Sequence[str],
+    grid: SiteGrid,
+    *,
+    engine: Literal["odc", "stackstac"] = "odc",
+    chunks: Mapping[str, int] | None = None,
+    dtype: str = "uint16",
+    nodata: int | float = 0,
+    groupby: Literal["solar_day", "id"] = "solar_day",
+    resampling: str = "nearest",
+    properties: Sequence[str] = (),
+    precheck: bool = True,
+    max_failed_fraction: float = 0.2,
+    site_id: str | None = None,
+    gdal_env: Mapping[str, str] | None = None,
+    sign: Callable[[pystac.Item], pystac.Item] | None = None,
+) -> xr.Dataset:
+    """Load STAC items lazily onto the site grid.
+
+    Parameters
+    ----------
+    items : sequence of pystac.Item
+        Items (signed) with the ``bands`` as asset keys.
+    bands : sequence of str
+        Asset keys to load, e.g. ``["B04", "B08", "SCL"]``.
+    grid : SiteGrid
+        Target grid (UTM, pixel centres ``grid.x``/``grid.y`` [m]).
+    engine : {"odc", "stackstac"}, default "odc"
+        Loader; both give the same values and coordinates.
+    chunks : mapping, optional
+        Dask chunks, default ``{"time": 1, "y": -1, "x": -1}`` (one scene per chunk: a site
+        is ~230 x 230 pixels, so a 5-year build streams in small, bounded pieces).
+    dtype : str, default "uint16"
+        Output dtype (S2 L2A digital numbers).
+    nodata : int or float, default 0
+        Fill value of missing pixels.
+    groupby : {"solar_day", "id"}, default "solar_day"
+        One time step per local solar day (mosaic of the overpass), or one per item.
+    resampling : str, default "nearest"
+        Resampling of bands coarser than the grid (20 m, 60 m) [paper: nearest].
+    properties : sequence of str
+        Item properties attached as time coordinates (first item of each step), e.g.
+        ``["s2:processing_baseline"]``.
+    precheck : bool, default True
+        Open every asset before the load and drop unreadable items (see module docs).
+    max_failed_fraction : float, default 0.2
+        Fail the site when more than this fraction of its items was dropped.
+    site_id : str, optional
+        Name used in messages.
+    gdal_env : mapping, optional
+        GDAL settings for the pre-check (default :func:`gpp_cubes.providers.configure_gdal`).
+    sign : callable, optional
+        Re-sign items just before loading (Planetary Computer SAS tokens expire).
+
+    Returns
+    -------
+    xarray.Dataset
+        Variables ``bands`` (time, y, x) of ``dtype``; coords ``time`` (first acquisition of
+        the step), ``items``, ``properties``; attrs ``stac_items``, ``dropped_items`` (JSON),
+        ``crs`` ("EPSG:xxxxx"), ``nodata``.
+
+    Raises
+    ------
+    BuildError
+        No readable item, or too many failed ones.
+    """
+    import xarray as xr
+
+    from gpp_cubes.providers import configure_gdal
+
+    where = f"site {site_id!r}" if site_id else "site"
+    env = dict(gdal_env) if gdal_env is not None else configure_gdal()
+    if sign is not None:
+        items = [sign(it) for it in items]
+    report = LoadReport()
+    good: list[pystac.Item] = list(items)
+    if precheck and good:
+        with ThreadPoolExecutor(max_workers=min(16, len(good))) as pool:
+            reasons = list(pool.map(lambda it: check_item(it, bands, env), good))
+        for it, why in zip(list(good), reasons, strict=True):
+            if why is not None:
+                log.warning("%s: dropping STAC item %s: %s", where, it.id, why)
+                report.dropped[it.id] = why
+        good = [it for it in good if it.id not in report.dropped]
+    n_all = len(items)
+    if n_all and len(report.dropped) / n_all > max_failed_fraction:
+        raise BuildError(
+            f"{where}: {len(report.dropped)} of {n_all} scenes failed (more than "
+            f"{max_failed_fraction:.0%}); first: "
+            + "; ".join(f"{k}: {v}" for k, v in list(report.dropped.items())[:3]))
+    if not good:
+        raise BuildError(f"{where}: no readable STAC item among {n_all}")
+
+    lon = _grid_lon(grid)
+    groups = _group(good, lon) if groupby == "solar_day" else [[it] for it in sorted(
+        good, key=lambda i: (item_datetime(i), i.id))]
+    report.used = [it.id for g in groups for it in g]
+    ch = {"time": 1, "y": -1, "x": -1, **(chunks or {})}
+
+    if engine == "odc":
+        ds = _load_odc(groups, bands, grid, ch, dtype, nodata, resampling, lon)
+    elif engine == "stackstac":
+        ds = _load_stackstac(groups, bands, grid, ch, dtype, nodata, resampling)
+    else:
+        raise GppError(f"unknown load engine {engine!r}: use 'odc' or 'stackstac'")
+
+    times = np.array([np.datetime64(item_datetime(g[0]).replace(tzinfo=None), "ns")
+                      for g in groups])
+    ds = ds.assign_coords(time=times, x=grid.x, y=grid.y)
+    ds = ds.assign_coords(items=("time", np.array([" ".join(i.id for i in g) for g in groups])))
+    for prop in properties:
+        vals = [g[0].properties.get(prop) for g in groups]
+        ds = ds.assign_coords({prop: ("time", np.array(vals))})
+    ds.attrs = {**report.to_attrs(), "crs": f"EPSG:{grid.epsg}", "nodata": nodata}
+    for b in bands:
+        ds[b].attrs["nodata"] = nodata
+    return xr.Dataset(ds.data_vars, coords={k: v for k, v in ds.coords.items()
+                                            if k in ("time", "x", "y", "items", *properties)},
+                      attrs=ds.attrs)
+
+
+def _load_odc(groups: list[list[pystac.Item]], bands: Sequence[str], grid: SiteGrid,
+              chunks: Mapping[str, int], dtype: str, nodata: int | float, resampling: str,
+              lon: float) -> xr.Dataset:
+    import odc.stac
+
+    key = {it.id: i for i, g in enumerate(groups) for it in g}
+    flat = [it for g in groups for it in g]
+    ds = odc.stac.load(
+        flat, bands=list(bands), geobox=grid.geobox,
+        groupby=lambda item, parsed, idx: key[item.id],
+        chunks={"x": chunks["x"], "y": chunks["y"]}, dtype=dtype, nodata=nodata,
+        resampling=resampling, fail_on_error=True,
+    )
+    if ds.sizes["time"] != len(groups):  # pragma: no cover - guards odc-stac behaviour
+        raise GppError(f"odc-stac made {ds.sizes['time']} time steps for {len(groups)} groups")
+    if chunks.get("time", 1) != 1:
+        ds = ds.chunk({"time": chunks["time"]})
+    return ds.drop_vars([c for c in ("spatial_ref",) if c in ds.coords])
+
+
+def _load_stackstac(groups: list[list[pystac.Item]], bands: Sequence[str], grid: SiteGrid,
+                    chunks: Mapping[str, int], dtype: str, nodata: int | float,
+                    resampling: str) -> xr.Dataset:
+    import stackstac
+    import xarray as xr
+    from rasterio.enums import Resampling
+
+    flat = [it for g in groups for it in g]
+    step = np.concatenate([[i] * len(g) for i, g in enumerate(groups)])
+    fill = np.dtype(dtype).type(nodata)  # numpy 2: fill value of the output dtype
+    ny, nx = grid.shape
+    cy = ny if chunks["y"] in (-1, None) else chunks["y"]
+    cx = nx if chunks["x"] in (-1, None) else chunks["x"]
+    da = stackstac.stack(
+        flat, assets=list(bands),
+        # pystac-client rewrites proj:epsg to proj:code; stackstac reads only proj:epsg:
+        # give the grid explicitly (else a padded grid with NaN borders).
+        epsg=grid.epsg, bounds=grid.bounds, resolution=grid.resolution, snap_bounds=False,
+        resampling=Resampling[resampling], dtype=np.dtype(dtype), fill_value=fill,
+        rescale=False, xy_coords="center", chunksize=(1, 1, cy, cx),
+        sortby_date=False, properties=False, band_coords=False,
+        errors_as_nodata=(),  # never turn read errors into nodata silently
+    )
+    da = da.drop_vars([c for c in da.coords if c not in ("time", "band", "x", "y")])
+    if len(flat) != len(groups):
+        da = da.assign_coords(time=step)
+        parts = []
+        for i, g in enumerate(groups):
+            sub = da.isel(time=np.flatnonzero(step == i))
+            # reverse=True: the first item is on top, as in odc-stac's fusing
+            parts.append(stackstac.mosaic(sub, dim="time", nodata=fill, reverse=True)
+                         if len(g) > 1 else sub.isel(time=0))
+        da = xr.concat(parts, dim="time", coords="minimal", compat="override")
+    ds = da.to_dataset(dim="band")
+    if chunks.get("time", 1) != 1:
+        ds = ds.chunk({"time": chunks["time"]})
+    return ds
+
+
+def require_assets(item: pystac.Item, keys: Sequence[str], site_id: str | None = None) -> None:
+    """Raise :class:`AssetError` naming the item and the first missing asset."""
+    for k in keys:
+        if k not in item.assets:
+            of = f" of site {site_id!r}" if site_id else ""
+            raise AssetError(f"STAC item {item.id!r}{of} has no asset {k!r}")
+

@@ -1,0 +1,257 @@
+"""STAC providers, HTTP retries for STAC APIs and GDAL settings for cloud reads.
+
+One place decides *where* data come from (Planetary Computer, Earth Search, any STAC API)
+and *how hard* we try before giving up:
+
+- :func:`resolve_provider` maps a provider name or URL to a :class:`Provider` (endpoint,
+  item signing, asset-key mapping to Planetary-Computer-style keys);
+- :func:`stac_io_with_retries` returns a pystac-client ``StacApiIO`` whose urllib3 ``Retry``
+  retries throttling (429, honouring ``Retry-After``), 5xx and dropped connections, for the
+  POST searches too (pystac-client's default retries cover DNS errors and timeouts only);
+- :func:`configure_gdal` sets GDAL's HTTP retries (GDAL retries nothing by default) for this
+  process and returns the settings so Dask workers can get them (:func:`gdal_worker_plugin`).
+
+Credentials (``PC_SDK_SUBSCRIPTION_KEY``) are read by ``planetary_computer`` from the
+environment only; nothing here logs, stores or returns them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+from gpp_cubes.errors import ConfigError
+
+if TYPE_CHECKING:
+    import pystac
+    from pystac_client.stac_api_io import StacApiIO
+
+log = logging.getLogger(__name__)
+
+PLANETARY_COMPUTER_URL = "https://planetarycomputer.microsoft.com/api/stac/v1"
+EARTH_SEARCH_URL = "https://earth-search.aws.element84.com/v1"
+
+#: Earth Search v1 ``sentinel-2-l2a`` asset keys -> Planetary Computer keys (our canonical ones).
+EARTH_SEARCH_S2_KEYS: Mapping[str, str] = MappingProxyType({
+    "coastal": "B01", "blue": "B02", "green": "B03", "red": "B04", "rededge1": "B05",
+    "rededge2": "B06", "rededge3": "B07", "nir": "B08", "nir08": "B8A", "nir09": "B09",
+    "swir16": "B11", "swir22": "B12", "scl": "SCL", "granule_metadata": "granule-metadata",
+})
+
+#: GDAL settings for reading COGs over HTTP. GDAL_HTTP_MAX_RETRY is 0 by default: one
+#: throttled or dropped request would fail a whole scene.
+GDAL_DEFAULTS: Mapping[str, str] = MappingProxyType({
+    "GDAL_HTTP_MAX_RETRY": "5",
+    "GDAL_HTTP_RETRY_DELAY": "1",  # [s], doubled by GDAL on each retry
+    "GDAL_HTTP_RETRY_CODES": "429,500,502,503,504",
+    # No directory listing or side-file probing on every /vsicurl/ open.
+    "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
+    "GDAL_HTTP_TIMEOUT": "60",  # [s]
+    # Parallel single-range requests, never one multi-range request (RangeHTTPServer and
+    # some object stores answer those with 400).
+    "GDAL_HTTP_MULTIRANGE": "YES",
+    "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
+    "VSI_CACHE": "TRUE",
+})
+
+
+def _pc_sign(item: pystac.Item) -> pystac.Item:
+    # Imported lazily: planetary_computer pulls in pydantic and requests.
+    import planetary_computer
+
+    return planetary_computer.sign(item)
+
+
+@dataclass(frozen=True)
+class Provider:
+    """A STAC provider of Sentinel-2 L2A (and other) items.
+
+    Attributes
+    ----------
+    name : str
+        ``"planetary-computer"``, ``"earth-search"`` or ``"custom"``.
+    url : str
+        STAC API root URL.
+    sign : callable or None
+        Function returning a signed copy of an item (Planetary Computer SAS tokens), or None.
+    asset_keys : mapping
+        Provider asset key -> canonical (Planetary Computer) key; empty if identical.
+    """
+
+    name: str
+    url: str
+    sign: Callable[[pystac.Item], pystac.Item] | None = None
+    asset_keys: Mapping[str, str] = field(default_factory=dict)
+
+    def canonical_item(self, item: pystac.Item) -> pystac.Item:
+        """Signed copy of ``item`` whose assets also carry the canonical keys.
+
+        Parameters
+        ----------
+        item : pystac.Item
+            An item as returned by the provider.
+
+        Returns
+        -------
+        pystac.Item
+            Signed (if the provider signs) with assets renamed to canonical keys.
+        """
+        out = self.sign(item) if self.sign is not None else item.clone()
+        for key, canon in self.asset_keys.items():
+            if key in out.assets and canon not in out.assets:
+                out.assets[canon] = out.assets.pop(key)
+        return out
+
+
+def resolve_provider(provider: str | None = "planetary-computer",
+                     stac_url: str | None = None) -> Provider:
+    """Choose the STAC endpoint, signing and asset-key mapping.
+
+    Parameters
+    ----------
+    provider : {"planetary-computer", "earth-search", "custom"} or None
+        Named provider. ``None`` or ``"custom"`` needs ``stac_url``.
+    stac_url : str, optional
+        Override the endpoint (e.g. a local ``rustac serve`` on 127.0.0.1). Items of a
+        custom endpoint are signed only when the provider is Planetary Computer.
+
+    Returns
+    -------
+    Provider
+
+    Raises
+    ------
+    ConfigError
+        Unknown provider name, or no URL for a custom provider.
+    """
+    name = (provider or "custom").lower().replace("_", "-")
+    if name in ("planetary-computer", "pc", "planetarycomputer"):
+        # planetary_computer.sign leaves non-Azure hrefs (e.g. 127.0.0.1) unchanged.
+        return Provider("planetary-computer", stac_url or PLANETARY_COMPUTER_URL, _pc_sign)
+    if name in ("earth-search", "earthsearch", "element84"):
+        return Provider("earth-search", stac_url or EARTH_SEARCH_URL, None,
+                        dict(EARTH_SEARCH_S2_KEYS))
+    if name == "custom":
+        if not stac_url:
+            raise ConfigError("provider 'custom' needs stac_url (the STAC API root URL)")
+        return Provider("custom", stac_url, None)
+    raise ConfigError(f"unknown STAC provider {provider!r}: use 'planetary-computer', "
+                      "'earth-search' or 'custom' with stac_url")
+
+
+def http_retry(total: int = 6, backoff_factor: float = 0.5,
+               status_forcelist: tuple[int, ...] = (429, 500, 502, 503, 504)) -> Any:
+    """urllib3 ``Retry`` for STAC API calls.
+
+    Parameters
+    ----------
+    total : int, default 6
+        Maximum number of retries of one request.
+    backoff_factor : float, default 0.5
+        Exponential backoff base [s]: sleeps 0.5, 1, 2, 4 ... s between tries.
+    status_forcelist : tuple of int
+        HTTP statuses to retry.
+
+    Returns
+    -------
+    urllib3.util.retry.Retry
+        Retries connect/read errors and the statuses for GET and POST, honouring
+        ``Retry-After`` on 429/503.
+    """
+    from urllib3.util.retry import Retry
+
+    return Retry(
+        total=total, connect=total, read=total, status=total,
+        backoff_factor=backoff_factor, backoff_max=60.0,
+        status_forcelist=status_forcelist,
+        # STAC item search is a POST; urllib3 retries only idempotent methods by default.
+        allowed_methods=frozenset({"GET", "POST", "HEAD", "OPTIONS"}),
+        respect_retry_after_header=True,
+        raise_on_status=False,  # the final error response reaches pystac-client's handler
+    )
+
+
+def stac_io_with_retries(*, total: int = 6, backoff_factor: float = 0.5,
+                         timeout: float | tuple[float, float] = (10.0, 120.0),
+                         headers: dict[str, str] | None = None) -> StacApiIO:
+    """A pystac-client ``StacApiIO`` that retries throttling, 5xx and dropped connections.
+
+    Parameters
+    ----------
+    total, backoff_factor : see :func:`http_retry`.
+    timeout : float or (float, float)
+        (connect, read) timeout [s] of each request.
+    headers : dict, optional
+        Extra HTTP headers.
+
+    Returns
+    -------
+    pystac_client.stac_api_io.StacApiIO
+        Pass as ``stac_io=`` to ``pystac_client.Client.open``.
+    """
+    from pystac_client.stac_api_io import StacApiIO
+
+    return StacApiIO(headers=headers, timeout=timeout,
+                     max_retries=http_retry(total=total, backoff_factor=backoff_factor))
+
+
+def configure_gdal(overrides: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Set GDAL HTTP settings for this process and return them.
+
+    Values already in the environment win over :data:`GDAL_DEFAULTS` (a user may tune
+    them); ``overrides`` win over both.
+
+    Parameters
+    ----------
+    overrides : mapping, optional
+        Settings to force.
+
+    Returns
+    -------
+    dict
+        The settings applied, to hand to Dask workers (:func:`gdal_worker_plugin`) or
+        ``rasterio.Env(**settings)``.
+    """
+    settings = {k: os.environ.get(k, v) for k, v in GDAL_DEFAULTS.items()}
+    settings.update(overrides or {})
+    os.environ.update(settings)
+    try:  # odc-stac keeps its own rasterio config; make it agree.
+        from odc.stac import configure_rio
+
+        configure_rio(cloud_defaults=True, **settings)
+    except ImportError:  # pragma: no cover - odc-stac is a dependency
+        pass
+    return settings
+
+
+def gdal_worker_plugin(settings: Mapping[str, str] | None = None) -> Any:
+    """A Dask ``WorkerPlugin`` that applies :func:`configure_gdal` on every worker.
+
+    Parameters
+    ----------
+    settings : mapping, optional
+        GDAL settings (default: :func:`configure_gdal` of this process).
+
+    Returns
+    -------
+    distributed.WorkerPlugin
+        Register with ``client.register_plugin(plugin)``.
+    """
+    from distributed import WorkerPlugin
+
+    chosen = dict(settings) if settings is not None else configure_gdal()
+
+    class GdalSettings(WorkerPlugin):
+        name = "gpp-cubes-gdal"
+
+        def __init__(self, values: dict[str, str]) -> None:
+            self.values = values
+
+        def setup(self, worker: Any) -> None:
+            configure_gdal(self.values)
+
+    return GdalSettings(chosen)

@@ -1,0 +1,157 @@
+"""Atomic zarr stores with provenance and a completion marker.
+
+A store is written to a temporary sibling directory, reopened and checked, renamed into
+place, and only then gets its ``.gpp-complete`` marker (docs/architecture.md). An interrupted
+write therefore leaves either the previous complete store, or a directory without a marker
+(:func:`is_complete` is False and a restart rebuilds it) — never a store that looks complete.
+Zarr format 3 with consolidated metadata; zarr-python 3.0.0-3.0.7 are excluded in
+pyproject.toml because of their data-loss bugs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import shutil
+import uuid
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from gpp_cubes.errors import InputFormatError
+
+if TYPE_CHECKING:
+    import xarray as xr
+
+COMPLETE_MARKER = ".gpp-complete"
+
+#: Packages whose versions every store records.
+PROVENANCE_PACKAGES: tuple[str, ...] = (
+    "gpp-cubes", "numpy", "xarray", "dask", "zarr", "rasterio", "odc-stac", "stackstac",
+    "pystac", "pystac-client", "sen2nbar", "spyndex", "s2cloudless", "scikit-learn", "pvlib",
+)
+
+_SECRET_KEY = re.compile(r"(key|token|secret|password|passwd|credential|signature|sas)",
+                         re.IGNORECASE)
+_URL_QUERY = re.compile(r"(https?://[^\s?\"']+)\?[^\s\"']*")
+
+
+def scrub_secrets(obj: Any) -> Any:
+    """Copy of a JSON-like object without credentials.
+
+    Drops values of keys that look like credentials (key, token, secret, password, sas...)
+    and strips query strings (SAS tokens, signatures) from URLs.
+    """
+    if isinstance(obj, dict):
+        return {k: ("<redacted>" if _SECRET_KEY.search(str(k)) else scrub_secrets(v))
+                for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [scrub_secrets(v) for v in obj]
+    if isinstance(obj, str):
+        return _URL_QUERY.sub(r"\1", obj)
+    return obj
+
+
+def provenance_base() -> dict[str, Any]:
+    """Versions of the packages a store depends on, Python version and creation time (UTC).
+
+    Returns
+    -------
+    dict
+        ``{"created": ISO time, "python": "3.11.7", "packages": {name: version}}``.
+    """
+    versions = {}
+    for name in PROVENANCE_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return {"created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "python": platform.python_version(), "packages": versions}
+
+
+def is_complete(path: str | Path) -> bool:
+    """True if ``path`` is a store whose write finished (its marker exists)."""
+    return (Path(path) / COMPLETE_MARKER).is_file()
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_zarr_atomic(ds: xr.Dataset, path: str | Path, *, provenance: dict[str, Any],
+                      encoding: dict[str, Any] | None = None) -> Path:
+    """Write ``ds`` to a zarr store atomically, with provenance and completion marker.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        Data to write (Dask-backed data are computed chunk by chunk while writing).
+    path : str or Path
+        Final store path, e.g. ``out/DE-Hai.zarr``; an existing store there is replaced
+        only after the new one was written and validated.
+    provenance : dict
+        JSON-serialisable record (STAC item ids, masks, parameters...). Stored, scrubbed of
+        credentials (:func:`scrub_secrets`), as the JSON string attribute ``provenance``.
+    encoding : dict, optional
+        Per-variable zarr encoding.
+
+    Returns
+    -------
+    Path
+        The final store path.
+
+    Raises
+    ------
+    InputFormatError
+        The written store does not read back with the same variables, shapes and dtypes
+        (the temporary store is removed, the previous store is untouched).
+    """
+    import xarray as xr
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
+    out = ds.copy()
+    out.attrs = dict(ds.attrs)
+    out.attrs["provenance"] = json.dumps(scrub_secrets(provenance), sort_keys=True,
+                                         default=str)
+    try:
+        out.to_zarr(tmp, mode="w", zarr_format=3, consolidated=True, encoding=encoding)
+        with xr.open_zarr(tmp, consolidated=True) as back:
+            problems = [name for name, var in out.variables.items()
+                        if name not in back.variables
+                        or back[name].shape != var.shape
+                        or (back[name].dtype != var.dtype and var.dtype.kind not in "OUSM")]
+            if problems or back.attrs.get("provenance") != out.attrs["provenance"]:
+                raise InputFormatError(f"zarr store {path} failed validation after writing: "
+                                       f"variables {problems or 'attrs'} differ")
+        _fsync_dir(tmp)
+        old = None
+        if path.exists():
+            old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
+            path.rename(old)
+        tmp.rename(path)
+        _fsync_dir(path.parent)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        marker = path / COMPLETE_MARKER
+        with open(marker, "w", encoding="utf-8") as fh:
+            fh.write(datetime.now(UTC).isoformat(timespec="seconds") + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        _fsync_dir(path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return path
