@@ -284,6 +284,19 @@ def test_gdal_cloud_read_defaults_are_set(dockerfile: tuple[str, list[Stage]]) -
     assert env["GDAL_DISABLE_READDIR_ON_OPEN"] == "EMPTY_DIR"
 
 
+def test_gdal_defaults_agree_with_the_library(dockerfile: tuple[str, list[Stage]]) -> None:
+    """The image's environment wins over gpp_cubes.providers.GDAL_DEFAULTS (configure_gdal
+    keeps values already set), so a disagreement would silently change the library's
+    settings inside the image."""
+    providers = pytest.importorskip("gpp_cubes.providers")
+    name, stages = dockerfile
+    env = final_env(stages[-1])
+    differ = {
+        k: (env[k], v) for k, v in providers.GDAL_DEFAULTS.items() if k in env and env[k] != v
+    }
+    assert not differ, f"{name}: ENV differs from providers.GDAL_DEFAULTS: {differ}"
+
+
 def test_no_secret_is_baked_in(dockerfile: tuple[str, list[Stage]]) -> None:
     name, stages = dockerfile
     for stage in stages:
