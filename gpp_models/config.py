@@ -1,0 +1,199 @@
+"""Frozen configuration dataclasses for the GPP recurrent models (flax-examples style).
+
+A run is fully described by a :class:`ModelConfig` (the network) and a :class:`TrainConfig`
+(data protocol, optimiser, budget); both are hashable so jitted functions can take the model
+configuration as a static argument and compile once per architecture.
+
+References
+----------
+Montero, D. et al. (2024). Recurrent neural networks for modelling gross primary production
+using Sentinel-2, Sentinel-1 and MODIS data, sections 2.2-2.3.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from gpp_cubes.errors import ConfigError
+
+Cell = Literal["rnn", "gru", "lstm"]
+Init = Literal["paper_uniform", "flax_default"]
+Protocol = Literal["holdout", "paper"]
+Impl = Literal["fused", "flax"]
+
+CELLS: tuple[str, ...] = ("rnn", "gru", "lstm")
+MAX_LAYERS = 5
+MAX_UNITS = 512
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A stacked recurrent network with a dense head (sequence-to-one regression).
+
+    Parameters
+    ----------
+    cell : {"rnn", "gru", "lstm"}
+        Recurrent cell: Elman RNN (tanh), GRU (Cho et al. 2014, PyTorch/Flax form) or LSTM
+        (Hochreiter & Schmidhuber 1997, no peepholes).
+    layers : int
+        Number of stacked recurrent layers [1-5].
+    units : int
+        Hidden units per layer [1-512].
+    dropout : float
+        Dropout rate applied to each recurrent layer's output (between layers and before the
+        head) during training [0-1). The paper uses 0.2.
+    init : {"paper_uniform", "flax_default"}
+        ``paper_uniform`` draws every kernel from U[-1/sqrt(n), 1/sqrt(n)] with n the fan-in
+        of that kernel (the number of input features for the first layer's input kernel). The
+        paper writes U[-sqrt(n), sqrt(n)], which for 25 features would give weights up to 5 and
+        saturate tanh/sigmoid at once; we read it as the usual 1/sqrt(n) (Glorot-era and
+        PyTorch convention) and keep the bound switchable. ``flax_default`` uses Flax's
+        LeCun-normal input kernels and orthogonal recurrent kernels. Biases start at zero.
+    unroll : int
+        Time steps unrolled per ``lax.scan`` iteration (a speed knob on CPU, same numbers).
+    impl : {"fused", "flax"}
+        ``fused`` (default) projects the inputs of all time steps in one matmul before the
+        scan and runs fused-gate cells with one recurrent matmul per step; ``flax`` uses the
+        stock ``nn.SimpleCell``/``nn.GRUCell``/``nn.OptimizedLSTMCell`` (kept as the naive
+        reference of the benchmark).
+    """
+
+    cell: Cell = "lstm"
+    layers: int = 2
+    units: int = 128
+    dropout: float = 0.2
+    init: Init = "paper_uniform"
+    unroll: int = 1
+    impl: Impl = "fused"
+
+    def __post_init__(self) -> None:
+        if self.impl not in ("fused", "flax"):
+            raise ConfigError(f"ModelConfig.impl must be fused|flax, got {self.impl!r}")
+        if self.cell not in CELLS:
+            raise ConfigError(f"ModelConfig.cell must be one of {CELLS}, got {self.cell!r}")
+        if not 1 <= int(self.layers) <= MAX_LAYERS:
+            raise ConfigError(f"ModelConfig.layers must be in 1..{MAX_LAYERS}, got {self.layers}")
+        if not 1 <= int(self.units) <= MAX_UNITS:
+            raise ConfigError(f"ModelConfig.units must be in 1..{MAX_UNITS}, got {self.units}")
+        if not 0.0 <= float(self.dropout) < 1.0:
+            raise ConfigError(f"ModelConfig.dropout must be in [0, 1), got {self.dropout}")
+        if self.init not in ("paper_uniform", "flax_default"):
+            raise ConfigError(f"ModelConfig.init must be paper_uniform|flax_default: {self.init!r}")
+        if int(self.unroll) < 1:
+            raise ConfigError(f"ModelConfig.unroll must be >= 1, got {self.unroll}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Data protocol, optimiser and budget of one training run.
+
+    Parameters
+    ----------
+    model : ModelConfig
+        The network.
+    epochs : int
+        Passes over the training samples [1]; the paper trains 300.
+    batch_size : int
+        Samples per optimiser step [1].
+    learning_rate : float
+        Adam step size [1]; tuned log-uniformly in 1e-4..1e-2.
+    seed : int
+        Seed of parameter init, dropout and batch order; equal seeds give equal runs.
+    protocol : {"holdout", "paper"}
+        ``holdout`` (default) fits on ``train_years`` minus ``val_year`` and selects the best
+        epoch on ``val_year``: the test years are never seen before evaluation. ``paper``
+        fits on all ``train_years`` and keeps the checkpoint that is best on the *test* years,
+        as in the paper: this leaks the test set into model selection and is reported so.
+    window : int
+        Sequence length [days]: the ``window`` days ending on day t predict GPP on day t.
+    train_years, test_years : tuple of int
+        Calendar years of the temporal split (paper: 2016-2018 / 2019-2020).
+    val_year : int
+        Training year held out for validation in the ``holdout`` protocol.
+    ensemble : int
+        Number of seeds trained at once with ``jax.vmap`` (K >= 1); predictions report the
+        ensemble mean and spread.
+    patience : int or None
+        Early stopping after this many epochs without validation improvement; None trains
+        all epochs (the best checkpoint is kept either way).
+    checkpoint_every : int
+        Epochs between orbax checkpoints of the full training state (resumption points).
+    """
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    epochs: int = 300
+    batch_size: int = 256
+    learning_rate: float = 1e-3
+    seed: int = 0
+    protocol: Protocol = "holdout"
+    window: int = 90
+    train_years: tuple[int, ...] = (2016, 2017, 2018)
+    test_years: tuple[int, ...] = (2019, 2020)
+    val_year: int = 2018
+    ensemble: int = 1
+    patience: int | None = None
+    checkpoint_every: int = 10
+
+    def __post_init__(self) -> None:
+        # Tuples keep the dataclass hashable when built from JSON lists.
+        object.__setattr__(self, "train_years", tuple(int(y) for y in self.train_years))
+        object.__setattr__(self, "test_years", tuple(int(y) for y in self.test_years))
+        if self.protocol not in ("holdout", "paper"):
+            raise ConfigError(f"TrainConfig.protocol must be holdout|paper, got {self.protocol!r}")
+        if self.epochs < 1 or self.batch_size < 1 or self.window < 1 or self.ensemble < 1:
+            raise ConfigError("TrainConfig: epochs, batch_size, window and ensemble must be >= 1")
+        if not 0.0 < self.learning_rate < 1.0:
+            raise ConfigError(f"TrainConfig.learning_rate must be in (0, 1): {self.learning_rate}")
+        if set(self.train_years) & set(self.test_years):
+            raise ConfigError("TrainConfig: train_years and test_years overlap")
+        if self.protocol == "holdout":
+            if self.val_year not in self.train_years:
+                raise ConfigError(
+                    f"TrainConfig.val_year {self.val_year} is not one of train_years "
+                    f"{list(self.train_years)}"
+                )
+            if len(self.train_years) < 2:
+                raise ConfigError("holdout protocol needs >= 2 train_years (one is validation)")
+
+    @property
+    def fit_years(self) -> tuple[int, ...]:
+        """Years whose samples update the weights (and give the standardisation statistics)."""
+        if self.protocol == "holdout":
+            return tuple(y for y in self.train_years if y != self.val_year)
+        return self.train_years
+
+    @property
+    def select_years(self) -> tuple[int, ...]:
+        """Years on which the best epoch is chosen (the test years under ``paper``: leaks)."""
+        return (self.val_year,) if self.protocol == "holdout" else self.test_years
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        """A copy with fields changed; ``model`` fields may be given by name too."""
+        model_fields = {f.name for f in dataclasses.fields(ModelConfig)}
+        model_changes = {k: changes.pop(k) for k in list(changes) if k in model_fields}
+        model = dataclasses.replace(self.model, **model_changes)
+        return dataclasses.replace(self, model=model, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dictionary (``model`` nested)."""
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        """Indented JSON text of :meth:`to_dict`."""
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Inverse of :meth:`to_dict`; unknown keys raise :class:`ConfigError`."""
+        data = dict(data)
+        model = data.pop("model", {}) or {}
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        mknown = {f.name for f in dataclasses.fields(ModelConfig)}
+        unknown += sorted(f"model.{k}" for k in set(model) - mknown)
+        if unknown:
+            raise ConfigError(f"unknown training config key(s): {', '.join(unknown)}")
+        return cls(model=ModelConfig(**model), **data)

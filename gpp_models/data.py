@@ -1,0 +1,354 @@
+"""Feature cubes -> standardised arrays -> sequence-to-one windows gathered on the device.
+
+Reads the zarr stores of the gpp_cubes contract (docs/architecture.md, format_version "1"),
+checks the contract on read, standardises predictors with statistics of the fitting years only
+and builds sample indices (site, day) for each split. Windows are never built with Python
+loops: :func:`gather_windows` takes ``X[site, t + arange(-W+1, 1)]`` inside ``jax.jit``.
+
+References
+----------
+Montero, D. et al. (2024), section 2.2: 90-day sequence-to-one samples, temporal split
+2016-2018 / 2019-2020, predictors interpolated, GPP never interpolated.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from gpp_cubes.errors import InputFormatError
+
+FORMAT_VERSION = "1"
+COMPLETE_MARKER = ".gpp-complete"
+REQUIRED_ATTRS = ("format_version", "predictors", "target", "train_years", "test_years")
+PREDICTOR_ATTRS = ("units", "long_name", "n_observed", "n_interpolated")
+SITE_ATTRS = ("latitude", "longitude", "elevation_m", "igbp")
+
+
+@dataclass(frozen=True)
+class Cube:
+    """A multi-site feature cube held as NumPy arrays (float32).
+
+    Attributes
+    ----------
+    X : ndarray, shape (site, time, feature)
+        Raw predictors in their units (NaN outside each predictor's data range).
+    y : ndarray, shape (site, time)
+        GPP [g C m-2 d-1], NaN where not observed.
+    extreme : ndarray of bool, shape (site, time)
+        Climate-induced extreme days.
+    time : DatetimeIndex
+        Daily calendar shared by all sites.
+    sites : tuple of str
+        Site ids.
+    predictors : tuple of str
+        Feature names, in the order of the last axis of ``X``.
+    attrs : dict
+        Dataset attributes (``provenance`` parsed to a dict when it is JSON).
+    source : str
+        Path the cube was read from (for messages and provenance).
+    """
+
+    X: np.ndarray
+    y: np.ndarray
+    extreme: np.ndarray
+    time: pd.DatetimeIndex
+    sites: tuple[str, ...]
+    predictors: tuple[str, ...]
+    attrs: dict[str, Any]
+    source: str
+
+    @property
+    def years(self) -> np.ndarray:
+        """Calendar year of each day [year]."""
+        return self.time.year.to_numpy()
+
+
+def _is_zarr_store(path: Path) -> bool:
+    return any((path / m).exists() for m in ("zarr.json", ".zgroup", ".zattrs"))
+
+
+def _open_store(path: Path) -> xr.Dataset:
+    if not (path / COMPLETE_MARKER).exists():
+        raise InputFormatError(
+            f"{path}: store is incomplete (no {COMPLETE_MARKER} marker); rebuild or finish it"
+        )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return xr.open_zarr(path)
+    except Exception as err:  # zarr raises many types for a broken store
+        raise InputFormatError(f"{path}: cannot open as a zarr store: {err}") from err
+
+
+def validate_cube(ds: xr.Dataset, source: str) -> None:
+    """Check a Dataset against the feature-cube contract; raise naming the store and field.
+
+    Raises
+    ------
+    gpp_cubes.errors.InputFormatError
+        Wrong/missing ``format_version``, a missing dataset attribute, variable, coordinate
+        or predictor attribute, or a non-daily time axis.
+    """
+    version = ds.attrs.get("format_version")
+    if version is None:
+        raise InputFormatError(f"{source}: missing dataset attribute 'format_version'")
+    if str(version) != FORMAT_VERSION:
+        raise InputFormatError(
+            f"{source}: format_version {version!r} is not supported (expected {FORMAT_VERSION!r})"
+        )
+    for key in REQUIRED_ATTRS:
+        if key not in ds.attrs:
+            raise InputFormatError(f"{source}: missing dataset attribute {key!r}")
+    if "time" not in ds.dims:
+        raise InputFormatError(f"{source}: missing dimension 'time'")
+    target = ds.attrs["target"]
+    for name in [*list(ds.attrs["predictors"]), target, "extreme"]:
+        if name not in ds.data_vars:
+            raise InputFormatError(f"{source}: missing variable {name!r}")
+    for name in ds.attrs["predictors"]:
+        for key in PREDICTOR_ATTRS:
+            if key not in ds[name].attrs:
+                raise InputFormatError(f"{source}: variable {name!r} lacks attribute {key!r}")
+    time = pd.DatetimeIndex(ds["time"].values)
+    if time.size > 1 and not (np.diff(time.values) == np.timedelta64(1, "D")).all():
+        raise InputFormatError(f"{source}: 'time' is not a gap-free daily axis")
+    if "site" in ds.dims:
+        for key in SITE_ATTRS:
+            if key not in ds.coords:
+                raise InputFormatError(f"{source}: missing site coordinate {key!r}")
+    else:
+        for key in ("site_id", *SITE_ATTRS):
+            if key not in ds.attrs:
+                raise InputFormatError(f"{source}: missing dataset attribute {key!r}")
+
+
+def _as_multisite(ds: xr.Dataset) -> xr.Dataset:
+    if "site" in ds.dims:
+        return ds
+    out = ds.expand_dims(site=[str(ds.attrs["site_id"])])
+    return out.assign_coords({k: ("site", [ds.attrs[k]]) for k in SITE_ATTRS})
+
+
+def open_cube(path: str | Path, sites: Sequence[str] | None = None) -> Cube:
+    """Open a multi-site ``features.zarr``, one ``<SITE>.zarr``, or a directory of them.
+
+    Parameters
+    ----------
+    path : path
+        A zarr store (multi- or per-site) or a directory holding per-site ``*.zarr`` stores.
+    sites : sequence of str, optional
+        Keep only these site ids (in this order).
+
+    Returns
+    -------
+    Cube
+
+    Raises
+    ------
+    gpp_cubes.errors.InputFormatError
+        The path is missing, a store breaks the contract, or a predictor holds no finite value
+        at some site.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputFormatError(f"{path}: feature cube not found")
+    if _is_zarr_store(path):
+        ds = _open_store(path)
+        validate_cube(ds, str(path))
+        ds = _as_multisite(ds)
+    else:
+        stores = sorted(p for p in path.glob("*.zarr") if p.name != "features.zarr")
+        if not stores:
+            if (path / "features.zarr").exists():
+                return open_cube(path / "features.zarr", sites)
+            raise InputFormatError(f"{path}: no zarr feature stores found")
+        parts = []
+        for store in stores:
+            one = _open_store(store)
+            validate_cube(one, str(store))
+            parts.append(_as_multisite(one))
+        ds = xr.concat(parts, dim="site", join="exact", combine_attrs="override")
+    if sites is not None:
+        missing = sorted(set(sites) - {str(s) for s in ds["site"].values})
+        if missing:
+            raise InputFormatError(f"{path}: site(s) {', '.join(missing)} not in the cube")
+        ds = ds.sel(site=list(sites))
+    return _to_cube(ds, str(path))
+
+
+def _to_cube(ds: xr.Dataset, source: str) -> Cube:
+    predictors = tuple(str(p) for p in ds.attrs["predictors"])
+    target = str(ds.attrs["target"])
+    ds = ds.load()
+    X = np.stack([ds[p].transpose("site", "time").values for p in predictors], axis=-1)
+    X = X.astype(np.float32)
+    site_ids = tuple(str(s) for s in ds["site"].values)
+    finite = np.isfinite(X).any(axis=1)  # (site, feature)
+    if not finite.all():
+        s, f = np.argwhere(~finite)[0]
+        raise InputFormatError(
+            f"{source}: predictor {predictors[f]!r} has no finite value at site {site_ids[s]} "
+            "(all NaN); fix the cube or drop the site"
+        )
+    y = ds[target].transpose("site", "time").values.astype(np.float32)
+    if not np.isfinite(y).any():
+        raise InputFormatError(f"{source}: target {target!r} holds no observed value")
+    extreme = ds["extreme"].transpose("site", "time").values.astype(bool)
+    attrs = dict(ds.attrs)
+    if isinstance(attrs.get("provenance"), str):
+        with contextlib.suppress(json.JSONDecodeError):
+            attrs["provenance"] = json.loads(attrs["provenance"])
+    return Cube(X=X, y=y, extreme=extreme, time=pd.DatetimeIndex(ds["time"].values),
+                sites=site_ids, predictors=predictors, attrs=attrs, source=source)
+
+
+@dataclass(frozen=True)
+class Standardizer:
+    """Per-feature z-score with statistics of the fitting years, pooled over sites.
+
+    Attributes
+    ----------
+    mean, std : ndarray, shape (feature,)
+        Training mean and standard deviation in the predictors' units.
+    """
+
+    mean: np.ndarray
+    std: np.ndarray
+
+    @classmethod
+    def fit(cls, X: np.ndarray, day_mask: np.ndarray) -> Standardizer:
+        """Fit on the days where ``day_mask`` (shape (time,)) is True only.
+
+        Parameters
+        ----------
+        X : ndarray, shape (site, time, feature)
+            Raw predictors.
+        day_mask : ndarray of bool, shape (time,)
+            Days of the fitting years.
+        """
+        sub = X[:, day_mask, :].reshape(-1, X.shape[-1])
+        mean = np.nanmean(sub, axis=0)
+        std = np.nanstd(sub, axis=0)
+        std = np.where(np.isfinite(std) & (std > 0), std, 1.0)  # constant feature: no scaling
+        return cls(mean=mean.astype(np.float32), std=std.astype(np.float32))
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        """Standardise; NaN (outside a predictor's data range) becomes 0, the training mean."""
+        Z = (X - self.mean) / self.std
+        return np.nan_to_num(Z, nan=0.0).astype(np.float32)
+
+    def to_dict(self) -> dict[str, list[float]]:
+        """JSON-ready statistics."""
+        return {"mean": self.mean.tolist(), "std": self.std.tolist()}
+
+
+def sample_index(
+    cube: Cube, years: Sequence[int], window: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sample (site, day) indices: observed GPP, day in ``years``, a full window available.
+
+    Parameters
+    ----------
+    cube : Cube
+    years : sequence of int
+        Calendar years whose days may be targets.
+    window : int
+        Sequence length [days]; days before index ``window - 1`` have no complete window.
+
+    Returns
+    -------
+    site_idx, time_idx : ndarray of int32, shape (n,)
+        Sorted by site then day.
+    """
+    ok = np.isfinite(cube.y) & np.isin(cube.years, list(years))[None, :]
+    ok[:, : window - 1] = False
+    s, t = np.nonzero(ok)
+    return s.astype(np.int32), t.astype(np.int32)
+
+
+def gather_windows(X: jnp.ndarray, site_idx: jnp.ndarray, time_idx: jnp.ndarray,
+                   window: int) -> jnp.ndarray:
+    """The ``window`` days ending on each target day, by index arithmetic (no loop).
+
+    Parameters
+    ----------
+    X : array, shape (site, time, feature)
+        Standardised predictors (on the device).
+    site_idx, time_idx : array of int, shape (n,)
+        Target samples.
+    window : int
+        Sequence length [days] (static).
+
+    Returns
+    -------
+    array, shape (n, window, feature)
+        ``out[i, k] = X[site_idx[i], time_idx[i] - window + 1 + k]``.
+    """
+    steps = time_idx[:, None] + jnp.arange(-window + 1, 1)[None, :]
+    return X[site_idx[:, None], steps]
+
+
+def gather_windows_time_major(X: jnp.ndarray, site_idx: jnp.ndarray, time_idx: jnp.ndarray,
+                              window: int) -> jnp.ndarray:
+    """As :func:`gather_windows` but shaped (window, n, feature) for the scan."""
+    steps = jnp.arange(-window + 1, 1)[:, None] + time_idx[None, :]
+    return X[site_idx[None, :], steps]
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Arrays ready for training: standardised predictors and the split sample indices."""
+
+    cube: Cube
+    Z: np.ndarray
+    scaler: Standardizer
+    splits: dict[str, tuple[np.ndarray, np.ndarray]]
+    window: int
+    y_mean: float = 0.0
+    y_std: float = 1.0
+
+    @property
+    def y_scaled(self) -> np.ndarray:
+        """GPP standardised with the fitting samples' mean and std (NaN -> 0, never a target)."""
+        return np.nan_to_num((self.cube.y - self.y_mean) / self.y_std).astype(np.float32)
+
+
+def prepare(cube: Cube, *, window: int, fit_years: Sequence[int],
+            select_years: Sequence[int], test_years: Sequence[int]) -> Prepared:
+    """Standardise with ``fit_years`` statistics and index the fit/select/test samples.
+
+    Raises
+    ------
+    gpp_cubes.errors.InputFormatError
+        A split holds no sample (e.g. the cube does not cover those years).
+    """
+    scaler = Standardizer.fit(cube.X, np.isin(cube.years, list(fit_years)))
+    splits = {
+        "fit": sample_index(cube, fit_years, window),
+        "select": sample_index(cube, select_years, window),
+        "test": sample_index(cube, test_years, window),
+    }
+    for name, (s, _t) in splits.items():
+        if s.size == 0:
+            raise InputFormatError(
+                f"{cube.source}: no observed GPP in the {name} years of the split "
+                f"(fit {list(fit_years)}, select {list(select_years)}, test {list(test_years)})"
+            )
+    # The network learns standardised GPP (fitting samples only) and predictions are mapped
+    # back; this only rescales the MAE loss and spares the head from learning the units.
+    s_fit, t_fit = splits["fit"]
+    y_fit = cube.y[s_fit, t_fit]
+    y_std = float(np.std(y_fit)) or 1.0
+    return Prepared(cube=cube, Z=scaler.transform(cube.X), scaler=scaler, splits=splits,
+                    window=window, y_mean=float(np.mean(y_fit)), y_std=y_std)

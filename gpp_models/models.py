@@ -1,0 +1,220 @@
+"""Stacked Flax recurrent networks (Elman RNN, GRU, LSTM) for sequence-to-one GPP regression.
+
+The cells follow Flax's ``nn.RNNCellBase`` interface and are driven by ``nn.RNN`` (a
+``lax.scan``). For CPU throughput the default ``fused`` layers (i) project the inputs of all
+time steps with one large matmul *before* the scan, so each step only multiplies the hidden
+state, (ii) fuse the gates into one recurrent matmul ([H, 3H] for GRU, [H, 4H] for LSTM) and
+(iii) keep the carry to one (RNN, GRU) or two (LSTM) arrays. Inputs are time-major
+``(time, batch, feature)`` so the scan slices without transposes.
+
+Equations (x_t input, h_{t-1} previous state, sigma the logistic function):
+
+* RNN:  h_t = tanh(W_i x_t + b + W_h h_{t-1})
+* GRU:  r = sigma(W_ir x + b_r + W_hr h),  z = sigma(W_iz x + b_z + W_hz h),
+  n = tanh(W_in x + b_n + r * (W_hn h + b_hn)),  h_t = (1 - z) n + z h_{t-1}
+  (Cho et al. 2014 in the PyTorch/Flax form; the separate r/z recurrent biases of PyTorch
+  are redundant with b_r, b_z and omitted)
+* LSTM: [i, f, g, o] = W_i x + b + W_h h;  c_t = sigma(f) c + sigma(i) tanh(g);
+  h_t = sigma(o) tanh(c_t)  (Hochreiter & Schmidhuber 1997, no peepholes)
+
+References
+----------
+Montero, D. et al. (2024), section 2.2. Cho, K. et al. (2014), arXiv:1406.1078.
+Hochreiter, S. & Schmidhuber, J. (1997), Neural Computation 9(8).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from gpp_models.config import ModelConfig
+
+GATES = {"rnn": 1, "gru": 3, "lstm": 4}
+Initializer = Callable[..., jax.Array]
+
+
+def uniform_fan_in() -> Initializer:
+    """U[-1/sqrt(n), 1/sqrt(n)] with n the fan-in (first axis) of the kernel.
+
+    The paper writes U[-sqrt(n), sqrt(n)]; see :class:`gpp_models.config.ModelConfig`.
+    """
+
+    def init(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
+        bound = 1.0 / jnp.sqrt(jnp.asarray(shape[0], jnp.float32))
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
+def blockwise_orthogonal(blocks: int) -> Initializer:
+    """Orthogonal [H, H] per gate block, concatenated to [H, blocks*H] (Flax's cell default)."""
+    ortho = nn.initializers.orthogonal()
+
+    def init(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
+        keys = jax.random.split(key, blocks)
+        h = shape[0]
+        return jnp.concatenate([ortho(k, (h, h), dtype) for k in keys], axis=-1)
+
+    return init
+
+
+def _inits(config: ModelConfig) -> tuple[Initializer, Initializer]:
+    if config.init == "paper_uniform":
+        return uniform_fan_in(), uniform_fan_in()
+    return nn.initializers.lecun_normal(), blockwise_orthogonal(GATES[config.cell])
+
+
+class FusedSimpleCell(nn.RNNCellBase):
+    """Elman cell on pre-projected inputs: h' = tanh(xp + h W_h)."""
+
+    features: int
+    recurrent_kernel_init: Initializer = nn.initializers.orthogonal()
+
+    @nn.compact
+    def __call__(self, carry: jax.Array, xp: jax.Array) -> tuple[jax.Array, jax.Array]:
+        w_h = self.param("recurrent_kernel", self.recurrent_kernel_init,
+                         (self.features, self.features))
+        h = jnp.tanh(xp + carry @ w_h)
+        return h, h
+
+    @nn.nowrap
+    def initialize_carry(self, rng: jax.Array, input_shape: tuple[int, ...]) -> jax.Array:
+        return jnp.zeros((*input_shape[:-1], self.features), jnp.float32)
+
+    @property
+    def num_feature_axes(self) -> int:
+        return 1
+
+
+class FusedGRUCell(nn.RNNCellBase):
+    """GRU cell on pre-projected inputs xp = [x W_ir + b_r, x W_iz + b_z, x W_in + b_n]."""
+
+    features: int
+    recurrent_kernel_init: Initializer = nn.initializers.orthogonal()
+
+    @nn.compact
+    def __call__(self, carry: jax.Array, xp: jax.Array) -> tuple[jax.Array, jax.Array]:
+        H = self.features
+        w_h = self.param("recurrent_kernel", self.recurrent_kernel_init, (H, 3 * H))
+        b_hn = self.param("recurrent_bias", nn.initializers.zeros_init(), (H,))
+        hp = carry @ w_h
+        rz = jax.nn.sigmoid(xp[..., : 2 * H] + hp[..., : 2 * H])
+        r, z = rz[..., :H], rz[..., H:]
+        n = jnp.tanh(xp[..., 2 * H :] + r * (hp[..., 2 * H :] + b_hn))
+        h = (1.0 - z) * n + z * carry
+        return h, h
+
+    @nn.nowrap
+    def initialize_carry(self, rng: jax.Array, input_shape: tuple[int, ...]) -> jax.Array:
+        return jnp.zeros((*input_shape[:-1], self.features), jnp.float32)
+
+    @property
+    def num_feature_axes(self) -> int:
+        return 1
+
+
+class FusedLSTMCell(nn.RNNCellBase):
+    """LSTM cell on pre-projected inputs xp = x W_i + b (gate order i, f, g, o); carry (c, h)."""
+
+    features: int
+    recurrent_kernel_init: Initializer = nn.initializers.orthogonal()
+
+    @nn.compact
+    def __call__(
+        self, carry: tuple[jax.Array, jax.Array], xp: jax.Array
+    ) -> tuple[tuple[jax.Array, jax.Array], jax.Array]:
+        H = self.features
+        c, h = carry
+        w_h = self.param("recurrent_kernel", self.recurrent_kernel_init, (H, 4 * H))
+        z = xp + h @ w_h
+        # One sigmoid over the three sigmoid gates (i, f, o), one tanh for g.
+        ifo = jax.nn.sigmoid(jnp.concatenate([z[..., : 2 * H], z[..., 3 * H :]], axis=-1))
+        g = jnp.tanh(z[..., 2 * H : 3 * H])
+        c = ifo[..., H : 2 * H] * c + ifo[..., :H] * g
+        h = ifo[..., 2 * H :] * jnp.tanh(c)
+        return (c, h), h
+
+    @nn.nowrap
+    def initialize_carry(
+        self, rng: jax.Array, input_shape: tuple[int, ...]
+    ) -> tuple[jax.Array, jax.Array]:
+        shape = (*input_shape[:-1], self.features)
+        return jnp.zeros(shape, jnp.float32), jnp.zeros(shape, jnp.float32)
+
+    @property
+    def num_feature_axes(self) -> int:
+        return 1
+
+
+FUSED_CELLS = {"rnn": FusedSimpleCell, "gru": FusedGRUCell, "lstm": FusedLSTMCell}
+FLAX_CELLS = {"rnn": nn.SimpleCell, "gru": nn.GRUCell, "lstm": nn.OptimizedLSTMCell}
+
+
+class RecurrentLayer(nn.Module):
+    """One recurrent layer over a time-major sequence; returns (outputs, last hidden state).
+
+    Parameters of the ``fused`` layer: ``input_kernel`` [F, G*H], ``bias`` [G*H] and the
+    cell's ``recurrent_kernel`` [H, G*H] (plus ``recurrent_bias`` [H] for the GRU).
+    """
+
+    config: ModelConfig
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        cfg = self.config
+        k_init, r_init = _inits(cfg)
+        if cfg.impl == "flax":
+            cell = FLAX_CELLS[cfg.cell](features=cfg.units, kernel_init=k_init,
+                                        recurrent_kernel_init=r_init, name="cell")
+            carry, ys = nn.RNN(cell, time_major=True, return_carry=True, unroll=cfg.unroll)(x)
+        else:
+            width = GATES[cfg.cell] * cfg.units
+            w_i = self.param("input_kernel", k_init, (x.shape[-1], width))
+            b = self.param("bias", nn.initializers.zeros_init(), (width,))
+            # All time steps at once: one (T*B, F) x (F, G*H) matmul outside the scan.
+            xp = jnp.einsum("tbf,fg->tbg", x, w_i) + b
+            cell = FUSED_CELLS[cfg.cell](features=cfg.units, recurrent_kernel_init=r_init,
+                                         name="cell")
+            carry, ys = nn.RNN(cell, time_major=True, return_carry=True, unroll=cfg.unroll)(xp)
+        last = carry[1] if cfg.cell == "lstm" else carry
+        return ys, last
+
+
+class GPPRecurrentNet(nn.Module):
+    """Stacked recurrent layers, dropout after each, and a dense head to one GPP value.
+
+    Call with ``x`` of shape (time, batch, feature) [standardised predictors]; returns
+    (batch,) predictions [g C m-2 d-1]. Pass ``train=True`` and a ``dropout`` rng to train.
+    """
+
+    config: ModelConfig
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+        cfg = self.config
+        h = x
+        last = x[-1]
+        for i in range(cfg.layers):
+            ys, last = RecurrentLayer(cfg, name=f"layer_{i}")(h)
+            if i < cfg.layers - 1:
+                h = nn.Dropout(cfg.dropout, deterministic=not train)(ys)
+        last = nn.Dropout(cfg.dropout, deterministic=not train)(last)
+        k_init = uniform_fan_in() if cfg.init == "paper_uniform" else nn.initializers.lecun_normal()
+        return nn.Dense(1, kernel_init=k_init, name="head")(last)[..., 0]
+
+
+def build_model(config: ModelConfig) -> GPPRecurrentNet:
+    """The network for ``config`` (a pure description; parameters come from ``init``)."""
+    return GPPRecurrentNet(config)
+
+
+def init_params(config: ModelConfig, rng: jax.Array, n_features: int,
+                window: int = 90) -> Any:
+    """Initial parameters for inputs of ``n_features`` predictors."""
+    x = jnp.zeros((window, 1, n_features), jnp.float32)
+    return build_model(config).init({"params": rng}, x, train=False)["params"]

@@ -1,0 +1,99 @@
+"""Jitted train step, compilation reuse, resumable deterministic runs, ensembles, protocols."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+import pytest
+
+from gpp_cubes.errors import ConfigError
+from gpp_models.config import ModelConfig, TrainConfig
+from gpp_models.data import open_cube, prepare
+from gpp_models.train import TRACE_COUNTS, create_train_state, train_and_evaluate, train_step
+
+
+@pytest.fixture(scope="module")
+def prepared(features: Path):
+    cube = open_cube(features)
+    return prepare(cube, window=30, fit_years=[2016, 2017], select_years=[2018],
+                   test_years=[2019, 2020])
+
+
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+def test_one_step_changes_every_leaf_and_second_step_reuses_compilation(prepared, cell) -> None:
+    # 7 units: a shape no other test compiles, so the first call must trace.
+    cfg = TrainConfig(model=ModelConfig(cell=cell, layers=2, units=7), window=30, ensemble=2)
+    state = create_train_state(cfg, prepared.Z.shape[-1])
+    before = jax.tree_util.tree_map(np.asarray, state.params)
+    X, Y = jnp.asarray(prepared.Z), jnp.asarray(prepared.y_scaled)
+    s, t = prepared.splits["fit"]
+    w = np.ones(32, np.float32)
+    kw = {"model_cfg": cfg.model, "window": 30}
+    n0 = TRACE_COUNTS["train_step"]
+    state, loss = train_step(state, X, Y, s[:32], t[:32], w, **kw)
+    assert TRACE_COUNTS["train_step"] == n0 + 1
+    assert loss.shape == (2,) and np.isfinite(np.asarray(loss)).all()
+    changed = jax.tree_util.tree_map(lambda a, b: bool(np.any(np.asarray(b) != a)),
+                                     before, state.params)
+    flat = jax.tree_util.tree_leaves_with_path(changed)
+    assert flat and all(v for _, v in flat), [jax.tree_util.keystr(k) for k, v in flat if not v]
+    # A second step with new batch values (same shapes) must not trace/compile again.
+    state, _ = train_step(state, X, Y, s[32:64], t[32:64], w, **kw)
+    assert TRACE_COUNTS["train_step"] == n0 + 1
+    assert np.asarray(state.step).tolist() == [2, 2]
+
+
+def test_ensemble_members_differ(prepared) -> None:
+    cfg = TrainConfig(model=ModelConfig(cell="rnn", layers=1, units=5), window=30, ensemble=3)
+    state = create_train_state(cfg, prepared.Z.shape[-1])
+    k = np.asarray(state.params["layer_0"]["input_kernel"])
+    assert k.shape[0] == 3 and not np.allclose(k[0], k[1])
+    # Member 0 of an ensemble equals a single-seed run with the same seed.
+    single = create_train_state(cfg.replace(ensemble=1), prepared.Z.shape[-1])
+    np.testing.assert_array_equal(np.asarray(single.params["layer_0"]["input_kernel"])[0], k[0])
+
+
+def _params_equal(a, b) -> bool:
+    return jax.tree_util.tree_all(
+        jax.tree_util.tree_map(lambda x, y: np.array_equal(np.asarray(x), np.asarray(y)), a, b))
+
+
+def test_resume_and_determinism(tmp_path: Path, prepared) -> None:
+    cfg = TrainConfig(model=ModelConfig(cell="lstm", layers=1, units=8), window=30, epochs=3,
+                      batch_size=256, ensemble=2, checkpoint_every=1, learning_rate=3e-3)
+    straight = train_and_evaluate(cfg, tmp_path / "a", prepared)
+    first = train_and_evaluate(cfg.replace(epochs=1), tmp_path / "b", prepared)
+    assert len(first.history) == 1
+    resumed = train_and_evaluate(cfg, tmp_path / "b", prepared)
+    assert _params_equal(straight.params, resumed.params)
+    np.testing.assert_array_equal(straight.best_epoch, resumed.best_epoch)
+    metrics = pd.read_csv(tmp_path / "b" / "metrics.csv")
+    assert metrics["epoch"].tolist() == [0, 1, 2]
+    np.testing.assert_allclose(metrics["select_mae"], straight.history["select_mae"], rtol=1e-6)
+    meta = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert meta["train_config"]["model"]["cell"] == "lstm" and "device" in meta
+    assert (tmp_path / "a" / "best").is_dir() and (tmp_path / "a" / "checkpoints").is_dir()
+    # A different architecture in the same run directory is refused.
+    with pytest.raises(ConfigError, match="different configuration"):
+        train_and_evaluate(cfg.replace(units=9), tmp_path / "a", prepared)
+    # In-memory rerun with the same seed gives the same numbers.
+    again = train_and_evaluate(cfg, None, prepared)
+    assert _params_equal(straight.params, again.params)
+
+
+def test_paper_protocol_warns_and_selects_on_test(features: Path) -> None:
+    cfg = TrainConfig(model=ModelConfig(cell="rnn", layers=1, units=4), window=30, epochs=1,
+                      protocol="paper")
+    assert cfg.select_years == (2019, 2020) and cfg.fit_years == (2016, 2017, 2018)
+    with pytest.warns(UserWarning, match="leaks"):
+        result = train_and_evaluate(cfg, None, features)
+    assert result.leaks_test
+    holdout = TrainConfig(protocol="holdout")
+    assert holdout.select_years == (2018,) and 2018 not in holdout.fit_years
+    with pytest.raises(ConfigError, match="val_year"):
+        TrainConfig(val_year=2019)
