@@ -301,3 +301,62 @@ def test_read_corine_ee():  # pragma: no cover - needs Earth Engine credentials 
     ee.Initialize()
     codes = read_corine_ee(site_grid(51.079407, 10.452089), site_id="DE-Hai")
     assert forest_mask(codes).mean() > 0.7
+
+
+def _catalog(path: Path, sites) -> Path:
+    import json
+
+    features = [{"type": "Feature", "id": s.id,
+                 "geometry": {"type": "Point", "coordinates": [s.longitude, s.latitude]},
+                 "properties": {"site_id": s.id, "name": s.id, "latitude": s.latitude,
+                                "longitude": s.longitude, "igbp": "ENF",
+                                "status": "candidate"}} for s in sites]
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+    return path
+
+
+def test_cli_select(corine, tmp_path):
+    import typer
+    from typer.testing import CliRunner
+
+    from gpp_cubes.cli.sites_cmd import register
+
+    app = typer.Typer()
+
+    @app.callback()
+    def _root() -> None:
+        pass
+
+    register(app)
+    flux = tmp_path / "flux"
+    flux.mkdir()
+    _flux(flux, "XA-Qtr", 0)
+    _flux(flux, "XB-Hlf", 0)
+    cat = _catalog(tmp_path / "sites.geojson", [_site("XA-Qtr"), _site("XB-Hlf")])
+    out = tmp_path / "selection.csv"
+    env = {"COLUMNS": "250", "GPP_CUBES_SELECTION": str(tmp_path / "unused.csv")}
+    res = CliRunner().invoke(app, ["sites", "select", "--corine", str(corine["grid_code"]),
+                                   "--fluxnet", str(flux), "--catalog", str(cat),
+                                   "--output", str(out)], env=env)
+    assert res.exit_code == 0, res.output
+    assert "1 of 2 sites pass" in res.output and "XB-Hlf" in res.output
+    assert "forest 50.0% < 70%" in res.output
+    table = pd.read_csv(out)
+    assert table["verdict"].tolist() == ["pass", "fail"]
+    assert [s.id for s in study_sites(out)[0]] == ["XA-Qtr"]
+
+    # the same through a --config file, restricted with --site
+    cfg = tmp_path / "gpp.toml"
+    cfg.write_text(f'[select]\ncorine = "{corine["clc"]}"\nfluxnet = "{flux}"\n'
+                   f'catalog = "{cat}"\noutput = "{tmp_path / "sel2.csv"}"\n')
+    res = CliRunner().invoke(app, ["sites", "select", "--config", str(cfg), "--site",
+                                   "XB-Hlf"], env=env)
+    assert res.exit_code == 0, res.output
+    assert pd.read_csv(tmp_path / "sel2.csv")["site_id"].tolist() == ["XB-Hlf"]
+
+    # a missing FLUXNET directory is a one-line error, not a traceback
+    res = CliRunner().invoke(app, ["sites", "select", "--corine", str(corine["clc"]),
+                                   "--fluxnet", str(tmp_path / "nope"), "--catalog", str(cat)],
+                             env=env)
+    assert res.exit_code == 1 and "FLUXNET directory not found" in res.output
+    assert "Traceback" not in res.output

@@ -163,3 +163,80 @@ def test_import_is_light():
             "print(any(m in sys.modules for m in ('rasterio', 'xarray', 'pandas', 'numpy')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert out.stdout.strip() == "False", out.stderr
+
+
+# --- CLI -------------------------------------------------------------------------------------
+
+def _cli():
+    import typer
+
+    from gpp_cubes.cli.sites_cmd import register
+
+    app = typer.Typer()
+
+    @app.callback()
+    def _root() -> None:  # keeps `sites` a sub-command, as in the real `gpp` app
+        pass
+
+    register(app)
+    return app
+
+
+def _invoke(*args: str, env: dict | None = None):
+    from typer.testing import CliRunner
+
+    return CliRunner().invoke(_cli(), list(args), env={"COLUMNS": "250", **(env or {})})
+
+
+def test_cli_list_and_status_filter():
+    res = _invoke("sites", "list")
+    assert res.exit_code == 0, res.output
+    assert "38 site(s)" in res.output and "DE-Hai" in res.output and "Hainich" in res.output
+    res = _invoke("sites", "list", "--status", "excluded")
+    assert res.exit_code == 0
+    assert "8 site(s)" in res.output and "IL-Yat" in res.output and "DE-Hai" not in res.output
+    assert "outside Europe (Israel)" in res.output
+    res = _invoke("sites", "list", "--status", "bogus")
+    assert res.exit_code == 1 and "--status must be one of" in res.output
+
+
+def test_cli_list_study_set_message(tmp_path):
+    res = _invoke("sites", "list", "--study",
+                  env={"GPP_CUBES_SELECTION": str(tmp_path / "none.csv")})
+    assert res.exit_code == 0, res.output
+    assert "30 site(s)" in res.output and "no site selection found" in res.output
+
+
+def test_cli_show():
+    res = _invoke("sites", "show", "BE-Vie")
+    assert res.exit_code == 0, res.output
+    assert "Vielsalm" in res.output and "490.0" in res.output and "50.304962" in res.output
+    res = _invoke("sites", "show", "BE-VIE")
+    assert res.exit_code == 1 and "close matches: BE-Vie" in res.output
+    res = _invoke("sites", "show", "../x")
+    assert res.exit_code == 1 and "invalid site id" in res.output
+    assert "Traceback" not in res.output
+
+
+def test_cli_show_config_and_debug(tmp_path):
+    # --config supplies option values: debug = true from the file shows the traceback
+    cfg = tmp_path / "gpp.toml"
+    cfg.write_text("[show]\ndebug = true\n")
+    res = _invoke("sites", "show", "XX-Nop", "--config", str(cfg))
+    assert res.exit_code == 1 and "Traceback" in res.output and "SiteError" in res.output
+    res = _invoke("sites", "show", "XX-Nop")
+    assert res.exit_code == 1 and "Traceback" not in res.output
+    res = _invoke("sites", "show", "XX-Nop", "--debug")
+    assert res.exit_code == 1 and "Traceback" in res.output
+
+
+@pytest.mark.parametrize(("command", "example"), [
+    ("list", "gpp sites list --status candidate"),
+    ("show", "gpp sites show DE-Hai"),
+    ("select", "gpp sites select --corine"),
+])
+def test_cli_help_has_example_config_debug(command, example):
+    res = _invoke("sites", command, "--help")
+    assert res.exit_code == 0
+    text = " ".join(res.output.split())
+    assert example in text and "--config" in text and "--debug" in text
