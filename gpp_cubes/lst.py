@@ -38,6 +38,7 @@ Wan, Z., Hook, S., Hulley, G. (2021). MOD11A1/MYD11A1 MODIS/Terra(Aqua) Land Sur
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -237,6 +238,21 @@ class ModisGrid:
         return (left, top - self.size * MODIS_PIXEL_M, left + self.size * MODIS_PIXEL_M, top)
 
     @property
+    def epsg(self) -> str:
+        """The CRS as a PROJ string (the MODIS sphere has no EPSG code); pyproj reads it."""
+        return MODIS_SIN_PROJ4
+
+    @property
+    def x(self) -> np.ndarray:
+        """Pixel-centre x coordinates [m], west to east."""
+        return self.bounds[0] + MODIS_PIXEL_M * (np.arange(self.size) + 0.5)
+
+    @property
+    def y(self) -> np.ndarray:
+        """Pixel-centre y coordinates [m], north to south."""
+        return self.bounds[3] - MODIS_PIXEL_M * (np.arange(self.size) + 0.5)
+
+    @property
     def tower_index(self) -> tuple[int, int]:
         """(row, col) of the tower's pixel inside the window."""
         return (self.size // 2, self.size // 2)
@@ -313,12 +329,19 @@ def tower_lst_series(dn: xr.DataArray, qc: xr.DataArray, grid: ModisGrid, *,
     if dn.shape[-2:] != grid.shape:
         raise ValueError(f"LST array {dn.shape[-2:]} is not on the MODIS window {grid.shape}")
     lst = scale_lst(dn.values, qc.values, max_lst_error_k=max_lst_error_k)
-    smooth = nan_mean_3x3(lst, min_valid=min_valid)
-    r, c = grid.tower_index
     days = pd.DatetimeIndex(pd.to_datetime(dn["time"].values)).normalize()
-    s = pd.Series(smooth[:, r, c], index=days, name="LST")
-    # Two tiles (or reprocessed duplicates) on one day: keep the mean of the valid values.
-    s = s.groupby(level=0).mean().astype(np.float32)
+    # Several granules on one day (two tiles around a tile edge): mosaic them pixel by pixel
+    # (tiles do not overlap, so at most one is valid per pixel) before smoothing.
+    uniq, inverse = np.unique(days.values, return_inverse=True)
+    mosaic = np.full((len(uniq), *lst.shape[1:]), np.nan, dtype=np.float32)
+    for k in range(len(uniq)):
+        layers = lst[inverse == k]
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels stay NaN
+            mosaic[k] = np.nanmean(layers, axis=0) if len(layers) > 1 else layers[0]
+    smooth = nan_mean_3x3(mosaic, min_valid=min_valid)
+    r, c = grid.tower_index
+    s = pd.Series(smooth[:, r, c].astype(np.float32), index=pd.DatetimeIndex(uniq), name="LST")
     s.index.name = "time"
     return s
 
@@ -366,7 +389,7 @@ def _empty_frame(start: str, end: str) -> pd.DataFrame:
 
 def lst_features_from_items(items: Sequence[Any], grid: ModisGrid, start: str, end: str, *,
                             engine: str = "odc", max_lst_error_k: int = 2,
-                            min_valid: int = 1) -> LstResult:
+                            min_valid: int = 1, site_id: str | None = None) -> LstResult:
     """Load MOD11A1/MYD11A1 items on the MODIS window and reduce them to tower LST.
 
     Parameters
@@ -395,10 +418,13 @@ def lst_features_from_items(items: Sequence[Any], grid: ModisGrid, start: str, e
         by_product.setdefault(product_of_item(it), []).append(it)
     for product, its in sorted(by_product.items()):
         bands = [b for pair in PERIODS.values() for b in pair]
-        # groupby="time": MODIS daily tiles start at 00:00 UTC, so the product day is the
-        # UTC date of the item; solar-day grouping would shift it west of Greenwich.
+        # groupby="id": a MODIS daily granule starts at 00:00 UTC of its product day, so the
+        # day is the UTC date of the item; solar-day grouping would shift it west of
+        # Greenwich. Same-day granules (tile edges) are mosaicked in tower_lst_series.
+        # ModisGrid stands in for a SiteGrid (geobox, x, y, epsg as a PROJ string): only
+        # odc-stac can load onto the sinusoidal grid.
         cube = load_items(its, bands, grid, engine=engine, dtype="float32", nodata=np.nan,
-                          groupby="time", resampling="nearest")
+                          groupby="id", resampling="nearest", site_id=site_id)
         cube = cube.compute()
         for suffix, (lst_band, qc_band) in PERIODS.items():
             s = tower_lst_series(cube[lst_band], cube[qc_band], grid,
@@ -479,7 +505,7 @@ def lst_features(latitude: float, longitude: float, start: str, end: str, *,
         log.warning("%s: no %s items %s..%s", site_id, LST_COLLECTION, start, end)
         return LstResult(frame=_empty_frame(start, end), scenes_found=0, scenes_kept=0)
     return lst_features_from_items(items, grid, start, end, max_lst_error_k=max_lst_error_k,
-                                   min_valid=min_valid)
+                                   min_valid=min_valid, site_id=site_id)
 
 
 def lst_features_ee(latitude: float, longitude: float, start: str, end: str, *,

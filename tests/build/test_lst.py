@@ -120,3 +120,17 @@ def test_tower_series_from_dn_and_qc():
     s = tower_lst_series(da, qa, g)
     assert s.iloc[0] == pytest.approx((310 + 7 * 300) / 8)
     assert np.isnan(s.iloc[1])
+
+
+def test_two_granules_on_one_day_are_mosaicked_before_smoothing():
+    g = modis_grid(51.0792, 10.4522, size=5)
+    west = np.full((5, 5), np.nan)
+    east = np.full((5, 5), np.nan)
+    west[:, :3] = 14500.0      # 290 K, columns 0-2 (the tower's column is 2)
+    east[:, 3:] = 15500.0      # 310 K, columns 3-4 from the neighbouring tile
+    t = pd.to_datetime(["2018-07-01T00:00", "2018-07-01T00:00"])
+    da = xr.DataArray(np.stack([west, east]), dims=("time", "y", "x"), coords={"time": t})
+    qa = xr.DataArray(np.zeros((2, 5, 5)), dims=("time", "y", "x"), coords={"time": t})
+    s = tower_lst_series(da, qa, g)
+    assert len(s) == 1
+    assert s.iloc[0] == pytest.approx((6 * 290 + 3 * 310) / 9)
