@@ -360,3 +360,14 @@ def test_cli_select(corine, tmp_path):
                              env=env)
     assert res.exit_code == 1 and "FLUXNET directory not found" in res.output
     assert "Traceback" not in res.output
+
+
+def test_unreadable_corine_source(tmp_path):
+    from gpp_cubes.errors import InputFormatError
+
+    with pytest.raises(InputFormatError, match=r"cannot open CORINE raster .*missing\.tif"):
+        read_corine(tmp_path / "missing.tif", _laea_grid("XA-Qtr"))
+    bad = tmp_path / "bad.tif"
+    bad.write_text("not a raster")
+    with pytest.raises(InputFormatError, match=r"bad\.tif"):
+        read_corine(bad, _laea_grid("XA-Qtr"))

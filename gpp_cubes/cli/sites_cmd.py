@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from gpp_cubes.cli.common import ConfigOption, DebugOption, guarded, progress_bar
@@ -19,9 +20,10 @@ sites_app = typer.Typer(
 
 
 def _fmt(value, spec: str = "") -> str:
+    """Format a table cell; unknown values stay empty, text is markup-escaped."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
-    return format(value, spec)
+    return escape(format(value, spec))
 
 
 @sites_app.command(
@@ -62,11 +64,11 @@ def list_cmd(
             reason = s.status_reason if s.status == "excluded" else ""
             table.add_row(s.id, _fmt(s.name), _fmt(s.country), _fmt(s.latitude, ".4f"),
                           _fmt(s.longitude, ".4f"), _fmt(s.elevation_m, "g"), _fmt(s.igbp),
-                          years, s.status, reason or "")
+                          years, s.status, _fmt(reason))
         out = Console()
         out.print(table)
         if message:
-            out.print(message)
+            out.print(escape(message))
 
     guarded(run, debug=debug, stage="sites list")
 
@@ -91,7 +93,7 @@ def show_cmd(
         table.add_column("field", style="bold")
         table.add_column("value", overflow="fold")
         for key, value in asdict(s).items():
-            table.add_row(key, "(unknown)" if value is None else str(value))
+            table.add_row(key, "(unknown)" if value is None else _fmt(value))
         Console().print(table)
 
     guarded(run, debug=debug, stage="sites show")
@@ -151,12 +153,12 @@ def select_cmd(
                 r.site_id, _fmt(r.igbp), "yes" if r.pass_europe else "no",
                 _fmt(100 * r.forest_fraction, ".1f"), _fmt(r.artificial_pixels, ".0f"),
                 _fmt(100 * r.valid_fraction, ".1f"),
-                "[green]pass[/]" if r.verdict == "pass" else "[red]fail[/]", r.reason,
+                "[green]pass[/]" if r.verdict == "pass" else "[red]fail[/]", _fmt(r.reason),
             )
         out = Console()
         out.print(view)
         n_pass = int((table["verdict"] == "pass").sum())
-        out.print(f"{n_pass} of {len(table)} sites pass; selection saved to {path}")
+        out.print(f"{n_pass} of {len(table)} sites pass; selection saved to {escape(str(path))}")
 
     guarded(run, debug=debug, stage="sites select")
 
