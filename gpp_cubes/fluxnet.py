@@ -251,7 +251,8 @@ def write_fluxnet(df: pd.DataFrame, path: str | Path) -> Path:
     ----------
     df : pandas.DataFrame
         Daily values indexed by a ``DatetimeIndex``; columns must be FULLSET DD column names
-        (any subset). Columns not given, and NaN, are written as ``-9999``.
+        (any subset). Columns not given, and NaN, are written as ``-9999``; values with
+        6 significant digits, as in the distributed files.
     path : str or Path
         A ``..._DD_...csv`` path, or a ``FLX_<SITE>_FLUXNET2015_FULLSET_<y0>-<y1>_<ver>.zip``
         archive, in which case the DD csv (named after the archive) is written inside it.

@@ -184,3 +184,11 @@ def test_anomalies_average_to_zero_per_day_of_year(seed, nan_frac, start, n_days
     for d in np.unique(doy[~np.isnan(a)]):
         assert abs(np.nanmean(a[doy == d])) < 1e-9
     assert np.array_equal(np.isnan(a), np.isnan(values))
+
+
+def test_all_missing_and_no_negative_anomalies():
+    days = pd.date_range("2017-01-01", periods=30, freq="D")
+    res = detect_extremes(pd.Series(np.nan, index=days))
+    assert np.isnan(res.threshold) and res.events.empty and not res.flags.any()
+    res = detect_extremes(pd.Series(1.0, index=days), cycle=ZERO_CYCLE)
+    assert np.isnan(res.threshold) and res.events.empty

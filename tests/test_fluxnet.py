@@ -168,3 +168,18 @@ def test_write_rejects_unknown_columns(tmp_path):
     df = pd.DataFrame({"GPP": [1.0]}, index=pd.DatetimeIndex(["2016-01-01"]))
     with pytest.raises(InputFormatError, match="GPP are not FLUXNET2015"):
         write_fluxnet(df, tmp_path / DD)
+
+
+def test_crlf_bom_and_padded_header(tmp_path):
+    path = tmp_path / DD
+    path.write_bytes("\ufeffTIMESTAMP, GPP_NT_VUT_REF ,NEE_VUT_REF_QC\r\n"
+                     "20160101,1.5,1\r\n20160102,-9999.0,0.9\r\n".encode())
+    df = read_fluxnet(path)
+    assert df["GPP_NT_VUT_REF"].tolist()[0] == 1.5 and np.isnan(df["GPP_NT_VUT_REF"].iloc[1])
+
+
+def test_gpp_targets_missing_column_named():
+    df = pd.DataFrame({"GPP_NT_VUT_REF": [1.0]}, index=pd.DatetimeIndex(["2016-01-01"]))
+    df.attrs["source"] = "some.csv"
+    with pytest.raises(InputFormatError, match=r"some\.csv: no column NEE_VUT_REF_QC"):
+        gpp_targets(df)
