@@ -26,6 +26,7 @@ import csv
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 SOURCES = HERE / "sources"
@@ -78,7 +79,7 @@ def build(sources: Path = SOURCES) -> dict:
     """The catalog as a GeoJSON FeatureCollection (a dict), sorted by IGBP class then id."""
     sites = _read(sources / "ww2020_forest_sites.csv")
     years = {row["site_id"]: row for row in _read(sources / "ww2020_forest_sites_years.csv")}
-    features = []
+    features: list[dict[str, Any]] = []
     for row in sites:
         sid = row["site_id"].strip()
         yr = years.get(sid, {})

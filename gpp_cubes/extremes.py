@@ -84,8 +84,8 @@ def seasonal_cycle(gpp: pd.Series, window: int = 1) -> pd.Series:
         raise ValueError(f"window must be an odd number of days >= 1, got {window}")
     gpp = gpp.dropna()
     doy = day_of_year_365(pd.DatetimeIndex(gpp.index))
-    sums = np.bincount(doy, weights=gpp.to_numpy(dtype="float64"), minlength=366)[1:]
-    counts = np.bincount(doy, minlength=366)[1:].astype("float64")
+    sums: np.ndarray = np.bincount(doy, weights=gpp.to_numpy(dtype="float64"), minlength=366)[1:]
+    counts: np.ndarray = np.bincount(doy, minlength=366)[1:].astype("float64")
     if window > 1:
         # Circular: pad with the other end of the year so Dec 31 neighbours Jan 1. Averaging
         # the pooled values (sum / count over the window) ignores days without data.

@@ -249,9 +249,9 @@ def study_sites(selection_path: str | Path | None = None) -> tuple[list[Site], s
     """
     path = Path(selection_path) if selection_path else default_selection_path()
     if not path.exists():
-        sites = [s for s in load_sites() if s.status != "excluded"]
-        return sites, (
-            f"no site selection found at {path}: using all {len(sites)} catalog candidates "
+        candidates = [s for s in load_sites() if s.status != "excluded"]
+        return candidates, (
+            f"no site selection found at {path}: using all {len(candidates)} catalog candidates "
             "not excluded (run `gpp sites select` with CORINE and the FLUXNET files to apply "
             "the paper's rules)"
         )
