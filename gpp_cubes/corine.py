@@ -63,11 +63,12 @@ def to_clc_codes(values: np.ndarray, encoding: Encoding = "auto") -> np.ndarray:
     values : numpy.ndarray
         Raster values: CLC codes (111-523) or EEA GRID_CODE (1-44).
     encoding : {"auto", "clc", "grid_code"}
-        ``"auto"``: CLC codes if any value exceeds 100, else GRID_CODE.
+        ``"auto"``: CLC codes if any value is one of the 44 CLC codes, else GRID_CODE (so
+        no-data values such as 48, 128 or 255 of the EEA files do not mislead it).
     """
     values = np.asarray(values)
     if encoding == "auto":
-        encoding = "clc" if np.any(values > 100) else "grid_code"
+        encoding = "clc" if np.isin(values, clc_codes()).any() else "grid_code"
     lut = np.zeros(65536, dtype=np.uint16)  # covers uint8/uint16/int16 rasters
     if encoding == "grid_code":
         for grid_code, (code, _) in clc_legend().items():

@@ -129,6 +129,9 @@ def test_legend_and_masks():
     np.testing.assert_array_equal(to_clc_codes(np.array([1, 23, 44, 48, 0])),
                                   [111, 311, 523, 0, 0])
     np.testing.assert_array_equal(to_clc_codes(np.array([111, 312, 999, 0])), [111, 312, 0, 0])
+    # EEA GRID_CODE rasters with no-data 128/255 must not be taken for CLC codes
+    np.testing.assert_array_equal(to_clc_codes(np.array([23, 128, 255, 48])), [311, 0, 0, 0])
+    np.testing.assert_array_equal(to_clc_codes(np.array([23, 128]), "clc"), [0, 0])
 
 
 def test_grid_is_aligned_as_the_tests_assume():
