@@ -19,7 +19,6 @@ Kingma, D. P. & Ba, J. (2015). Adam: a method for stochastic optimization. ICLR.
 from __future__ import annotations
 
 import collections
-import csv
 import functools
 import json
 import logging
@@ -416,9 +415,39 @@ def train_and_evaluate(
                        workdir=workdir, device=device, leaks_test=config.protocol == "paper")
 
 
-def write_metrics_csv(rows: list[dict[str, float]], path: Path) -> None:
-    """Write per-epoch metric rows to ``path`` (CSV with a header)."""
-    with open(path, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+def load_run(workdir: str | Path, features: str | Path | Cube | None = None) -> TrainResult:
+    """Rebuild a finished run from its directory (config.json and the orbax ``best/`` params).
+
+    Parameters
+    ----------
+    workdir : path
+        Run directory written by :func:`train_and_evaluate`.
+    features : path or Cube, optional
+        The feature cube; defaults to the path recorded in ``config.json``.
+
+    Raises
+    ------
+    gpp_cubes.errors.InputFormatError
+        The directory is not a finished run.
+    """
+    from gpp_cubes.errors import InputFormatError
+
+    workdir = Path(workdir)
+    cfg_path, best_dir = workdir / "config.json", (workdir / "best").absolute()
+    if not cfg_path.exists() or not best_dir.exists():
+        raise InputFormatError(f"{workdir}: not a finished training run (config.json/best/)")
+    meta = json.loads(cfg_path.read_text())
+    config = TrainConfig.from_dict(meta["train_config"])
+    cube = features if isinstance(features, Cube) else open_cube(features or meta["features"])
+    prepared = prepare(cube, window=config.window, fit_years=config.fit_years,
+                       select_years=config.select_years, test_years=config.test_years)
+    template = create_train_state(config, prepared.Z.shape[-1]).params
+    params = ocp.StandardCheckpointer().restore(best_dir, _abstract(template))
+    best = json.loads((workdir / "best_epoch.json").read_text())
+    metrics = workdir / "metrics.csv"
+    history = pd.read_csv(metrics) if metrics.exists() else pd.DataFrame()
+    return TrainResult(config=config, params=params,
+                       best_epoch=np.asarray(best["best_epoch"]),
+                       best_loss=np.asarray(best["best_select_mae"]), history=history,
+                       prepared=prepared, workdir=workdir, device=meta.get("device", ""),
+                       leaks_test=bool(meta.get("leaks_test", False)))

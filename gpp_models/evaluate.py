@@ -1,0 +1,201 @@
+"""NRMSE per site on the test years in three settings, for the models and two baselines.
+
+Settings (Montero et al. 2024, section 2.2): ``full`` (all test days with observed GPP),
+``growing_season`` (May-September) and ``extremes`` (days flagged ``extreme`` in the cube).
+NRMSE = RMSE / (y_max - y_min), with y_max and y_min the largest and smallest *observed* GPP
+of the evaluated subset at that site, so each setting is normalised by its own range.
+
+Baselines that need no network: the site's mean seasonal cycle from the training years and an
+ordinary least-squares model on the standardised predictors of the target day (the last day
+of the 90-day window), fitted on the fitting samples of all sites pooled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from gpp_models.data import Prepared
+from gpp_models.train import TrainResult
+
+SETTINGS: tuple[str, ...] = ("full", "growing_season", "extremes")
+GROWING_MONTHS = (5, 6, 7, 8, 9)
+
+
+def nrmse(obs: np.ndarray, pred: np.ndarray) -> float:
+    """Normalised root mean squared error RMSE / (max(obs) - min(obs)) [1].
+
+    Parameters
+    ----------
+    obs, pred : array_like
+        Observed and predicted GPP [g C m-2 d-1]; pairs with a NaN observation are dropped.
+
+    Returns
+    -------
+    float
+        NaN when fewer than two observations remain or their range is zero.
+
+    References
+    ----------
+    Montero, D. et al. (2024), section 2.2.
+    """
+    obs = np.asarray(obs, np.float64)
+    pred = np.asarray(pred, np.float64)
+    ok = np.isfinite(obs)
+    obs, pred = obs[ok], pred[ok]
+    if obs.size < 2:
+        return float("nan")
+    span = obs.max() - obs.min()
+    if span <= 0:
+        return float("nan")
+    return float(np.sqrt(np.mean((pred - obs) ** 2)) / span)
+
+
+def setting_mask(frame: pd.DataFrame, setting: str) -> np.ndarray:
+    """Rows of a predictions frame (columns ``time``, ``extreme``) belonging to ``setting``."""
+    if setting == "full":
+        return np.ones(len(frame), bool)
+    if setting == "growing_season":
+        return pd.DatetimeIndex(frame["time"]).month.isin(GROWING_MONTHS)
+    if setting == "extremes":
+        return frame["extreme"].to_numpy(bool)
+    raise ValueError(f"unknown setting {setting!r}; expected one of {SETTINGS}")
+
+
+def nrmse_by_site(frame: pd.DataFrame, model: str, pred_col: str = "pred") -> pd.DataFrame:
+    """Long table (model, site, setting, nrmse, n) for one model's test predictions."""
+    rows = []
+    for site, grp in frame.groupby("site", sort=False):
+        for setting in SETTINGS:
+            sub = grp[setting_mask(grp, setting)]
+            rows.append({"model": model, "site": site, "setting": setting,
+                         "nrmse": nrmse(sub["obs"], sub[pred_col]), "n": len(sub)})
+    return pd.DataFrame(rows)
+
+
+def seasonal_cycle_baseline(prepared: Prepared, years: Iterable[int],
+                            split: str = "test", smooth_days: int = 15) -> np.ndarray:
+    """The site's mean seasonal cycle of GPP over ``years`` at the samples of ``split``.
+
+    Day-of-year means (29 February folded onto 28 February) are smoothed with a centred
+    circular moving average of ``smooth_days`` [days] so three years of gappy data give a
+    usable climatology; days never observed fall back to the site's mean.
+
+    Returns
+    -------
+    ndarray, shape (n_samples,)
+        [g C m-2 d-1]
+    """
+    cube = prepared.cube
+    doy = cube.time.dayofyear.to_numpy() - 1
+    leap_shift = (cube.time.is_leap_year & (doy >= 59)).astype(int)
+    doy = np.minimum(doy - leap_shift, 364)
+    in_years = np.isin(cube.years, list(years))
+    half = smooth_days // 2
+    k = np.ones(2 * half + 1)  # odd length keeps the average centred
+
+    def wrap(a: np.ndarray) -> np.ndarray:
+        return np.concatenate([a[-half:], a, a[:half]]) if half else a
+
+    clim = np.empty((len(cube.sites), 365))
+    for i in range(len(cube.sites)):
+        y = np.where(in_years, cube.y[i], np.nan)
+        sums = np.bincount(doy, np.nan_to_num(y), minlength=365)
+        cnt = np.bincount(doy, np.isfinite(y).astype(float), minlength=365)
+        s_sum = np.convolve(wrap(sums), k, "valid")
+        s_cnt = np.convolve(wrap(cnt), k, "valid")
+        site_mean = np.nanmean(y) if np.isfinite(y).any() else 0.0
+        clim[i] = np.where(s_cnt > 0, s_sum / np.maximum(s_cnt, 1), site_mean)
+    s, t = prepared.splits[split]
+    return clim[s, doy[t]]
+
+
+def linear_baseline(prepared: Prepared, split: str = "test") -> np.ndarray:
+    """Least-squares GPP from the target day's standardised predictors (fit split, pooled).
+
+    Returns
+    -------
+    ndarray, shape (n_samples,)
+        [g C m-2 d-1]
+    """
+    s_fit, t_fit = prepared.splits["fit"]
+    A = np.column_stack([prepared.Z[s_fit, t_fit], np.ones(len(s_fit))])
+    coef, *_ = np.linalg.lstsq(A, prepared.cube.y[s_fit, t_fit], rcond=None)
+    s, t = prepared.splits[split]
+    return np.column_stack([prepared.Z[s, t], np.ones(len(s))]) @ coef
+
+
+def baseline_predictions(prepared: Prepared, train_years: Iterable[int]) -> pd.DataFrame:
+    """Test-sample frame with ``obs``, ``seasonal_cycle`` and ``linear`` predictions."""
+    s, t = prepared.splits["test"]
+    cube = prepared.cube
+    return pd.DataFrame({
+        "site": np.asarray(cube.sites)[s], "time": cube.time[t], "obs": cube.y[s, t],
+        "extreme": cube.extreme[s, t],
+        "seasonal_cycle": seasonal_cycle_baseline(prepared, train_years),
+        "linear": linear_baseline(prepared),
+    })
+
+
+def nrmse_tables(long: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """One site x model table per setting from the long (model, site, setting, nrmse) table."""
+    return {setting: long[long["setting"] == setting].pivot(index="site", columns="model",
+                                                           values="nrmse")
+            for setting in SETTINGS}
+
+
+def write_tables(long: pd.DataFrame, out_dir: str | Path) -> dict[str, Path]:
+    """Write ``nrmse.csv`` (long) and ``nrmse_<setting>.csv`` tables; return their paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"nrmse": out / "nrmse.csv"}
+    long.to_csv(paths["nrmse"], index=False)
+    for setting, table in nrmse_tables(long).items():
+        paths[f"nrmse_{setting}"] = out / f"nrmse_{setting}.csv"
+        table.to_csv(paths[f"nrmse_{setting}"])
+    return paths
+
+
+def model_label(cell: str) -> str:
+    """Display name of a model (``lstm`` -> ``LSTM``)."""
+    return cell.upper()
+
+
+def evaluate_runs(results: Sequence[TrainResult], out_dir: str | Path) -> pd.DataFrame:
+    """Test-year NRMSE per site and setting for each run and for the two baselines.
+
+    Writes ``predictions_<model>.csv`` per run, ``predictions_baselines.csv``, ``nrmse.csv``
+    and ``nrmse_<setting>.csv`` into ``out_dir``.
+
+    Parameters
+    ----------
+    results : sequence of TrainResult
+        Trained runs (e.g. RNN, GRU, LSTM) on the same cube and split.
+    out_dir : path
+
+    Returns
+    -------
+    DataFrame
+        Long table: ``model``, ``site``, ``setting``, ``nrmse``, ``n``.
+    """
+    if not results:
+        raise ValueError("evaluate_runs needs at least one trained run")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    parts = []
+    for res in results:
+        label = model_label(res.config.model.cell)
+        frame = res.predict("test")
+        frame.to_csv(out / f"predictions_{label}.csv", index=False)
+        parts.append(nrmse_by_site(frame, label))
+    first = results[0]
+    base = baseline_predictions(first.prepared, first.config.train_years)
+    base.to_csv(out / "predictions_baselines.csv", index=False)
+    parts.append(nrmse_by_site(base, "seasonal_cycle", "seasonal_cycle"))
+    parts.append(nrmse_by_site(base, "linear", "linear"))
+    long = pd.concat(parts, ignore_index=True)
+    write_tables(long, out)
+    return long
