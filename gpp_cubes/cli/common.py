@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import tomllib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -12,6 +11,7 @@ from typing import Any
 import click
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -51,7 +51,7 @@ def config_callback(ctx: click.Context, _param: click.Parameter, value: Path | N
     known = {p.name for p in ctx.command.params}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise click.BadParameter(
+        raise typer.BadParameter(
             f"unknown key(s) {', '.join(unknown)} in {value}; known: {', '.join(sorted(known))}"
         )
     ctx.default_map = {**(ctx.default_map or {}), **values}
@@ -78,7 +78,7 @@ def guarded(fn: Callable[[], Any], *, debug: bool, stage: str) -> Any:
         if debug:
             console.print_exception()
         else:
-            console.print(f"[bold red]error[/] [{stage}] {err}")
+            console.print(f"[bold red]error[/] {escape(f'[{stage}]')} {escape(str(err))}")
         raise typer.Exit(code=1) from None
 
 
@@ -94,6 +94,5 @@ def progress_bar(transient: bool = False) -> Iterator[Progress]:
         TimeRemainingColumn(),
         console=console,
         transient=transient,
-        disable=not sys.stderr.isatty() and False,
     ) as progress:
         yield progress
