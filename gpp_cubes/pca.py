@@ -1,0 +1,189 @@
+"""PCA of the spectral indices: fit on the training years of all sites, apply everywhere.
+
+The indices are standardised (zero mean, unit variance per index) and a PCA is fitted on the
+rows of the training years only (2016-2018, all sites pooled: fitting on the test years would
+leak them into the predictors). The leading components that together explain >= 99 % of the
+variance are kept (the paper kept 18) and named ``S2_PC1``, ``S2_PC2``, ... The fitted
+scaler and loadings are stored as JSON next to the cubes, so the same transform applies to any
+site and a user can see which indices drive each component.
+
+References
+----------
+Jolliffe, I. T. & Cadima, J. (2016). Principal component analysis: a review and recent
+developments. Phil. Trans. R. Soc. A 374, 20150202.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from gpp_cubes.errors import BuildError, InputFormatError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+TRAIN_YEARS: tuple[int, ...] = (2016, 2017, 2018)
+
+
+@dataclass(frozen=True)
+class FittedPCA:
+    """A standardise-then-PCA transform.
+
+    Attributes
+    ----------
+    indices : tuple of str
+        Input columns, in order.
+    mean, scale : tuple of float
+        Standardisation of each input (training mean and standard deviation) [index units].
+    components : tuple of tuple of float
+        Loadings, (n_components, n_indices): row i is ``S2_PC{i+1}``.
+    explained_variance_ratio : tuple of float
+        Variance fraction of each kept component [1].
+    variance_threshold : float
+        Cumulative variance the kept components reach at least [1].
+    train_years : tuple of int
+        Years the PCA was fitted on.
+    n_samples : int
+        Training rows used.
+    dropped_indices : tuple of str
+        Inputs left out (constant or mostly undefined on the training rows).
+    """
+
+    indices: tuple[str, ...]
+    mean: tuple[float, ...]
+    scale: tuple[float, ...]
+    components: tuple[tuple[float, ...], ...]
+    explained_variance_ratio: tuple[float, ...]
+    variance_threshold: float
+    train_years: tuple[int, ...]
+    n_samples: int
+    dropped_indices: tuple[str, ...] = ()
+
+    @property
+    def names(self) -> list[str]:
+        """Component names ``S2_PC1`` .. ``S2_PCk``."""
+        return [f"S2_PC{i + 1}" for i in range(len(self.components))]
+
+    def loadings(self) -> pd.DataFrame:
+        """Loadings table (components x indices)."""
+        import pandas as pd
+
+        return pd.DataFrame(np.array(self.components), index=self.names,
+                            columns=list(self.indices))
+
+    def top_indices(self, component: int, n: int = 5) -> list[str]:
+        """The ``n`` indices with the largest absolute loading on ``S2_PC{component}``."""
+        row = np.abs(np.array(self.components[component - 1]))
+        return [self.indices[i] for i in np.argsort(row)[::-1][:n]]
+
+
+def fit_pca(table: pd.DataFrame, *, variance: float = 0.99,
+            train_years: Sequence[int] = TRAIN_YEARS, max_missing: float = 0.05
+            ) -> FittedPCA:
+    """Fit the standardised PCA on the training-year rows of an index table.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        Rows = observations (any index containing a ``time`` level or a DatetimeIndex; all
+        sites pooled), columns = spectral indices [1].
+    variance : float, default 0.99
+        Keep the fewest leading components whose cumulative explained variance >= this.
+    train_years : sequence of int, default (2016, 2017, 2018)
+        Only rows in these years are used for the fit.
+    max_missing : float, default 0.05
+        Indices undefined (NaN) on more than this fraction of training rows, or constant,
+        are left out (recorded in ``dropped_indices``); remaining rows with any NaN are
+        skipped.
+
+    Returns
+    -------
+    FittedPCA
+
+    Raises
+    ------
+    BuildError
+        Fewer than two usable training rows.
+    """
+    from sklearn.decomposition import PCA
+    from sklearn.preprocessing import StandardScaler
+
+    years = _years(table)
+    train = table.loc[np.isin(years, list(train_years))]
+    frac_nan = train.isna().mean()
+    std = train.std()
+    keep = [c for c in table.columns if frac_nan[c] <= max_missing and std[c] > 0]
+    dropped = tuple(c for c in table.columns if c not in keep)
+    x = train[keep].dropna().to_numpy(np.float64)
+    if x.shape[0] < 2:
+        raise BuildError(f"PCA: only {x.shape[0]} complete training rows in years "
+                         f"{list(train_years)}")
+    scaler = StandardScaler().fit(x)
+    pca = PCA(svd_solver="full").fit(scaler.transform(x))
+    k = int(np.searchsorted(np.cumsum(pca.explained_variance_ratio_), variance - 1e-12) + 1)
+    k = min(k, pca.n_components_)
+    return FittedPCA(
+        indices=tuple(keep), mean=tuple(scaler.mean_.tolist()),
+        scale=tuple(scaler.scale_.tolist()),
+        components=tuple(tuple(r) for r in pca.components_[:k].tolist()),
+        explained_variance_ratio=tuple(pca.explained_variance_ratio_[:k].tolist()),
+        variance_threshold=variance, train_years=tuple(int(y) for y in train_years),
+        n_samples=int(x.shape[0]), dropped_indices=dropped)
+
+
+def _years(table: pd.DataFrame) -> np.ndarray:
+    import pandas as pd
+
+    idx = table.index
+    if isinstance(idx, pd.MultiIndex):
+        idx = idx.get_level_values("time")
+    return pd.DatetimeIndex(idx).year.to_numpy()
+
+
+def apply_pca(fitted: FittedPCA, table: pd.DataFrame) -> pd.DataFrame:
+    """Project a site's index table onto the fitted components.
+
+    Parameters
+    ----------
+    fitted : FittedPCA
+    table : pandas.DataFrame
+        Columns including ``fitted.indices`` [1].
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``S2_PC1..S2_PCk`` (float32), same index; NaN rows where any input is NaN.
+    """
+    import pandas as pd
+
+    missing = [c for c in fitted.indices if c not in table.columns]
+    if missing:
+        raise InputFormatError(f"index table lacks {missing} needed by the fitted PCA")
+    x = table[list(fitted.indices)].to_numpy(np.float64)
+    z = (x - np.array(fitted.mean)) / np.array(fitted.scale)
+    pcs = z @ np.array(fitted.components).T
+    return pd.DataFrame(pcs.astype(np.float32), index=table.index, columns=fitted.names)
+
+
+def save_pca(fitted: FittedPCA, path: str | Path) -> Path:
+    """Write the fitted PCA as JSON (loadings, explained variance, standardisation)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({"format": "gpp-cubes-pca/1", **asdict(fitted)}, indent=1))
+    tmp.replace(path)
+    return path
+
+
+def load_pca(path: str | Path) -> FittedPCA:
+    """Read a PCA written by :func:`save_pca`."""
+    data = json.loads(Path(path).read_text())
+    if data.pop("format", None) != "gpp-cubes-pca/1":
+        raise InputFormatError(f"{path} is not a gpp-cubes PCA file")
+    data["components"] = tuple(tuple(r) for r in data["components"])
+    return FittedPCA(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
