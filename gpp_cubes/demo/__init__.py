@@ -1,0 +1,35 @@
+"""An offline demo world behind a real local STAC API.
+
+``generate_world`` writes, deterministically from a seed, Sentinel-2 L2A scenes (COGs and
+ESA granule metadata), Sentinel-1 RTC and MODIS LST COGs, a CORINE-like land-cover raster
+and FLUXNET2015-format daily files for a few real stations, with Planetary Computer's
+collection ids, asset keys and properties; ``serve_world`` serves the files over HTTP with
+Range support and the items through ``rustac serve`` on 127.0.0.1, so every stage runs
+through the same code as against Planetary Computer, with only the URL changed.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS: dict[str, str] = {
+    "DemoConfig": "gpp_cubes.demo.config",
+    "DemoSite": "gpp_cubes.demo.config",
+    "World": "gpp_cubes.demo.world",
+    "Truth": "gpp_cubes.demo.world",
+    "generate_world": "gpp_cubes.demo.world",
+    "ServedWorld": "gpp_cubes.demo.serve",
+    "serve_world": "gpp_cubes.demo.serve",
+    "serve_forever": "gpp_cubes.demo.serve",
+    "summary": "gpp_cubes.demo.summary",
+    "default_world_dir": "gpp_cubes.demo.summary",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'gpp_cubes.demo' has no attribute {name!r}")

@@ -1,0 +1,61 @@
+"""Writing Cloud-Optimized GeoTIFFs and STAC geometry helpers for the demo world."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pyproj import Transformer
+
+
+def write_cog(path: Path, data: np.ndarray, *, transform: Any, crs: Any, nodata: float | None,
+              blocksize: int = 256, overview_resampling: str = "nearest") -> None:
+    """Write a 2-D (or band-first 3-D) array as a DEFLATE-compressed COG with rasterio.
+
+    Parameters
+    ----------
+    path : Path
+        Output file (parents are created).
+    data : numpy.ndarray
+        (rows, cols) or (bands, rows, cols); its dtype is the file's dtype.
+    transform : affine.Affine
+        Pixel-to-CRS transform.
+    crs : str or rasterio CRS
+        Coordinate reference system (``"EPSG:32632"`` or a WKT/PROJ string).
+    nodata : float or None
+        Nodata value written in the file's metadata.
+    blocksize : int, default 256
+        Internal tile size [pixels].
+    overview_resampling : str, default "nearest"
+        Resampling of the internal overviews (``"nearest"`` for class rasters).
+    """
+    import rasterio
+
+    arr = data if data.ndim == 3 else data[None]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    predictor = 3 if np.issubdtype(arr.dtype, np.floating) else 2
+    with rasterio.open(
+        path, "w", driver="COG", width=arr.shape[2], height=arr.shape[1], count=arr.shape[0],
+        dtype=arr.dtype.name, crs=crs, transform=transform, nodata=nodata, compress="DEFLATE",
+        predictor=predictor, blocksize=blocksize, overview_resampling=overview_resampling,
+    ) as dst:
+        dst.write(arr)
+
+
+def footprint_wgs84(bounds: tuple[float, float, float, float], crs: Any,
+                    densify: int = 4) -> tuple[dict[str, Any], list[float]]:
+    """GeoJSON polygon (counter-clockwise, closed) and bbox [degrees] of projected bounds."""
+    left, bottom, right, top = bounds
+    t = np.linspace(0, 1, densify + 1)[:-1]
+    xs = np.concatenate([left + (right - left) * t, np.full(densify, right),
+                         right - (right - left) * t, np.full(densify, left)])
+    ys = np.concatenate([np.full(densify, bottom), bottom + (top - bottom) * t,
+                         np.full(densify, top), top - (top - bottom) * t])
+    to_geo = Transformer.from_crs(crs, 4326, always_xy=True)
+    lon, lat = to_geo.transform(xs, ys)
+    ring = [[round(float(a), 8), round(float(b), 8)] for a, b in zip(lon, lat, strict=True)]
+    ring.append(ring[0])
+    bbox = [round(float(np.min(lon)), 8), round(float(np.min(lat)), 8),
+            round(float(np.max(lon)), 8), round(float(np.max(lat)), 8)]
+    return {"type": "Polygon", "coordinates": [ring]}, bbox

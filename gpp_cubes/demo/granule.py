@@ -1,0 +1,267 @@
+"""Sentinel-2 tile naming and granule metadata (``MTD_TL.xml``) in ESA's L2A format.
+
+The demo scenes are small windows of a full 109.8 km MGRS tile. The granule metadata
+describe the full tile exactly as ESA's ``MTD_TL.xml`` does (``Tile_Geocoding`` with the 10,
+20 and 60 m sizes and upper-left corners, ``Tile_Angles`` with the 23 x 23 sun angle grid at
+5000 m steps, the mean sun angle and per-band, per-detector viewing incidence angle grids),
+so the NBAR code reads them through ``sen2nbar.c_factor.c_factor_from_metadata`` unchanged.
+
+Sun angles are computed for the scene's sensing time at every grid node with the NREL SPA
+(:func:`gpp_cubes.clearsky.solar_position`). Viewing angles follow a simple push-broom
+geometry: a straight north-south ground track at a fixed offset from the tile centre per
+relative orbit, the view zenith ``atan(d / 786 km)`` of the across-track distance ``d``, the
+view azimuth pointing across-track towards the satellite, and 12 staggered detectors of
+24.2 km each across the 290 km swath (NaN outside a detector's strip, as in real files).
+
+References
+----------
+ESA (2021). Sentinel-2 Products Specification Document (PSD), S2-PDGS-TAS-DI-PSD, issue 14.9.
+US Army (1989). TM 8358.1, Datums, ellipsoids, grids and grid reference systems (MGRS).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from xml.sax.saxutils import escape
+
+import numpy as np
+import pandas as pd
+from pyproj import Transformer
+
+from gpp_cubes.grid import utm_epsg
+
+TILE_SIZE_M = 109800.0
+ANGLE_STEP_M = 5000.0
+ANGLE_NODES = 23
+ORBIT_ALTITUDE_M = 786000.0
+SWATH_M = 290000.0
+N_DETECTORS = 12
+#: bandId -> band name, the order of ESA's metadata (B10 exists in L1C/L2A angle grids).
+BAND_IDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10",
+            "B11", "B12")
+XSI = "http://www.w3.org/2001/XMLSchema-instance"
+NAMESPACE = "https://psd-14.sentinel2.eo.esa.int/PSD/S2_PDI_Level-2A_Tile_Metadata.xsd"
+
+_LAT_BANDS = "CDEFGHJKLMNPQRSTUVWXX"
+_COL_SETS = ("STUVWXYZ", "ABCDEFGH", "JKLMNPQR")  # set 0 (= 3, 6), 1 (= 1, 4), 2 (= 2, 5)
+_ROW_LETTERS = "ABCDEFGHJKLMNPQRSTUV"
+
+
+@dataclass(frozen=True)
+class Tile:
+    """An MGRS-named Sentinel-2 tile: its id, CRS and upper-left corner.
+
+    Attributes
+    ----------
+    tile_id : str
+        MGRS tile id, e.g. ``"32UPB"``.
+    epsg : int
+        UTM EPSG code.
+    ulx, uly : float
+        Upper-left corner [m, UTM], on the 60 m lattice.
+    """
+
+    tile_id: str
+    epsg: int
+    ulx: float
+    uly: float
+
+    @property
+    def utm_zone_name(self) -> str:
+        hemi = "N" if self.epsg < 32700 else "S"
+        return f"WGS84 / UTM zone {self.epsg % 100:02d}{hemi}"
+
+
+def mgrs_tile(latitude: float, longitude: float) -> Tile:
+    """The Sentinel-2 (MGRS 100 km square) tile containing a point, well inside it.
+
+    The tile's upper-left corner is the square's north-west corner moved onto the 60 m
+    lattice (west by ``easting mod 60``, north up to the next multiple of 60 m), as in real
+    Sentinel-2 tiles (e.g. 399960 / 6800040 for 06VVN).
+    """
+    epsg = utm_epsg(latitude, longitude)
+    zone = epsg % 100
+    to_utm = Transformer.from_crs(4326, epsg, always_xy=True)
+    e, n = to_utm.transform(longitude, latitude)
+    band = _LAT_BANDS[min(int((latitude + 80) // 8), len(_LAT_BANDS) - 1)]
+    col = int(e // 100000)
+    row = int(n // 100000)
+    # Tiles overlap by 9.8 km (east and south of their 100 km square): near the square's
+    # west or north edge, take the neighbouring tile in which the point lies well inside,
+    # so the 5 km angle grids surround it.
+    if e - col * 100000 < TILE_SIZE_M - 100000 and col > 1:
+        col -= 1
+    if (row + 1) * 100000 - n < TILE_SIZE_M - 100000:
+        row += 1
+    col_letter = _COL_SETS[zone % 3][col - 1]
+    row_letter = _ROW_LETTERS[(row + (5 if zone % 2 == 0 else 0)) % 20]
+    e0 = col * 100000
+    n_top = (row + 1) * 100000
+    ulx = e0 - e0 % 60
+    uly = n_top + (-n_top) % 60
+    return Tile(f"{zone:02d}{band}{col_letter}{row_letter}", epsg, float(ulx), float(uly))
+
+
+def _fmt(v: float) -> str:
+    return "NaN" if not np.isfinite(v) else f"{v:.6g}"
+
+
+def _values_list(grid: np.ndarray) -> str:
+    rows = "\n".join(
+        "            <VALUES>" + " ".join(_fmt(v) for v in row) + "</VALUES>" for row in grid
+    )
+    return f"          <Values_List>\n{rows}\n          </Values_List>"
+
+
+def _angle_block(tag: str, zen: np.ndarray, azi: np.ndarray, attrs: str = "") -> str:
+    parts = [f"      <{tag}{attrs}>"]
+    for name, grid in (("Zenith", zen), ("Azimuth", azi)):
+        parts += [
+            f"        <{name}>",
+            f'          <COL_STEP unit="m">{int(ANGLE_STEP_M)}</COL_STEP>',
+            f'          <ROW_STEP unit="m">{int(ANGLE_STEP_M)}</ROW_STEP>',
+            _values_list(grid),
+            f"        </{name}>",
+        ]
+    parts.append(f"      </{tag}>")
+    return "\n".join(parts)
+
+
+def node_coordinates(tile: Tile) -> tuple[np.ndarray, np.ndarray]:
+    """UTM x and y [m] of the 23 x 23 angle-grid nodes (row-major, north to south)."""
+    x = tile.ulx + ANGLE_STEP_M * np.arange(ANGLE_NODES)
+    y = tile.uly - ANGLE_STEP_M * np.arange(ANGLE_NODES)
+    return np.meshgrid(x, y)
+
+
+def sun_angle_grids(tile: Tile, time: pd.Timestamp) -> tuple[np.ndarray, np.ndarray]:
+    """Sun zenith and azimuth [degrees] at the tile's angle-grid nodes at ``time`` (UTC)."""
+    from gpp_cubes.clearsky import solar_position
+
+    xx, yy = node_coordinates(tile)
+    to_geo = Transformer.from_crs(tile.epsg, 4326, always_xy=True)
+    lon, lat = to_geo.transform(xx.ravel(), yy.ravel())
+    times = pd.DatetimeIndex([pd.Timestamp(time)] * lon.size)
+    sp = solar_position(times, lat, lon, 0.0, pressure_pa=101325.0)
+    # geometric (not refracted) zenith, as in ESA's metadata
+    return (sp["zenith"].to_numpy().reshape(xx.shape),
+            sp["azimuth"].to_numpy().reshape(xx.shape))
+
+
+def viewing_angles_xml(tile: Tile, nadir_offset_m: float) -> tuple[str, str]:
+    """The ``Viewing_Incidence_Angles_Grids`` elements and the mean viewing angle list.
+
+    Parameters
+    ----------
+    tile : Tile
+        The tile.
+    nadir_offset_m : float
+        East offset of the ground track from the tile centre [m] (fixed per relative orbit).
+    """
+    xx, _ = node_coordinates(tile)
+    x_nadir = tile.ulx + TILE_SIZE_M / 2 + nadir_offset_m
+    d = xx - x_nadir  # across-track distance, east positive
+    rows = np.arange(ANGLE_NODES)[:, None] * np.ones((1, ANGLE_NODES))
+    det_width = SWATH_M / N_DETECTORS  # detectors 1..12 west to east
+    grids, means = [], []
+    for band_id in range(len(BAND_IDS)):
+        # focal-plane parallax: bands look slightly fore/aft, odd/even detectors staggered
+        zen_all = np.degrees(np.arctan(np.abs(d) / ORBIT_ALTITUDE_M)) * 1.03 + 0.03 * band_id
+        azi_all = np.where(d >= 0, 284.0, 104.0) - 0.04 * rows + 0.3 * band_id / 12
+        zen_b, azi_b = [], []
+        for k in range(1, N_DETECTORS + 1):
+            # a detector's grid also holds the nodes one step beyond its edges (overlap)
+            lo = -SWATH_M / 2 + (k - 1) * det_width - ANGLE_STEP_M
+            hi = -SWATH_M / 2 + k * det_width + ANGLE_STEP_M
+            inside = (d >= lo) & (d < hi)
+            if not inside.any():
+                continue
+            stagger = 0.02 if k % 2 else -0.02
+            zen = np.where(inside, zen_all + stagger, np.nan)
+            azi = np.where(inside, azi_all, np.nan)
+            zen_b.append(zen)
+            azi_b.append(azi)
+            grids.append(_angle_block("Viewing_Incidence_Angles_Grids", np.round(zen, 4),
+                                      np.round(azi, 3),
+                                      f' bandId="{band_id}" detectorId="{k}"'))
+        zen_m = float(np.nanmean(np.array(zen_b)))
+        azi_m = float(np.nanmean(np.array(azi_b)))
+        means.append(
+            f'        <Mean_Viewing_Incidence_Angle bandId="{band_id}">\n'
+            f'          <ZENITH_ANGLE unit="deg">{zen_m!r}</ZENITH_ANGLE>\n'
+            f'          <AZIMUTH_ANGLE unit="deg">{azi_m!r}</AZIMUTH_ANGLE>\n'
+            f"        </Mean_Viewing_Incidence_Angle>"
+        )
+    mean_list = ("      <Mean_Viewing_Incidence_Angle_List>\n" + "\n".join(means)
+                 + "\n      </Mean_Viewing_Incidence_Angle_List>")
+    return "\n".join(grids), mean_list
+
+
+def granule_metadata_xml(*, tile: Tile, sensing_time: pd.Timestamp, tile_id_l2a: str,
+                         tile_id_l1c: str, datastrip_id: str, archiving_time: pd.Timestamp,
+                         viewing_xml: tuple[str, str], quality: dict[str, float]) -> str:
+    """The text of an L2A ``MTD_TL.xml``.
+
+    Parameters
+    ----------
+    tile : Tile
+        The tile (CRS, upper-left corner).
+    sensing_time : pandas.Timestamp
+        Sensing time (UTC).
+    tile_id_l2a, tile_id_l1c, datastrip_id : str
+        ESA granule and datastrip identifiers.
+    archiving_time : pandas.Timestamp
+        Archiving time (UTC).
+    viewing_xml : tuple of str
+        Output of :func:`viewing_angles_xml`.
+    quality : dict
+        ``Image_Content_QI`` element name -> percentage [%].
+    """
+    zen, azi = sun_angle_grids(tile, sensing_time)
+    sizes = "\n".join(
+        f'      <Size resolution="{r}">\n        <NROWS>{int(TILE_SIZE_M / r)}</NROWS>\n'
+        f"        <NCOLS>{int(TILE_SIZE_M / r)}</NCOLS>\n      </Size>" for r in (10, 20, 60))
+    geopos = "\n".join(
+        f'      <Geoposition resolution="{r}">\n        <ULX>{tile.ulx:.0f}</ULX>\n'
+        f"        <ULY>{tile.uly:.0f}</ULY>\n        <XDIM>{r}</XDIM>\n"
+        f"        <YDIM>-{r}</YDIM>\n      </Geoposition>" for r in (10, 20, 60))
+    qi = "\n".join(f"      <{k}>{v:.6f}</{k}>" for k, v in quality.items())
+    t = pd.Timestamp(sensing_time)
+    schema = f"{NAMESPACE} S2_PDI_Level-2A_Tile_Metadata.xsd"
+    return f"""<?xml version="1.0" encoding="UTF-8" standalone="no"?>
+<n1:Level-2A_Tile_ID xmlns:n1="{NAMESPACE}" xmlns:xsi="{XSI}" xsi:schemaLocation="{schema}">
+  <n1:General_Info>
+    <L1C_TILE_ID metadataLevel="Brief">{escape(tile_id_l1c)}</L1C_TILE_ID>
+    <TILE_ID metadataLevel="Brief">{escape(tile_id_l2a)}</TILE_ID>
+    <DATASTRIP_ID metadataLevel="Standard">{escape(datastrip_id)}</DATASTRIP_ID>
+    <DOWNLINK_PRIORITY metadataLevel="Standard">NOMINAL</DOWNLINK_PRIORITY>
+    <SENSING_TIME metadataLevel="Standard">{t.strftime("%Y-%m-%dT%H:%M:%S.%f")}Z</SENSING_TIME>
+    <Archiving_Info metadataLevel="Expertise">
+      <ARCHIVING_CENTRE>DEMO</ARCHIVING_CENTRE>
+      <ARCHIVING_TIME>{pd.Timestamp(archiving_time).strftime("%Y-%m-%dT%H:%M:%S.%f")}Z</ARCHIVING_TIME>
+    </Archiving_Info>
+  </n1:General_Info>
+  <n1:Geometric_Info>
+    <Tile_Geocoding metadataLevel="Brief">
+      <HORIZONTAL_CS_NAME>{tile.utm_zone_name}</HORIZONTAL_CS_NAME>
+      <HORIZONTAL_CS_CODE>EPSG:{tile.epsg}</HORIZONTAL_CS_CODE>
+{sizes}
+{geopos}
+    </Tile_Geocoding>
+    <Tile_Angles metadataLevel="Standard">
+{_angle_block("Sun_Angles_Grid", np.round(zen, 4), np.round(azi, 4))}
+      <Mean_Sun_Angle>
+        <ZENITH_ANGLE unit="deg">{float(zen.mean())!r}</ZENITH_ANGLE>
+        <AZIMUTH_ANGLE unit="deg">{float(azi.mean())!r}</AZIMUTH_ANGLE>
+      </Mean_Sun_Angle>
+{viewing_xml[0]}
+{viewing_xml[1]}
+    </Tile_Angles>
+  </n1:Geometric_Info>
+  <n1:Quality_Indicators_Info metadataLevel="Standard">
+    <Image_Content_QI>
+{qi}
+    </Image_Content_QI>
+  </n1:Quality_Indicators_Info>
+</n1:Level-2A_Tile_ID>
+"""

@@ -1,0 +1,198 @@
+"""Serve a demo world on 127.0.0.1: files over HTTP with Range support, items by a STAC API.
+
+Two subprocesses, each in its own session (process group):
+
+- ``python -m RangeHTTPServer PORT --bind 127.0.0.1`` in the world directory answers Range
+  requests with 206, so GDAL's ``/vsicurl/`` reads COG tiles as it does from cloud storage
+  (a server thread inside the reading process stalls GDAL: it probes side files while
+  holding the GIL);
+- ``rustac serve --addr 127.0.0.1:PORT <collections> <items>``: a real STAC API (core +
+  item search, in-memory backend) answering pystac-client's ``/search``.
+
+Stored items carry hrefs relative to the world directory; they are made absolute
+(``http://127.0.0.1:FILES_PORT/...``) into a temporary directory at serve time. Leaving the
+context manager sends SIGTERM to both process groups (SIGKILL after 5 s) and removes the
+temporary directory, so nothing is left running.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+
+from gpp_cubes.errors import StacError
+
+from .world import COLLECTIONS, MARKER, World
+
+
+@dataclass(frozen=True)
+class ServedWorld:
+    """A demo world being served.
+
+    Attributes
+    ----------
+    stac_url : str
+        Root of the STAC API (``http://127.0.0.1:PORT``), for ``pystac_client.Client.open``.
+    files_url : str
+        Root URL of the world's files (``http://127.0.0.1:PORT``).
+    world : World
+        The world.
+    pids : tuple of int
+        Process ids of the file server and the STAC API.
+    """
+
+    stac_url: str
+    files_url: str
+    world: World
+    pids: tuple[int, ...] = ()
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _rustac() -> str:
+    exe = shutil.which("rustac") or str(Path(sys.executable).with_name("rustac"))
+    if not Path(exe).exists():
+        raise StacError("the `rustac` command is not installed (pip install rustac)")
+    return exe
+
+
+def _wait(url: str, proc: subprocess.Popen, name: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+            raise StacError(f"{name} exited with code {proc.returncode} before answering "
+                            f"{url}: {err.strip()[-2000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except (urllib.error.URLError, OSError) as e:
+            last = e
+        time.sleep(0.05)
+    raise StacError(f"{name} did not answer {url} within {timeout:.0f} s ({last})")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        with suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)
+    for stream in (proc.stdout, proc.stderr):
+        if stream:
+            stream.close()
+
+
+def _start(args: list[str], cwd: Path | None = None) -> subprocess.Popen:
+    return subprocess.Popen(args, cwd=cwd, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
+
+
+def write_served_items(world: World, files_url: str, stac_url: str, out: Path) -> list[Path]:
+    """Collections and item collections with absolute hrefs, ready for ``rustac serve``."""
+    paths = []
+    for cid in COLLECTIONS:
+        cpath = world.collection_path(cid)
+        if not cpath.exists():
+            continue
+        coll = json.loads(cpath.read_text())
+        p = out / f"{cid}.collection.json"
+        p.write_text(json.dumps(coll))
+        paths.append(p)
+        items = world.items(cid, base_url=files_url)
+        for it in items:
+            it["links"] = [
+                {"rel": "collection", "href": f"{stac_url}/collections/{cid}",
+                 "type": "application/json"},
+                {"rel": "parent", "href": f"{stac_url}/collections/{cid}",
+                 "type": "application/json"},
+                {"rel": "root", "href": f"{stac_url}/", "type": "application/json"},
+            ]
+        if items:
+            p = out / f"{cid}.items.json"
+            p.write_text(json.dumps({"type": "FeatureCollection", "features": items}))
+            paths.append(p)
+    return paths
+
+
+@contextmanager
+def serve_world(world: World, *, timeout: float = 60.0) -> Iterator[ServedWorld]:
+    """Serve a world's files and items on 127.0.0.1 while the context is open.
+
+    Parameters
+    ----------
+    world : World
+        A generated world (:func:`gpp_cubes.demo.generate_world`).
+    timeout : float, default 60
+        Seconds to wait for each server to answer.
+
+    Yields
+    ------
+    ServedWorld
+        ``stac_url`` for pystac-client and ``files_url`` for the assets.
+
+    Raises
+    ------
+    StacError
+        If a server cannot be started or does not answer.
+    """
+    with ExitStack() as stack:
+        tmp = Path(tempfile.mkdtemp(prefix="gpp-demo-serve-"))
+        stack.callback(shutil.rmtree, tmp, True)
+        files_port, stac_port = free_port(), free_port()
+        files_url = f"http://127.0.0.1:{files_port}"
+        stac_url = f"http://127.0.0.1:{stac_port}"
+        files = _start([sys.executable, "-m", "RangeHTTPServer", str(files_port),
+                        "--bind", "127.0.0.1"], cwd=world.root)
+        stack.callback(_stop, files)
+        paths = write_served_items(world, files_url, stac_url, tmp)
+        stac = _start([_rustac(), "serve", "--addr", f"127.0.0.1:{stac_port}",
+                       *map(str, paths)])
+        stack.callback(_stop, stac)
+        _wait(f"{files_url}/{MARKER}", files, "the file server (RangeHTTPServer)", timeout)
+        _wait(f"{stac_url}/collections", stac, "the STAC API (rustac serve)", timeout)
+        yield ServedWorld(stac_url=stac_url, files_url=files_url, world=world,
+                          pids=(files.pid, stac.pid))
+
+
+def serve_forever(world: World) -> None:
+    """Serve a world until interrupted (Ctrl-C or SIGTERM), printing the URLs."""
+    stop = {"flag": False}
+
+    def _handler(signum: int, frame: object) -> None:
+        stop["flag"] = True
+
+    old = signal.signal(signal.SIGTERM, _handler)
+    try:
+        with serve_world(world) as served:
+            print(f"STAC API: {served.stac_url}\nfiles:    {served.files_url}", flush=True)
+            while not stop["flag"]:
+                time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, old)
