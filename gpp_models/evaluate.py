@@ -12,6 +12,7 @@ of the 90-day window), fitted on the fitting samples of all sites pooled.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -167,8 +168,8 @@ def model_label(cell: str) -> str:
 def evaluate_runs(results: Sequence[TrainResult], out_dir: str | Path) -> pd.DataFrame:
     """Test-year NRMSE per site and setting for each run and for the two baselines.
 
-    Writes ``predictions_<model>.csv`` per run, ``predictions_baselines.csv``, ``nrmse.csv``
-    and ``nrmse_<setting>.csv`` into ``out_dir``.
+    Writes ``predictions_<model>.csv`` per run, ``predictions_baselines.csv``, ``nrmse.csv``,
+    ``nrmse_<setting>.csv`` and ``runs.json`` (configurations, provenance) into ``out_dir``.
 
     Parameters
     ----------
@@ -192,6 +193,15 @@ def evaluate_runs(results: Sequence[TrainResult], out_dir: str | Path) -> pd.Dat
         frame.to_csv(out / f"predictions_{label}.csv", index=False)
         parts.append(nrmse_by_site(frame, label))
     first = results[0]
+    runs = {model_label(r.config.model.cell): {
+        "workdir": str(r.workdir) if r.workdir else None, "config": r.config.to_dict(),
+        "best_epoch": np.asarray(r.best_epoch).tolist(), "device": r.device,
+        "leaks_test": r.leaks_test} for r in results}
+    cube = first.prepared.cube
+    (out / "runs.json").write_text(json.dumps(
+        {"runs": runs, "features": cube.source, "sites": list(cube.sites),
+         "predictors": list(cube.predictors), "provenance": cube.attrs.get("provenance")},
+        indent=2, default=str))
     base = baseline_predictions(first.prepared, first.config.train_years)
     base.to_csv(out / "predictions_baselines.csv", index=False)
     parts.append(nrmse_by_site(base, "seasonal_cycle", "seasonal_cycle"))

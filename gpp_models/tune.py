@@ -24,6 +24,7 @@ from typing import Any
 
 import optuna
 
+from gpp_cubes.errors import GppError
 from gpp_models.config import MAX_LAYERS, TrainConfig
 from gpp_models.data import Cube, Prepared, open_cube, prepare
 from gpp_models.train import TrainResult, train_and_evaluate
@@ -164,7 +165,7 @@ def tune(
     study.optimize(objective, n_trials=n_trials, timeout=timeout, callbacks=callbacks,
                    catch=())
     if not any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
-        raise RuntimeError(f"study gpp-{base.model.cell}: no trial completed")
+        raise GppError(f"study gpp-{base.model.cell} ({storage}): no trial completed")
     best = study.best_params
     best_config = base.replace(layers=int(best["layers"]), units=int(best["units"]),
                                learning_rate=float(best["learning_rate"]))

@@ -1,0 +1,258 @@
+"""``gpp tune | train | evaluate | explain | figures | report``: the modelling commands.
+
+Registered into the ``gpp`` typer app by :func:`register`; heavy imports (JAX, Optuna,
+matplotlib) happen inside the commands so ``gpp --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from gpp_cubes.cli.common import ConfigOption, DebugOption, console, guarded, progress_bar
+
+CellOption = typer.Option("lstm", "--cell", help="Recurrent cell: rnn, gru or lstm.")
+ProtocolOption = typer.Option(
+    "holdout", "--protocol",
+    help="holdout: select on the last training year (default, honest); paper: select on the "
+         "test years as the paper did (leaks; flagged in every output).")
+
+
+def _base_config(cell: str, protocol: str, epochs: int, batch_size: int, seed: int,
+                 window: int, ensemble: int, **model: Any) -> Any:
+    from gpp_models.config import ModelConfig, TrainConfig
+
+    return TrainConfig(model=ModelConfig(cell=cell, **model), epochs=epochs,  # type: ignore[arg-type]
+                       batch_size=batch_size, seed=seed, protocol=protocol,  # type: ignore[arg-type]
+                       window=window, ensemble=ensemble)
+
+
+def _log_to_console(debug: bool) -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.getLogger("gpp_models").setLevel(logging.DEBUG if debug else logging.INFO)
+    logging.getLogger("absl").setLevel(logging.WARNING)  # orbax is chatty at INFO
+
+
+def _train_with_bar(config: Any, workdir: Path, features: Path) -> Any:
+    from gpp_models.train import device_description, train_and_evaluate
+
+    console.print(f"training {config.model.cell.upper()} {config.model.layers}x"
+                  f"{config.model.units} on [bold]{device_description()}[/] -> {workdir}")
+    with progress_bar() as bar:
+        task = bar.add_task(f"{config.model.cell} epochs", total=config.epochs)
+
+        def on_epoch(epoch: int, m: dict[str, float]) -> None:
+            bar.update(task, completed=epoch + 1, description=(
+                f"{config.model.cell} epoch {epoch + 1}: train MAE {m['train_mae']:.3f}, "
+                f"select MAE {m['select_mae']:.3f}"))
+
+        return train_and_evaluate(config, workdir, features, on_epoch=on_epoch)
+
+
+def _print_nrmse(long: Any) -> None:
+    from gpp_models.evaluate import SETTINGS
+
+    med = long.pivot_table(index="model", columns="setting", values="nrmse", aggfunc="median")
+    t = Table(title="median NRMSE over sites (test years)")
+    t.add_column("model")
+    for s in SETTINGS:
+        t.add_column(s, justify="right")
+    for model, row in med.iterrows():
+        t.add_row(str(model), *(f"{row.get(s, float('nan')):.3f}" for s in SETTINGS))
+    console.print(t)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the modelling commands to the ``gpp`` CLI."""
+
+    @app.command("tune", epilog="""Example:
+
+  gpp tune cubes/features.zarr --cell lstm --workdir runs/lstm --trials 30 --max-epochs 27
+
+  Many workers on one study: add --storage postgresql://user:pass@db/optuna on every machine.
+""", help="Hyperband search (Optuna) of layers, units and learning rate for one cell; "
+          "then trains the best configuration in full (WORKDIR/run).")
+    def tune_cmd(
+        features: Path = typer.Argument(..., help="features.zarr (or per-site stores)."),
+        cell: str = CellOption,
+        workdir: Path = typer.Option(..., "--workdir", help="Study and run directory."),
+        trials: int = typer.Option(30, "--trials", min=1, help="Trials run by this worker."),
+        max_epochs: int = typer.Option(27, "--max-epochs", min=1,
+                                       help="Hyperband's maximum epochs per trial."),
+        max_layers: int = typer.Option(5, "--max-layers", min=1, max=5),
+        units: str = typer.Option("16,32,64,128,256,512", "--units",
+                                  help="Candidate hidden sizes, comma-separated (<= 512)."),
+        storage: str | None = typer.Option(
+            None, "--storage", help="Optuna storage URL (default sqlite in WORKDIR/tune)."),
+        train_best: bool = typer.Option(True, "--train/--no-train",
+                                        help="Train the best configuration in full."),
+        epochs: int = typer.Option(300, "--epochs", min=1, help="Full training epochs."),
+        ensemble: int = typer.Option(1, "--ensemble", min=1, help="Seeds of the final run."),
+        protocol: str = ProtocolOption,
+        batch_size: int = typer.Option(256, "--batch-size", min=1),
+        window: int = typer.Option(90, "--window", min=1, help="Sequence length [days]."),
+        seed: int = typer.Option(0, "--seed"),
+        config: Path | None = ConfigOption,
+        debug: bool = DebugOption,
+    ) -> None:
+        def run() -> None:
+            from gpp_models.tune import SearchSpace, tune
+
+            _log_to_console(debug)
+            base = _base_config(cell, protocol, epochs, batch_size, seed, window, 1)
+            space = SearchSpace(layers=(1, max_layers),
+                                units=tuple(int(u) for u in units.split(",") if u.strip()))
+            with progress_bar() as bar:
+                task = bar.add_task(f"{cell} trials", total=trials)
+                result = tune(features, base, workdir / "tune", n_trials=trials,
+                              max_epochs=max_epochs, space=space, storage=storage,
+                              on_trial=lambda t: bar.advance(task))
+            console.print(f"best {cell}: {result.study.best_params} "
+                          f"(select MAE {result.study.best_value:.4f}; "
+                          f"{result.n_pruned} pruned, {result.n_complete} complete)")
+            if train_best:
+                _train_with_bar(result.best_config.replace(ensemble=ensemble),
+                                workdir / "run", features)
+
+        guarded(run, debug=debug, stage="tune")
+
+    @app.command("train", epilog="""Example:
+
+  gpp train cubes/features.zarr --cell gru --layers 2 --units 128 --learning-rate 1e-3
+  --epochs 300 --ensemble 5 --workdir runs/gru
+
+  Rerunning the same command resumes from the last checkpoint.
+""", help="Train one architecture (K seeds at once with --ensemble K); keeps the best "
+          "checkpoint on the selection years; resumable.")
+    def train_cmd(
+        features: Path = typer.Argument(..., help="features.zarr (or per-site stores)."),
+        cell: str = CellOption,
+        workdir: Path = typer.Option(..., "--workdir", help="Run directory."),
+        layers: int = typer.Option(2, "--layers", min=1, max=5),
+        units: int = typer.Option(128, "--units", min=1, max=512),
+        dropout: float = typer.Option(0.2, "--dropout", min=0.0, max=0.99),
+        init: str = typer.Option("paper_uniform", "--init",
+                                 help="paper_uniform (U[-1/sqrt(n), 1/sqrt(n)]) or "
+                                      "flax_default."),
+        learning_rate: float = typer.Option(1e-3, "--learning-rate"),
+        epochs: int = typer.Option(300, "--epochs", min=1),
+        batch_size: int = typer.Option(256, "--batch-size", min=1),
+        ensemble: int = typer.Option(1, "--ensemble", min=1,
+                                     help="Seeds trained at once (jax.vmap)."),
+        patience: int | None = typer.Option(None, "--patience", min=1,
+                                            help="Early stopping patience [epochs]."),
+        protocol: str = ProtocolOption,
+        window: int = typer.Option(90, "--window", min=1, help="Sequence length [days]."),
+        seed: int = typer.Option(0, "--seed"),
+        config: Path | None = ConfigOption,
+        debug: bool = DebugOption,
+    ) -> None:
+        def run() -> None:
+            _log_to_console(debug)
+            cfg = _base_config(cell, protocol, epochs, batch_size, seed, window, ensemble,
+                               layers=layers, units=units, dropout=dropout, init=init)
+            cfg = cfg.replace(learning_rate=learning_rate, patience=patience)
+            result = _train_with_bar(cfg, workdir, features)
+            console.print(f"best epoch(s) {result.best_epoch.tolist()}, selection MAE "
+                          f"{result.best_loss.tolist()} -> {workdir}")
+
+        guarded(run, debug=debug, stage="train")
+
+    @app.command("evaluate", epilog="""Example:
+
+  gpp evaluate runs/rnn/run runs/gru/run runs/lstm/run --out results/
+""", help="NRMSE per site on the test years (full, growing season, extremes) for trained "
+          "runs and two baselines (seasonal cycle, linear).")
+    def evaluate_cmd(
+        runs: list[Path] = typer.Argument(..., help="Run directories (gpp train)."),
+        out: Path = typer.Option(..., "--out", help="Results directory."),
+        features: Path | None = typer.Option(None, "--features",
+                                             help="Cube (default: the one each run used)."),
+        config: Path | None = ConfigOption,
+        debug: bool = DebugOption,
+    ) -> None:
+        def run() -> None:
+            from gpp_models.evaluate import evaluate_runs
+            from gpp_models.train import load_run
+
+            _log_to_console(debug)
+            long = evaluate_runs([load_run(r, features) for r in runs], out)
+            _print_nrmse(long)
+            console.print(f"tables and predictions -> {out}")
+
+        guarded(run, debug=debug, stage="evaluate")
+
+    @app.command("explain", epilog="""Example:
+
+  gpp explain runs/lstm/run --out results/ --repeats 10
+""", help="Permutation feature importance (whole sequences shuffled across test samples) "
+          "per site; writes OUT/fi_<MODEL>.csv.")
+    def explain_cmd(
+        runs: list[Path] = typer.Argument(..., help="Run directories (gpp train)."),
+        out: Path = typer.Option(..., "--out", help="Results directory."),
+        repeats: int = typer.Option(10, "--repeats", min=1, help="Shuffles per feature."),
+        seed: int = typer.Option(0, "--seed"),
+        features: Path | None = typer.Option(None, "--features"),
+        config: Path | None = ConfigOption,
+        debug: bool = DebugOption,
+    ) -> None:
+        def run() -> None:
+            from gpp_models.explain import explain_run, median_importance, summarize_importance
+            from gpp_models.train import load_run
+
+            _log_to_console(debug)
+            out.mkdir(parents=True, exist_ok=True)
+            with progress_bar() as bar:
+                task = bar.add_task("runs", total=len(runs))
+                for r in runs:
+                    fi = explain_run(load_run(r, features), n_repeats=repeats, seed=seed)
+                    label = fi["model"].iloc[0]
+                    fi.to_csv(out / f"fi_{label}.csv", index=False)
+                    top = median_importance(summarize_importance(fi)).head(5)
+                    bar.console.print(f"{label}: " + ", ".join(
+                        f"{k} {v:.4f}" for k, v in top.items()))
+                    bar.advance(task)
+
+        guarded(run, debug=debug, stage="explain")
+
+    @app.command("figures", epilog="""Example:
+
+  gpp figures results/            # writes results/figures/fig{1,2,3}_*.{png,svg}
+""", help="The paper's Figures 1-3 (NRMSE box plots, feature importance, example sites) "
+          "as PNG and SVG.")
+    def figures_cmd(
+        results: Path = typer.Argument(..., help="Results directory (evaluate/explain)."),
+        out: Path | None = typer.Option(None, "--out", help="Default RESULTS/figures."),
+        config: Path | None = ConfigOption,
+        debug: bool = DebugOption,
+    ) -> None:
+        def run() -> None:
+            from gpp_models.figures import all_figures
+
+            if not (results / "nrmse.csv").exists():
+                raise FileNotFoundError(f"{results}: no nrmse.csv; run `gpp evaluate` first")
+            for name, files in all_figures(results, out).items():
+                console.print(f"{name}: {files['png']} {files['svg']}")
+
+        guarded(run, debug=debug, stage="figures")
+
+    @app.command("report", epilog="""Example:
+
+  gpp report results/ --out results/report.html
+""", help="One self-contained HTML page: tables, figures, run configs and provenance.")
+    def report_cmd(
+        results: Path = typer.Argument(..., help="Results directory (evaluate/explain)."),
+        out: Path | None = typer.Option(None, "--out", help="Default RESULTS/report.html."),
+        config: Path | None = ConfigOption,
+        debug: bool = DebugOption,
+    ) -> None:
+        def run() -> None:
+            from gpp_models.report import write_report
+
+            console.print(f"report -> {write_report(results, out)}")
+
+        guarded(run, debug=debug, stage="report")

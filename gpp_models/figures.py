@@ -1,0 +1,189 @@
+"""The paper's three figures with matplotlib, each saved as PNG and SVG.
+
+* Fig. 1: per-site NRMSE per model as box plots for the full period, the growing season and
+  the extremes (line: median; box: Q1-Q3; whiskers: 5th-95th percentile).
+* Fig. 2: median (over sites) permutation importance per feature, sorted, one panel per model.
+* Fig. 3: observed and predicted GPP at three sites (DE-Hai, BE-Vie, FI-Var when present,
+  else the first three) with ensemble bands and a zoom on the longest extreme event.
+
+References
+----------
+Montero, D. et al. (2024), Figures 1-3.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib.dates as mdates
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global figure state
+
+from gpp_models.evaluate import SETTINGS
+from gpp_models.explain import median_importance, summarize_importance
+
+EXAMPLE_SITES = ("DE-Hai", "BE-Vie", "FI-Var")
+MODEL_ORDER = ("RNN", "GRU", "LSTM", "seasonal_cycle", "linear")
+SETTING_TITLES = {"full": "a) full period", "growing_season": "b) growing season (May-Sep)",
+                  "extremes": "c) climate-induced extremes"}
+COLORS = {"RNN": "#1b9e77", "GRU": "#d95f02", "LSTM": "#7570b3", "seasonal_cycle": "#999999",
+          "linear": "#bbbbbb"}
+
+
+def _save(fig: Figure, out_dir: Path, name: str) -> dict[str, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for ext in ("png", "svg"):
+        paths[ext] = out_dir / f"{name}.{ext}"
+        fig.savefig(paths[ext], dpi=150, bbox_inches="tight",
+                    metadata={"Date": None} if ext == "svg" else None)
+    return paths
+
+
+def _ordered(models: Sequence[str]) -> list[str]:
+    known = [m for m in MODEL_ORDER if m in models]
+    return known + sorted(m for m in models if m not in known)
+
+
+def fig1_nrmse(long: pd.DataFrame, out_dir: str | Path) -> dict[str, Path]:
+    """Box plots of per-site NRMSE per model for the three settings.
+
+    Parameters
+    ----------
+    long : DataFrame
+        Columns ``model``, ``site``, ``setting``, ``nrmse`` [1].
+    out_dir : path
+
+    Returns
+    -------
+    dict
+        ``{"png": path, "svg": path}``.
+    """
+    models = _ordered(long["model"].unique())
+    fig = Figure(figsize=(12, 4), layout="constrained")
+    axes = fig.subplots(1, 3)
+    for ax, setting in zip(axes, SETTINGS, strict=True):
+        sub = long[long["setting"] == setting]
+        data = [sub.loc[sub["model"] == m, "nrmse"].dropna().to_numpy() for m in models]
+        bp = ax.boxplot(data, whis=(5, 95), showfliers=False, patch_artist=True,
+                        medianprops={"color": "black"})
+        ax.set_xticks(range(1, len(models) + 1), models, rotation=30, ha="right")
+        for patch, m in zip(bp["boxes"], models, strict=True):
+            patch.set_facecolor(COLORS.get(m, "#cccccc"))
+        ax.set_title(SETTING_TITLES[setting], fontsize=10)
+        ax.set_ylabel("NRMSE per site")
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle("Model performance on the test years (box Q1-Q3, whiskers 5th-95th pct.)")
+    return _save(fig, Path(out_dir), "fig1_nrmse")
+
+
+def fig2_importance(fi: pd.DataFrame, out_dir: str | Path) -> dict[str, Path]:
+    """Median feature importance per feature and model, sorted decreasing.
+
+    Parameters
+    ----------
+    fi : DataFrame
+        Rows of :func:`gpp_models.explain.permutation_importance` with a ``model`` column.
+    """
+    models = _ordered(fi["model"].unique())
+    n_feat = fi["feature"].nunique()
+    fig = Figure(figsize=(4 * len(models), 0.3 * n_feat + 1.5), layout="constrained")
+    axes = fig.subplots(1, len(models), squeeze=False)
+    for ax, m in zip(axes[0], models, strict=True):
+        med = median_importance(summarize_importance(fi[fi["model"] == m]))
+        ax.barh(med.index[::-1], med.to_numpy()[::-1], color=COLORS.get(m, "#777777"))
+        ax.set_title(m)
+        ax.set_xlabel("median FI [NRMSE increase]")
+        ax.axvline(0, color="black", lw=0.5)
+    fig.suptitle("Permutation feature importance per model")
+    return _save(fig, Path(out_dir), "fig2_importance")
+
+
+def _longest_event(times: pd.DatetimeIndex, flags: np.ndarray) -> tuple[pd.Timestamp, ...] | None:
+    if not flags.any():
+        return None
+    idx = np.flatnonzero(flags)
+    breaks = np.flatnonzero(np.diff(idx) > 1)
+    starts = np.r_[idx[0], idx[breaks + 1]]
+    ends = np.r_[idx[breaks], idx[-1]]
+    k = int(np.argmax(ends - starts))
+    return times[starts[k]], times[ends[k]]
+
+
+def fig3_predictions(predictions: Mapping[str, pd.DataFrame], out_dir: str | Path,
+                     sites: Sequence[str] | None = None) -> dict[str, Path]:
+    """Observed vs predicted GPP at three sites, with zoom panels on extreme events.
+
+    Parameters
+    ----------
+    predictions : mapping model -> DataFrame
+        Test predictions (columns ``site``, ``time``, ``obs``, ``pred``, optional
+        ``pred_min``/``pred_max`` ensemble range, ``extreme``) [g C m-2 d-1].
+    sites : sequence of str, optional
+        Default: DE-Hai, BE-Vie, FI-Var when present, else the first three sites.
+    """
+    first = next(iter(predictions.values()))
+    available = list(dict.fromkeys(first["site"]))
+    if sites is None:
+        sites = [s for s in EXAMPLE_SITES if s in available] or available[:3]
+        if len(sites) < 3:
+            sites = list(dict.fromkeys([*sites, *available]))[:3]
+    fig = Figure(figsize=(13, 3.2 * len(sites)), layout="constrained")
+    axes = fig.subplots(len(sites), 2, squeeze=False, gridspec_kw={"width_ratios": [3, 1]})
+    for row, site in enumerate(sites):
+        obs = first[first["site"] == site].sort_values("time")
+        times = pd.DatetimeIndex(obs["time"])
+        event = _longest_event(times, obs["extreme"].to_numpy(bool))
+        for col, ax in enumerate(axes[row]):
+            for m, frame in predictions.items():
+                f = frame[frame["site"] == site].sort_values("time")
+                t = pd.DatetimeIndex(f["time"])
+                color = COLORS.get(m)
+                if "pred_min" in f and (f["pred_max"] > f["pred_min"]).any():
+                    ax.fill_between(t, f["pred_min"], f["pred_max"], color=color, alpha=0.25,
+                                    lw=0)
+                ax.plot(t, f["pred"], color=color, lw=1, label=m)
+            ax.plot(times, obs["obs"], "k.", ms=2, label="observed")
+            if event is not None:
+                ax.axvspan(event[0], event[1], color="red", alpha=0.1)
+            if col == 1:
+                if event is not None:
+                    pad = pd.Timedelta(days=20)
+                    ax.set_xlim(event[0] - pad, event[1] + pad)
+                    ax.set_title("zoom: longest extreme event", fontsize=9)
+                else:
+                    ax.set_title("no extreme event in the test years", fontsize=9)
+                ax.xaxis.set_major_locator(mdates.AutoDateLocator(maxticks=4))
+                ax.xaxis.set_major_formatter(mdates.DateFormatter("%b %d"))
+            else:
+                ax.set_title(site)
+                ax.set_ylabel("GPP [g C m-2 d-1]")
+        if row == 0:
+            axes[0, 0].legend(loc="upper left", fontsize=8, ncol=5)
+    return _save(fig, Path(out_dir), "fig3_predictions")
+
+
+def all_figures(results_dir: str | Path, out_dir: str | Path | None = None
+                ) -> dict[str, dict[str, Path]]:
+    """Draw the three figures from the files :mod:`gpp_models.pipeline` writes.
+
+    Reads ``nrmse.csv``, ``fi_<MODEL>.csv`` and ``predictions_<MODEL>.csv`` in
+    ``results_dir``; writes into ``out_dir`` (default ``results_dir/figures``). Figures whose
+    inputs are missing are skipped.
+    """
+    res = Path(results_dir)
+    out = Path(out_dir) if out_dir else res / "figures"
+    figs: dict[str, dict[str, Path]] = {}
+    if (res / "nrmse.csv").exists():
+        figs["fig1"] = fig1_nrmse(pd.read_csv(res / "nrmse.csv"), out)
+    fi_files = sorted(res.glob("fi_*.csv"))
+    if fi_files:
+        figs["fig2"] = fig2_importance(pd.concat(pd.read_csv(p) for p in fi_files), out)
+    preds = {p.stem.removeprefix("predictions_"): pd.read_csv(p, parse_dates=["time"])
+             for p in sorted(res.glob("predictions_*.csv")) if "baselines" not in p.stem}
+    if preds:
+        ordered = {m: preds[m] for m in _ordered(list(preds))}
+        figs["fig3"] = fig3_predictions(ordered, out)
+    return figs

@@ -1,0 +1,127 @@
+"""The whole modelling chain in one call: tune -> train -> evaluate -> explain -> figures -> report.
+
+``run_pipeline`` is what ``gpp demo`` calls after building the demo world's features.zarr.
+Budgets are small on purpose: ``quick`` finishes in about a minute on two CPU cores for the
+three-site demo world, the default in a few minutes; real studies use the individual
+``gpp tune/train/...`` commands with the paper's budget (300 epochs, 10 FI repeats).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from gpp_models.config import CELLS, ModelConfig, TrainConfig
+from gpp_models.data import open_cube, prepare
+from gpp_models.evaluate import evaluate_runs, model_label
+from gpp_models.explain import explain_run
+from gpp_models.figures import all_figures
+from gpp_models.report import write_report
+from gpp_models.train import TrainResult, train_and_evaluate
+from gpp_models.tune import SearchSpace, tune
+
+logger = logging.getLogger("gpp_models")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Compute budget of a pipeline run."""
+
+    trials: int
+    tune_epochs: int
+    epochs: int
+    ensemble: int
+    fi_repeats: int
+    space: SearchSpace
+
+
+QUICK = Budget(trials=2, tune_epochs=2, epochs=8, ensemble=2, fi_repeats=2,
+               space=SearchSpace(layers=(1, 1), units=(16, 32), learning_rate=(3e-3, 1e-2)))
+DEFAULT = Budget(trials=4, tune_epochs=6, epochs=40, ensemble=3, fi_repeats=5,
+                 space=SearchSpace(layers=(1, 2), units=(16, 32, 64),
+                                   learning_rate=(1e-3, 1e-2)))
+
+
+def run_pipeline(
+    features_path: str | Path,
+    workdir: str | Path,
+    quick: bool = False,
+    *,
+    cells: Sequence[str] = CELLS,
+    budget: Budget | None = None,
+    seed: int = 0,
+    on_stage: Callable[[str], None] | None = None,
+) -> dict[str, Path]:
+    """Tune, train, evaluate and explain RNN, GRU and LSTM on a feature cube; draw and report.
+
+    Parameters
+    ----------
+    features_path : path
+        ``features.zarr`` (or a per-site store / directory of stores).
+    workdir : path
+        Output directory: ``<cell>/tune``, ``<cell>/run`` and ``results/``.
+    quick : bool
+        Use the :data:`QUICK` budget instead of :data:`DEFAULT`.
+    cells : sequence of str
+        Architectures to run.
+    budget : Budget, optional
+        Overrides ``quick``.
+    seed : int
+    on_stage : callable, optional
+        Called with a short description before each stage (progress display).
+
+    Returns
+    -------
+    dict of str -> Path
+        ``results``, ``report``, ``nrmse``, ``fig1_png`` ... ``fig3_svg`` and ``run_<cell>``.
+    """
+    budget = budget or (QUICK if quick else DEFAULT)
+    workdir = Path(workdir)
+    results_dir = workdir / "results"
+    say = on_stage or (lambda msg: logger.info(msg))
+    cube = open_cube(features_path)
+    base = TrainConfig(model=ModelConfig(), epochs=budget.epochs, batch_size=256, seed=seed,
+                       ensemble=budget.ensemble, patience=None, checkpoint_every=budget.epochs)
+    prepared = prepare(cube, window=base.window, fit_years=base.fit_years,
+                       select_years=base.select_years, test_years=base.test_years)
+    runs: list[TrainResult] = []
+    paths: dict[str, Path] = {}
+    for cell in cells:
+        cfg = base.replace(cell=cell)
+        say(f"tune {cell.upper()} ({budget.trials} trials x <= {budget.tune_epochs} epochs)")
+        tuned = tune(prepared, cfg, workdir / cell / "tune", n_trials=budget.trials,
+                     max_epochs=budget.tune_epochs, space=budget.space)
+        best = tuned.best_config.replace(ensemble=budget.ensemble, epochs=budget.epochs)
+        say(f"train {cell.upper()} {best.model.layers}x{best.model.units} "
+            f"(lr {best.learning_rate:.2g}, {budget.epochs} epochs, ensemble {budget.ensemble})")
+        result = train_and_evaluate(best, workdir / cell / "run", prepared)
+        runs.append(result)
+        paths[f"run_{cell}"] = workdir / cell / "run"
+    say("evaluate (NRMSE: full, growing season, extremes; baselines)")
+    evaluate_runs(runs, results_dir)
+    for result in runs:
+        label = model_label(result.config.model.cell)
+        say(f"explain {label} ({budget.fi_repeats} permutation repeats)")
+        explain_run(result, n_repeats=budget.fi_repeats, seed=seed).to_csv(
+            results_dir / f"fi_{label}.csv", index=False)
+    say("figures and report")
+    figs = all_figures(results_dir)
+    report = write_report(results_dir)
+    paths.update({"results": results_dir, "report": report, "nrmse": results_dir / "nrmse.csv"})
+    for name, files in figs.items():
+        for ext, p in files.items():
+            paths[f"{name}_{ext}"] = p
+    (results_dir / "outputs.json").write_text(
+        json.dumps({k: str(v) for k, v in paths.items()}, indent=2))
+    return paths
+
+
+def summary_table(results_dir: str | Path) -> pd.DataFrame:
+    """Median NRMSE over sites per model and setting from ``results_dir/nrmse.csv``."""
+    long = pd.read_csv(Path(results_dir) / "nrmse.csv")
+    return long.pivot_table(index="model", columns="setting", values="nrmse", aggfunc="median")

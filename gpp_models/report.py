@@ -1,0 +1,105 @@
+"""One self-contained HTML page: NRMSE tables, feature importances, figures, configs, provenance.
+
+Figures are embedded as base64 SVG data URIs (no external files, no id clashes between
+figures), so the page can be mailed or archived alone.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from gpp_models import __version__
+from gpp_models.evaluate import SETTINGS, nrmse_tables
+from gpp_models.explain import summarize_importance
+from gpp_models.figures import all_figures
+
+CSS = """
+body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;
+color:#222}
+table{border-collapse:collapse;margin:0.5em 0 1.5em}td,th{border:1px solid #ccc;
+padding:2px 8px;text-align:right}th{background:#f0f0f0}
+.warn{background:#fff3cd;border:1px solid #e0b000;padding:0.6em}
+img{max-width:100%}pre{background:#f7f7f7;padding:0.6em;overflow:auto;font-size:12px}
+"""
+
+
+def _img(svg: Path, alt: str) -> str:
+    data = base64.b64encode(svg.read_bytes()).decode("ascii")
+    return f'<img alt="{html.escape(alt)}" src="data:image/svg+xml;base64,{data}">'
+
+
+def _table(frame: pd.DataFrame, digits: int = 3) -> str:
+    return frame.to_html(float_format=lambda v: f"{v:.{digits}f}", na_rep="-", border=0)
+
+
+def write_report(results_dir: str | Path, out: str | Path | None = None,
+                 title: str = "GPP recurrent models: evaluation report") -> Path:
+    """Write ``report.html`` for a results directory (drawing the figures if needed).
+
+    Parameters
+    ----------
+    results_dir : path
+        Directory with ``nrmse.csv``, ``predictions_*.csv``, optional ``fi_*.csv`` and
+        ``runs.json`` (as written by :func:`gpp_models.evaluate.evaluate_runs`).
+    out : path, optional
+        Output file; default ``results_dir/report.html``.
+    title : str
+
+    Returns
+    -------
+    Path
+    """
+    res = Path(results_dir)
+    if not (res / "nrmse.csv").exists():
+        raise FileNotFoundError(f"{res}: no nrmse.csv; run `gpp evaluate` first")
+    out = Path(out) if out else res / "report.html"
+    figs = all_figures(res)
+    long = pd.read_csv(res / "nrmse.csv")
+    runs = json.loads((res / "runs.json").read_text()) if (res / "runs.json").exists() else {}
+    parts = [f"<h1>{html.escape(title)}</h1>",
+             f"<p>Generated {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M UTC} by gpp_models "
+             f"{__version__} from <code>{html.escape(str(runs.get('features', res)))}</code>."
+             "</p>"]
+    leaking = [m for m, r in runs.get("runs", {}).items() if r.get("leaks_test")]
+    if leaking:
+        parts.append(f'<p class="warn"><b>Test-set leakage:</b> {", ".join(leaking)} used the '
+                     "<code>paper</code> protocol (best checkpoint chosen on the test years); "
+                     "their test scores are optimistic.</p>")
+    parts.append("<h2>Median NRMSE over sites (test years)</h2>")
+    med = long.pivot_table(index="model", columns="setting", values="nrmse", aggfunc="median")
+    parts.append(_table(med[[s for s in SETTINGS if s in med]]))
+    parts.append("<p>NRMSE = RMSE / (max - min of observed GPP) per site and setting; "
+                 "<i>seasonal_cycle</i> and <i>linear</i> are baselines without a network.</p>")
+    if "fig1" in figs:
+        parts.append("<h2>Figure 1. NRMSE per model</h2>" + _img(figs["fig1"]["svg"], "Fig 1"))
+    fi_files = sorted(res.glob("fi_*.csv"))
+    if fi_files:
+        fi = pd.concat(pd.read_csv(p) for p in fi_files)
+        summary = pd.concat(summarize_importance(fi[fi["model"] == m]).assign(model=m)
+                            for m in fi["model"].unique())
+        table = summary.pivot_table(index="feature", columns="model", values="fi_mean",
+                                    aggfunc="median")
+        table = table.loc[table.mean(axis=1).sort_values(ascending=False).index]
+        parts.append("<h2>Median permutation feature importance [NRMSE increase]</h2>")
+        parts.append(_table(table, 4))
+    if "fig2" in figs:
+        parts.append("<h2>Figure 2. Feature importance</h2>" + _img(figs["fig2"]["svg"], "Fig 2"))
+    if "fig3" in figs:
+        parts.append("<h2>Figure 3. Observed and predicted GPP</h2>"
+                     + _img(figs["fig3"]["svg"], "Fig 3"))
+    parts.append("<h2>NRMSE per site</h2>")
+    for setting, table in nrmse_tables(long).items():
+        parts.append(f"<h3>{setting}</h3>" + _table(table))
+    parts.append("<h2>Runs and provenance</h2>")
+    parts.append(f"<pre>{html.escape(json.dumps(runs, indent=2, default=str))}</pre>")
+    page = ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+            f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>"
+            + "\n".join(parts) + "</body></html>")
+    out.write_text(page, encoding="utf-8")
+    return out
