@@ -274,6 +274,17 @@ def test_dependencies_come_from_the_lock_file(dockerfile: tuple[str, list[Stage]
     assert any("pip check" in r for r in runs), f"{name}: no `pip check` after the install"
 
 
+def test_runtime_system_libraries_are_installed(dockerfile: tuple[str, list[Stage]]) -> None:
+    """The slim base lacks libgomp1, which LightGBM (in every lock, via s2cloudless) links."""
+    name, stages = dockerfile
+    lock, _ = IMAGES[name]
+    installs = " ".join(r for r in stages[-1].values("RUN") if "apt-get install" in r)
+    if "lightgbm" in read_lock(ROOT / lock):
+        assert "libgomp1" in installs, f"{name}: LightGBM needs libgomp1 in the final stage"
+    assert "libexpat1" in installs, f"{name}: rasterio's GDAL links libexpat.so.1"
+    assert "rm -rf /var/lib/apt/lists" in installs, f"{name}: apt lists left in the image"
+
+
 def test_gdal_cloud_read_defaults_are_set(dockerfile: tuple[str, list[Stage]]) -> None:
     name, stages = dockerfile
     env = final_env(stages[-1])
