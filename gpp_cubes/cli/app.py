@@ -39,4 +39,8 @@ for _name in _COMMAND_MODULES:
 
 def main() -> None:
     """Console-script entry point."""
+    from gpp_cubes.secrets import install_redaction
+
+    # credentials must never reach a log line, whatever module logs them
+    install_redaction()
     app()

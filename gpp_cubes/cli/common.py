@@ -23,6 +23,7 @@ from rich.progress import (
 )
 
 from gpp_cubes.errors import ConfigError, GppError
+from gpp_cubes.secrets import redact
 
 console = Console(stderr=True)
 
@@ -78,7 +79,7 @@ def guarded(fn: Callable[[], Any], *, debug: bool, stage: str) -> Any:
         if debug:
             console.print_exception()
         else:
-            console.print(f"[bold red]error[/] {escape(f'[{stage}]')} {escape(str(err))}")
+            console.print(f"[bold red]error[/] {escape(f'[{stage}]')} {escape(redact(str(err)))}")
         raise typer.Exit(code=1) from None
 
 
