@@ -220,7 +220,6 @@ def test_granule_metadata_read_by_sen2nbar(served_demo: ServedWorld) -> None:  #
 
 
 def test_fluxnet_files_have_the_real_header(demo_world: World) -> None:  # noqa: F811
-    pytest.importorskip("gpp_cubes.demo.fluxnet")  # FLUXNET writer lands in the next commit
     header = (REFERENCE / "fluxnet2015-fullset-dd-header.csv").read_text().strip().split(",")
     assert len(header) == 201
     for site in demo_world.sites:
@@ -246,3 +245,128 @@ def test_nothing_left_running(demo_world: World) -> None:  # noqa: F811
     for port in ports:
         with pytest.raises(OSError):
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
+
+
+def test_s1_tower_pixels_and_annulus(served_demo: ServedWorld) -> None:  # noqa: F811
+    import odc.stac
+    import pystac_client
+
+    world = served_demo.world
+    site = world.site("DE-Hai")
+    g = site_grid(site.latitude, site.longitude)
+    client = pystac_client.Client.open(served_demo.stac_url)
+    items = list(client.search(collections=["sentinel-1-rtc"], bbox=g.bbox_wgs84(),
+                               datetime="2019-05-01/2019-06-30").items())
+    sc = world.truth.s1_scenes.set_index("item_id")
+    assert sorted(i.id for i in items) == sorted(
+        sc[(sc["site"] == "DE-Hai") & (sc["date"] >= "2019-05-01")
+           & (sc["date"] <= "2019-06-30")].index)
+    assert {i.properties["sat:orbit_state"] for i in items} == {"ascending", "descending"}
+    dist = g.distance_to_tower()
+    tower = world.truth.s1_planted[world.truth.s1_planted["site"] == "DE-Hai"]
+    assert len(tower) == 9 and (tower["distance_m"] < 50).all()
+    from gpp_cubes.demo.landscape import landcover
+
+    x, y = np.meshgrid(g.x, g.y)
+    forest = np.isin(landcover(x, y, site.forest_clc, site.patches), (311, 312, 313))
+    annulus = (dist >= 50) & (dist <= 1000) & forest
+    for it in items[:2]:
+        ds = odc.stac.load([it], bands=["vv", "vh"], geobox=g.geobox, resampling="nearest")
+        vv = ds["vv"].isel(time=0).values
+        assert np.all(vv[dist < 15] == 2.0)  # the tower's own signal
+        # linear mean over forest in the annulus, by hand, equals the recorded truth
+        assert vv[annulus].astype(np.float64).mean() == pytest.approx(
+            sc.loc[it.id, "annulus_vv_linear"], rel=1e-6)
+        assert 10 * np.log10(vv[annulus].mean()) == pytest.approx(
+            sc.loc[it.id, "forest_vv_db"], abs=0.5)
+
+
+def test_modis_items_and_tower_pixel(served_demo: ServedWorld) -> None:  # noqa: F811
+    import pystac_client
+
+    from gpp_cubes.lst import MODIS_ORIGIN_X, MODIS_PIXEL_M
+
+    world = served_demo.world
+    site = world.site("FI-Var")
+    client = pystac_client.Client.open(served_demo.stac_url)
+    g = site_grid(site.latitude, site.longitude)
+    items = list(client.search(collections=["modis-11A1-061"], bbox=g.bbox_wgs84(),
+                               datetime="2019-01-01/2019-12-31").items())
+    truth = world.truth.modis_scenes
+    truth = truth[truth["site"] == "FI-Var"].set_index("item_id")
+    assert sorted(i.id for i in items) == sorted(truth[truth["date"].str[:4] == "2019"].index)
+    assert {i.properties["platform"] for i in items} == {"terra", "aqua"}
+    it = items[0]
+    assert it.properties["datetime"] is None and it.properties["start_datetime"]
+    row = truth.loc[it.id]
+    with rasterio.open(f"/vsicurl/{it.assets['LST_Day_1km'].href}") as ds:
+        lst = ds.read(1)
+        # the window lies on the global MODIS 1 km grid
+        assert ((ds.transform.c - MODIS_ORIGIN_X) / MODIS_PIXEL_M) == pytest.approx(
+            round((ds.transform.c - MODIS_ORIGIN_X) / MODIS_PIXEL_M), abs=1e-6)
+    with rasterio.open(f"/vsicurl/{it.assets['QC_Day'].href}") as ds:
+        qc = ds.read(1)
+    r, c = int(row["tower_row"]), int(row["tower_col"])
+    assert lst[r, c] == row["day_dn_tower"] and qc[r, c] == row["day_qc_tower"]
+    good = (qc == 0) & (lst > 0)
+    if qc[r, c] == 0:  # a good pixel holds the truth LST (+ a pattern of sd 0.4 K)
+        assert lst[r, c] * 0.02 == pytest.approx(row["day_truth_k"], abs=2.0)
+    assert ((lst == 0) == (qc == 2)).all()  # cloud: not produced, fill value
+    assert good.any() or row["day_good_3x3"] == 0
+
+
+def test_corine_agrees_with_scene_land_cover(demo_world: World) -> None:  # noqa: F811
+    from gpp_cubes.corine import artificial_mask, forest_mask, read_corine
+    from gpp_cubes.demo.landscape import landcover
+
+    for site in demo_world.sites:
+        g = site_grid(site.latitude, site.longitude)
+        codes = np.asarray(read_corine(demo_world.corine_path, g))
+        x, y = np.meshgrid(g.x, g.y)
+        fine = landcover(x, y, site.forest_clc, site.patches)
+        assert (codes == fine).mean() > 0.95, site.site_id  # 100 m vs 10 m edges only
+        within = g.distance_to_tower() <= 1000
+        assert forest_mask(codes)[within].mean() >= 0.9  # passes the paper's 70 % rule
+        assert not artificial_mask(codes)[within].any()
+
+
+def test_gpp_is_the_known_function(demo_world: World) -> None:  # noqa: F811
+    from gpp_cubes.extremes import detect_extremes
+    from gpp_cubes.fluxnet import gpp_targets, read_fluxnet
+
+    daily = demo_world.truth.daily
+    for site in demo_world.sites:
+        truth = daily[daily["site"] == site.site_id].set_index("time")
+        gpp = gpp_targets(read_fluxnet(demo_world.fluxnet_path(site.site_id)),
+                          start=TEST_CONFIG.start, end=TEST_CONFIG.end)
+        valid = truth["status"] == "valid"
+        assert gpp.notna().sum() == valid.sum()
+        np.testing.assert_allclose(gpp[valid.values].to_numpy(),
+                                   truth.loc[valid, "gpp_noisy"].to_numpy(), rtol=1e-5, atol=1e-6)
+        assert gpp.notna().mean() > 0.6
+        # clear-sky radiation explains more of the noise-free GPP than any other driver
+        r2 = {c: np.corrcoef(truth[c], truth["gpp_true"])[0, 1] ** 2
+              for c in ("clear_sky_ghi", "greenness", "lst_day_k")}
+        assert max(r2, key=r2.get) == "clear_sky_ghi", (site.site_id, r2)
+        # every planted drought is found by the extreme detection
+        events = detect_extremes(gpp).events
+        for _, ev in demo_world.truth.extremes.query("site == @site.site_id").iterrows():
+            s, e = pd.Timestamp(ev["start"]), pd.Timestamp(ev["end"])
+            assert ((events["start"] <= e) & (events["end"] >= s)).any(), (site.site_id, ev)
+
+
+def test_summary(served_demo: ServedWorld) -> None:  # noqa: F811
+    from gpp_cubes.demo import summary
+
+    table = summary(served_demo).set_index("site")
+    world = served_demo.world
+    for site in world.sites:
+        row = table.loc[site.site_id]
+        assert row["sentinel-2-l2a"] == (world.truth.s2_scenes["site"] == site.site_id).sum()
+        assert row["sentinel-1-rtc"] == (world.truth.s1_scenes["site"] == site.site_id).sum()
+        assert row["modis-11A1-061"] == (world.truth.modis_scenes["site"] == site.site_id).sum()
+        # valid days of the world (2018-2020) over the paper's 2016-2020 calendar (1827 days)
+        valid = ((world.truth.daily["site"] == site.site_id)
+                 & (world.truth.daily["status"] == "valid")).sum()
+        assert row["gpp_valid_fraction"] == pytest.approx(valid / 1827, abs=1e-3)
+        assert row["planted_droughts"]

@@ -22,8 +22,8 @@ _EXPORTS: dict[str, str] = {
     "ServedWorld": "gpp_cubes.demo.serve",
     "serve_world": "gpp_cubes.demo.serve",
     "serve_forever": "gpp_cubes.demo.serve",
-    "summary": "gpp_cubes.demo.summary",
-    "default_world_dir": "gpp_cubes.demo.summary",
+    "summary": "gpp_cubes.demo.report",
+    "default_world_dir": "gpp_cubes.demo.report",
 }
 
 __all__ = list(_EXPORTS)

@@ -8,13 +8,14 @@ products can be checked against it.
 
 GPP model (the "known function" of the FLUXNET files) [g C m-2 d-1]::
 
-    GPP = GPP_max(IGBP) * (GHI_cs / 300 W m-2) * (0.2 + 0.8 g) * f_T(LST_day) * d + e
+    GPP = GPP_max(IGBP) * (GHI_cs / 300 W m-2) * (0.7 + 0.3 g) * (0.6 + 0.4 f_T) * d + e
 
 with ``GHI_cs`` the daily mean clear-sky GHI (:mod:`gpp_cubes.clearsky`), ``g`` the
 greenness in [0, 1] that the Sentinel-2 scenes carry (NDVI and NIR follow it), ``f_T`` a
 logistic temperature response of the daily LST the MODIS scenes carry, ``d`` the drought
 factor (0.4 inside a planted drought, 1 elsewhere, 5-day linear ramps) and ``e`` noise.
-Clear-sky radiation varies most and first in the year, so it is the dominant driver.
+The weights make clear-sky radiation the dominant driver: on the default world GHI alone
+explains R^2 ~ 0.9 of the noise-free GPP at every site, greenness ~ 0.8, LST ~ 0.6.
 """
 
 from __future__ import annotations
@@ -195,7 +196,8 @@ def daily_truth(site_id: str, latitude: float, longitude: float, elevation_m: fl
     lst_night = lst_day - (5.0 + 5.0 * (season + 1) / 2) - DROUGHT_LST_K * 0.3 * w
     f_t = 1 / (1 + np.exp(-(lst_day - 278.15) / 2.5))
     d = 1 - (1 - DROUGHT_GPP) * w
-    gpp = GPP_MAX.get(igbp, 10.0) * (ghi / GHI_REF) * (0.2 + 0.8 * green) * f_t * d
+    gpp = (GPP_MAX.get(igbp, 10.0) * (ghi / GHI_REF) * (0.7 + 0.3 * green)
+           * (0.6 + 0.4 * f_t) * d)
     noise = rng.normal(0, 0.25 + 0.04 * gpp)
     daily = pd.DataFrame({
         "clear_sky_ghi": ghi, "greenness": green, "lst_day_k": lst_day,

@@ -346,7 +346,7 @@ def write_site_scenes(root: Path, site: DemoSite, config: DemoConfig, daily: pd.
             arr = dn10[i] if k == 1 else to_dn(_block_mean(refl[i], k), offset)
             rel = f"IMG_DATA/R{res}m/{stem}_{band}_{res}m.tif"
             write_cog(root / base / rel, arr, transform=site.transform(res), crs=crs, nodata=0,
-                      blocksize=512, overview_resampling="average")
+                      blocksize=256 if res == 10 else 512, overview_resampling="average")
             eo = {"name": band, "description": title.rsplit(" - ", 1)[0],
                   "center_wavelength": wl, "full_width_half_max": fwhm}
             if common:

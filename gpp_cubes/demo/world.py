@@ -157,37 +157,35 @@ class World:
 # --------------------------------------------------------------------------------------
 
 
-def _site_job(args: tuple[str, DemoSite, DemoConfig]) -> dict[str, Any]:
-    """Generate every product of one site (runs in a worker process)."""
-    from . import s2
-    from .landscape import daily_truth
+def _site_job(args: tuple[str, DemoSite, DemoConfig, pd.DataFrame]) -> dict[str, Any]:
+    """Write the Sentinel-2, Sentinel-1 and FLUXNET products of one site (worker process)."""
+    from . import fluxnet, s1, s2
 
-    tmp, site, config = args
+    tmp, site, config, daily = args
     root = Path(tmp)
-    daily, events = daily_truth(site.site_id, site.latitude, site.longitude, site.elevation_m,
-                                site.igbp, config.start, config.end, config.seed)
-    out: dict[str, Any] = {"site": site.site_id, "items": {c: [] for c in COLLECTIONS}}
-    out["items"]["sentinel-2-l2a"], out["s2_scenes"], out["s2_planted"] = (
+    out: dict[str, Any] = {"site": site.site_id, "items": {}}
+    out["items"][s2.COLLECTION], out["s2_scenes"], out["s2_planted"] = (
         s2.write_site_scenes(root, site, config, daily))
-    for name, mod_name in (("s1", "s1"), ("modis", "modis")):
-        try:
-            mod = __import__(f"gpp_cubes.demo.{mod_name}", fromlist=["write_site_scenes"])
-        except ImportError:
-            continue
-        res = mod.write_site_scenes(root, site, config, daily)
-        out["items"][mod.COLLECTION] = res[0]
-        out[f"{name}_scenes"] = res[1]
-        if len(res) > 2:
-            out[f"{name}_planted"] = res[2]
-    try:
-        from . import fluxnet
-    except ImportError:
-        daily = daily.assign(gpp_written=float("nan"), nee_qc=float("nan"), status="")
-    else:
-        daily = fluxnet.write_site_fluxnet(root, site, config, daily)
-    out["daily"] = daily.reset_index().assign(site=site.site_id)
-    out["extremes"] = events
+    out["items"][s1.COLLECTION], out["s1_scenes"], out["s1_planted"] = (
+        s1.write_site_scenes(root, site, config, daily))
+    daily = fluxnet.write_site_fluxnet(root, site, config, daily)
+    out["daily"] = daily.rename_axis("time").reset_index().assign(site=site.site_id)
     return out
+
+
+def _modis_job(args: tuple[str, tuple[int, int], list[DemoSite], str, DemoConfig,
+                           dict[str, pd.DataFrame]]) -> dict[str, Any]:
+    """Write the MODIS items of one sinusoidal tile and platform (worker process)."""
+    from . import modis
+
+    tmp, tile, sites, platform, config, dailies = args
+    items, truth = modis.write_group(Path(tmp), tile, sites, platform, config, dailies)
+    return {"items": {modis.COLLECTION: items}, "modis_scenes": truth}
+
+
+def _run(job: tuple[Any, Any]) -> dict[str, Any]:
+    fn, args = job
+    return fn(args)
 
 
 def _site_row(s: DemoSite) -> dict[str, Any]:
@@ -203,44 +201,49 @@ def _site_row(s: DemoSite) -> dict[str, Any]:
 
 
 def _write(tmp: Path, config: DemoConfig, sites: tuple[DemoSite, ...], workers: int) -> None:
-    from . import s2
+    from . import corine, modis, s1, s2
+    from .landscape import daily_truth
 
-    jobs = [(str(tmp), s, config) for s in sites]
-    if workers > 1 and len(jobs) > 1:
+    dailies, events = {}, []
+    for s in sites:
+        dailies[s.site_id], ev = daily_truth(s.site_id, s.latitude, s.longitude,
+                                             s.elevation_m, s.igbp, config.start, config.end,
+                                             config.seed)
+        events.append(ev)
+    jobs: list[tuple[Any, Any]] = []
+    for (tile, group), platform in ((g, p) for g in modis.tile_groups(sites).items()
+                                    for p in ("terra", "aqua")):
+        jobs.append((_modis_job, (str(tmp), tile, group, platform, config,
+                                  {s.site_id: dailies[s.site_id] for s in group})))
+    jobs += [(_site_job, (str(tmp), s, config, dailies[s.site_id])) for s in sites]
+    if workers > 1:
         with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as ex:
-            results = list(ex.map(_site_job, jobs))
+            results = list(ex.map(_run, jobs))
     else:
-        results = [_site_job(j) for j in jobs]
+        results = [_run(j) for j in jobs]
 
-    collections = {"sentinel-2-l2a": s2.collection()}
-    for mod_name in ("s1", "modis"):
-        try:
-            mod = __import__(f"gpp_cubes.demo.{mod_name}", fromlist=["collection"])
-        except ImportError:
-            continue
-        collections[mod.COLLECTION] = mod.collection()
+    collections = {m.COLLECTION: m.collection() for m in (s2, s1, modis)}
     (tmp / "stac" / "collections").mkdir(parents=True, exist_ok=True)
     (tmp / "stac" / "items").mkdir(parents=True, exist_ok=True)
     for cid, coll in collections.items():
         (tmp / "stac" / "collections" / f"{cid}.json").write_text(
             json.dumps(coll, indent=1, sort_keys=True))
-        lines = [json.dumps(it, sort_keys=True) for r in results for it in r["items"][cid]]
+        items = [it for r in results for it in r["items"].get(cid, [])]
+        items.sort(key=lambda it: (it["properties"].get("datetime")
+                                   or it["properties"]["start_datetime"], it["id"]))
+        lines = [json.dumps(it, sort_keys=True) for it in items]
         (tmp / "stac" / "items" / f"{cid}.ndjson").write_text("\n".join(lines) + "\n")
 
-    try:
-        from . import corine
-    except ImportError:
-        pass
-    else:
-        corine.write_corine(tmp, sites)
+    corine.write_corine(tmp, sites)
 
     truth_dir = tmp / "truth"
     truth_dir.mkdir(exist_ok=True)
     tables: dict[str, pd.DataFrame] = {}
     for name in ("s2_scenes", "s2_planted", "s1_scenes", "s1_planted", "modis_scenes",
-                 "daily", "extremes"):
+                 "daily"):
         parts = [pd.DataFrame(r[name]) for r in results if name in r]
         tables[name] = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    tables["extremes"] = pd.concat(events, ignore_index=True)
     tables["sites"] = pd.DataFrame([_site_row(s) for s in sites])
     for name, df in tables.items():
         df.to_csv(truth_dir / f"{name}.csv", index=False, float_format="%.10g",
