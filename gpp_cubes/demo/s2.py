@@ -14,6 +14,10 @@ SCL 9 core / 8 rim), their shadows (cast away from the sun, dark, SCL 3), thin c
 snow (bright visible, dark SWIR, SCL 11) are placed at known pixels and dates recorded in
 the world's truth, as are a 60 m bright block outside the 1 km circle but inside the site
 grid (the circle test) that every scene carries.
+
+Items carry the real band, ``SCL`` and ``granule-metadata`` assets and all properties of a
+Planetary Computer item; the AOT, WVP, visual, preview and other metadata assets are left
+out (nothing in the pipeline reads them, and they would add 3 files per scene).
 """
 
 from __future__ import annotations
