@@ -12,3 +12,6 @@ os.environ.setdefault("GDAL_HTTP_MAX_RETRY", "3")
 os.environ.setdefault("GDAL_HTTP_RETRY_DELAY", "0.2")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("MPLBACKEND", "Agg")
+
+# The demo world (generated once per session, shared by xdist workers) and its servers.
+from demo_fixtures import demo_world, served_demo  # noqa: F401
