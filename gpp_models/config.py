@@ -54,11 +54,11 @@ class ModelConfig:
         LeCun-normal input kernels and orthogonal recurrent kernels. Biases start at zero.
     unroll : int
         Time steps unrolled per ``lax.scan`` iteration (a speed knob on CPU, same numbers).
-    impl : {"fused", "flax"}
-        ``fused`` (default) projects the inputs of all time steps in one matmul before the
-        scan and runs fused-gate cells with one recurrent matmul per step; ``flax`` uses the
-        stock ``nn.SimpleCell``/``nn.GRUCell``/``nn.OptimizedLSTMCell`` (kept as the naive
-        reference of the benchmark).
+    impl : {"flax", "fused"}
+        ``flax`` (default): the stock ``nn.SimpleCell``/``nn.GRUCell``/``nn.OptimizedLSTMCell``
+        driven by ``nn.RNN``. ``fused``: inputs of all time steps projected before the scan and
+        a hand-written backward pass (see :mod:`gpp_models.models` for why it is not the
+        default on CPU).
     """
 
     cell: Cell = "lstm"
@@ -67,7 +67,7 @@ class ModelConfig:
     dropout: float = 0.2
     init: Init = "paper_uniform"
     unroll: int = 1
-    impl: Impl = "fused"
+    impl: Impl = "flax"
 
     def __post_init__(self) -> None:
         if self.impl not in ("fused", "flax"):

@@ -1,11 +1,16 @@
 """Stacked Flax recurrent networks (Elman RNN, GRU, LSTM) for sequence-to-one GPP regression.
 
-The cells follow Flax's ``nn.RNNCellBase`` interface and are driven by ``nn.RNN`` (a
-``lax.scan``). For CPU throughput the default ``fused`` layers (i) project the inputs of all
-time steps with one large matmul *before* the scan, so each step only multiplies the hidden
-state, (ii) fuse the gates into one recurrent matmul ([H, 3H] for GRU, [H, 4H] for LSTM) and
-(iii) keep the carry to one (RNN, GRU) or two (LSTM) arrays. Inputs are time-major
-``(time, batch, feature)`` so the scan slices without transposes.
+Two implementations of the same equations. The default ``impl="flax"`` drives Flax's stock
+cells (``nn.SimpleCell``, ``nn.GRUCell``, ``nn.OptimizedLSTMCell`` — gates fused into one
+input and one recurrent matmul per step, carry of one or two arrays) with ``nn.RNN``
+(``lax.scan``). ``impl="fused"`` (i) projects the inputs of all time steps with one large
+matmul *before* the scan, (ii) fuses the gates into one recurrent matmul, (iii) computes the
+sigmoids through one ``tanh`` and (iv) has a hand-written backward pass
+(:mod:`gpp_models.recurrence`) whose kernel gradients are single large matmuls after the
+loop. On the 2-core XLA:CPU machine of benchmarks/bench_models.py the stock cells trained
+faster: the hoisted (time, batch, 4H) projection does not stay in cache, so ``fused`` is kept
+as a measured alternative, not the default. Inputs are time-major ``(time, batch, feature)``
+so the scan slices without transposes.
 
 Equations (x_t input, h_{t-1} previous state, sigma the logistic function):
 
@@ -33,6 +38,7 @@ import jax
 import jax.numpy as jnp
 
 from gpp_models.config import ModelConfig
+from gpp_models.recurrence import gru_scan, lstm_scan, rnn_scan
 
 GATES = {"rnn": 1, "gru": 3, "lstm": 4}
 Initializer = Callable[..., jax.Array]
@@ -69,97 +75,16 @@ def _inits(config: ModelConfig) -> tuple[Initializer, Initializer]:
     return nn.initializers.lecun_normal(), blockwise_orthogonal(GATES[config.cell])
 
 
-class FusedSimpleCell(nn.RNNCellBase):
-    """Elman cell on pre-projected inputs: h' = tanh(xp + h W_h)."""
-
-    features: int
-    recurrent_kernel_init: Initializer = nn.initializers.orthogonal()
-
-    @nn.compact
-    def __call__(self, carry: jax.Array, xp: jax.Array) -> tuple[jax.Array, jax.Array]:
-        w_h = self.param("recurrent_kernel", self.recurrent_kernel_init,
-                         (self.features, self.features))
-        h = jnp.tanh(xp + carry @ w_h)
-        return h, h
-
-    @nn.nowrap
-    def initialize_carry(self, rng: jax.Array, input_shape: tuple[int, ...]) -> jax.Array:
-        return jnp.zeros((*input_shape[:-1], self.features), jnp.float32)
-
-    @property
-    def num_feature_axes(self) -> int:
-        return 1
-
-
-class FusedGRUCell(nn.RNNCellBase):
-    """GRU cell on pre-projected inputs xp = [x W_ir + b_r, x W_iz + b_z, x W_in + b_n]."""
-
-    features: int
-    recurrent_kernel_init: Initializer = nn.initializers.orthogonal()
-
-    @nn.compact
-    def __call__(self, carry: jax.Array, xp: jax.Array) -> tuple[jax.Array, jax.Array]:
-        H = self.features
-        w_h = self.param("recurrent_kernel", self.recurrent_kernel_init, (H, 3 * H))
-        b_hn = self.param("recurrent_bias", nn.initializers.zeros_init(), (H,))
-        hp = carry @ w_h
-        rz = jax.nn.sigmoid(xp[..., : 2 * H] + hp[..., : 2 * H])
-        r, z = rz[..., :H], rz[..., H:]
-        n = jnp.tanh(xp[..., 2 * H :] + r * (hp[..., 2 * H :] + b_hn))
-        h = (1.0 - z) * n + z * carry
-        return h, h
-
-    @nn.nowrap
-    def initialize_carry(self, rng: jax.Array, input_shape: tuple[int, ...]) -> jax.Array:
-        return jnp.zeros((*input_shape[:-1], self.features), jnp.float32)
-
-    @property
-    def num_feature_axes(self) -> int:
-        return 1
-
-
-class FusedLSTMCell(nn.RNNCellBase):
-    """LSTM cell on pre-projected inputs xp = x W_i + b (gate order i, f, g, o); carry (c, h)."""
-
-    features: int
-    recurrent_kernel_init: Initializer = nn.initializers.orthogonal()
-
-    @nn.compact
-    def __call__(
-        self, carry: tuple[jax.Array, jax.Array], xp: jax.Array
-    ) -> tuple[tuple[jax.Array, jax.Array], jax.Array]:
-        H = self.features
-        c, h = carry
-        w_h = self.param("recurrent_kernel", self.recurrent_kernel_init, (H, 4 * H))
-        z = xp + h @ w_h
-        # One sigmoid over the three sigmoid gates (i, f, o), one tanh for g.
-        ifo = jax.nn.sigmoid(jnp.concatenate([z[..., : 2 * H], z[..., 3 * H :]], axis=-1))
-        g = jnp.tanh(z[..., 2 * H : 3 * H])
-        c = ifo[..., H : 2 * H] * c + ifo[..., :H] * g
-        h = ifo[..., 2 * H :] * jnp.tanh(c)
-        return (c, h), h
-
-    @nn.nowrap
-    def initialize_carry(
-        self, rng: jax.Array, input_shape: tuple[int, ...]
-    ) -> tuple[jax.Array, jax.Array]:
-        shape = (*input_shape[:-1], self.features)
-        return jnp.zeros(shape, jnp.float32), jnp.zeros(shape, jnp.float32)
-
-    @property
-    def num_feature_axes(self) -> int:
-        return 1
-
-
-FUSED_CELLS = {"rnn": FusedSimpleCell, "gru": FusedGRUCell, "lstm": FusedLSTMCell}
 FLAX_CELLS = {"rnn": nn.SimpleCell, "gru": nn.GRUCell, "lstm": nn.OptimizedLSTMCell}
 
 
 class RecurrentLayer(nn.Module):
     """One recurrent layer over a time-major sequence; returns (outputs, last hidden state).
 
-    Parameters of the ``fused`` layer: ``input_kernel`` [F, G*H], ``bias`` [G*H] and the
-    cell's ``recurrent_kernel`` [H, G*H] (plus ``recurrent_bias`` [H] for the GRU).
+    Parameters of the ``fused`` layer: ``input_kernel`` [F, G*H], ``bias`` [G*H],
+    ``recurrent_kernel`` [H, G*H] (plus ``recurrent_bias`` [H] for the GRU); the recurrence
+    runs in :mod:`gpp_models.recurrence` (``lax.scan`` with a hand-written backward pass).
+    The ``flax`` layer drives the stock Flax cell with ``nn.RNN``.
     """
 
     config: ModelConfig
@@ -169,20 +94,28 @@ class RecurrentLayer(nn.Module):
         cfg = self.config
         k_init, r_init = _inits(cfg)
         if cfg.impl == "flax":
+            # Stock cells hold one [H, H] recurrent kernel per gate.
+            r_cell = r_init if cfg.init == "paper_uniform" else nn.initializers.orthogonal()
             cell = FLAX_CELLS[cfg.cell](features=cfg.units, kernel_init=k_init,
-                                        recurrent_kernel_init=r_init, name="cell")
+                                        recurrent_kernel_init=r_cell, name="cell")
             carry, ys = nn.RNN(cell, time_major=True, return_carry=True, unroll=cfg.unroll)(x)
+            last = carry[1] if cfg.cell == "lstm" else carry
+            return ys, last
+        H = cfg.units
+        width = GATES[cfg.cell] * H
+        w_i = self.param("input_kernel", k_init, (x.shape[-1], width))
+        b = self.param("bias", nn.initializers.zeros_init(), (width,))
+        w_h = self.param("recurrent_kernel", r_init, (H, width))
+        # All time steps at once: one (T*B, F) x (F, G*H) matmul outside the scan.
+        xp = jnp.einsum("tbf,fg->tbg", x, w_i) + b
+        if cfg.cell == "gru":
+            b_hn = self.param("recurrent_bias", nn.initializers.zeros_init(), (H,))
+            ys = gru_scan(xp, w_h, b_hn, cfg.unroll)
+        elif cfg.cell == "lstm":
+            ys = lstm_scan(xp, w_h, cfg.unroll)
         else:
-            width = GATES[cfg.cell] * cfg.units
-            w_i = self.param("input_kernel", k_init, (x.shape[-1], width))
-            b = self.param("bias", nn.initializers.zeros_init(), (width,))
-            # All time steps at once: one (T*B, F) x (F, G*H) matmul outside the scan.
-            xp = jnp.einsum("tbf,fg->tbg", x, w_i) + b
-            cell = FUSED_CELLS[cfg.cell](features=cfg.units, recurrent_kernel_init=r_init,
-                                         name="cell")
-            carry, ys = nn.RNN(cell, time_major=True, return_carry=True, unroll=cfg.unroll)(xp)
-        last = carry[1] if cfg.cell == "lstm" else carry
-        return ys, last
+            ys = rnn_scan(xp, w_h, cfg.unroll)
+        return ys, ys[-1]
 
 
 class GPPRecurrentNet(nn.Module):

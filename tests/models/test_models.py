@@ -9,17 +9,42 @@ import pytest
 
 from gpp_models.config import ModelConfig
 from gpp_models.models import build_model, init_params
+from gpp_models.recurrence import gru_scan, lstm_scan, reference_scan, rnn_scan
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
+def _cat(*arrays) -> np.ndarray:
+    return np.concatenate([np.asarray(a, np.float64) for a in arrays], axis=-1)
+
+
+def fused_params(cell: str, p: dict) -> dict:
+    """(W_i [F, G*H], b [G*H], W_h [H, G*H], b_hn [H]) from either implementation's params."""
+    if "input_kernel" in p:  # impl="fused"
+        return {"W_i": p["input_kernel"], "b": p["bias"], "W_h": p["recurrent_kernel"],
+                "b_hn": p.get("recurrent_bias")}
+    c = p["cell"]  # stock Flax cells: one Dense per gate
+    if cell == "rnn":
+        return {"W_i": c["i"]["kernel"], "b": c["i"]["bias"], "W_h": c["h"]["kernel"]}
+    if cell == "gru":
+        return {"W_i": _cat(c["ir"]["kernel"], c["iz"]["kernel"], c["in"]["kernel"]),
+                "b": _cat(c["ir"]["bias"], c["iz"]["bias"], c["in"]["bias"]),
+                "W_h": _cat(c["hr"]["kernel"], c["hz"]["kernel"], c["hn"]["kernel"]),
+                "b_hn": c["hn"]["bias"]}
+    gates = "ifgo"
+    return {"W_i": _cat(*(c[f"i{g}"]["kernel"] for g in gates)),
+            "b": _cat(*(c[f"h{g}"]["bias"] for g in gates)),
+            "W_h": _cat(*(c[f"h{g}"]["kernel"] for g in gates))}
+
+
 def numpy_layer(cell: str, p: dict, x: np.ndarray) -> np.ndarray:
     """Textbook equations, one gate matrix at a time, a Python loop over time. x: (T, B, F)."""
-    W_i = np.asarray(p["input_kernel"], np.float64)
-    b = np.asarray(p["bias"], np.float64)
-    W_h = np.asarray(p["cell"]["recurrent_kernel"], np.float64)
+    q = fused_params(cell, p)
+    W_i = np.asarray(q["W_i"], np.float64)
+    b = np.asarray(q["b"], np.float64)
+    W_h = np.asarray(q["W_h"], np.float64)
     T, B, _ = x.shape
     H = W_h.shape[0]
     h = np.zeros((B, H))
@@ -31,7 +56,7 @@ def numpy_layer(cell: str, p: dict, x: np.ndarray) -> np.ndarray:
         if cell == "rnn":
             h = np.tanh(xt @ W_i + b + h @ W_h)
         elif cell == "gru":
-            b_hn = np.asarray(p["cell"]["recurrent_bias"], np.float64)
+            b_hn = np.asarray(q["b_hn"], np.float64)
             r = sigmoid(xt @ blk(W_i, 0) + blk(b, 0) + h @ blk(W_h, 0))
             z = sigmoid(xt @ blk(W_i, 1) + blk(b, 1) + h @ blk(W_h, 1))
             n = np.tanh(xt @ blk(W_i, 2) + blk(b, 2) + r * (h @ blk(W_h, 2) + b_hn))
@@ -48,9 +73,10 @@ def numpy_layer(cell: str, p: dict, x: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
-@pytest.mark.parametrize("init", ["paper_uniform", "flax_default"])
-def test_forward_equals_numpy_equations(cell: str, init: str) -> None:
-    cfg = ModelConfig(cell=cell, layers=2, units=6, init=init)
+@pytest.mark.parametrize(("impl", "init"), [("flax", "paper_uniform"), ("flax", "flax_default"),
+                                            ("fused", "paper_uniform")])
+def test_forward_equals_numpy_equations(cell: str, impl: str, init: str) -> None:
+    cfg = ModelConfig(cell=cell, layers=2, units=6, init=init, impl=impl)
     params = init_params(cfg, jax.random.PRNGKey(3), n_features=4, window=12)
     # Random non-zero biases so every term of the equations is exercised.
     leaves, tree = jax.tree_util.tree_flatten(params)
@@ -70,10 +96,12 @@ def test_forward_equals_numpy_equations(cell: str, init: str) -> None:
     np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
 
 
-def test_paper_uniform_bounds() -> None:
-    cfg = ModelConfig(cell="lstm", layers=1, units=64, init="paper_uniform")
-    p = init_params(cfg, jax.random.PRNGKey(0), n_features=25, window=4)["layer_0"]
-    w_i, w_h = np.asarray(p["input_kernel"]), np.asarray(p["cell"]["recurrent_kernel"])
+@pytest.mark.parametrize("impl", ["flax", "fused"])
+def test_paper_uniform_bounds(impl: str) -> None:
+    cfg = ModelConfig(cell="lstm", layers=1, units=64, init="paper_uniform", impl=impl)
+    p = fused_params("lstm", init_params(cfg, jax.random.PRNGKey(0), n_features=25,
+                                         window=4)["layer_0"])
+    w_i, w_h = np.asarray(p["W_i"]), np.asarray(p["W_h"])
     assert np.abs(w_i).max() <= 1 / np.sqrt(25) and np.abs(w_i).max() > 0.9 / np.sqrt(25)
     assert np.abs(w_h).max() <= 1 / np.sqrt(64) and np.abs(w_h).max() > 0.9 / np.sqrt(64)
 
@@ -88,3 +116,21 @@ def test_dropout_only_in_training() -> None:
     c = m.apply({"params": params}, x, train=True, rngs={"dropout": jax.random.PRNGKey(1)})
     np.testing.assert_array_equal(a, b)
     assert not np.allclose(a, c)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+def test_hand_written_backward_equals_autodiff(cell: str) -> None:
+    rng = np.random.default_rng(1)
+    T, B, H = 9, 3, 5
+    G = {"rnn": 1, "gru": 3, "lstm": 4}[cell]
+    xp = jnp.asarray(rng.normal(size=(T, B, G * H)), jnp.float32)
+    w = jnp.asarray(0.5 * rng.normal(size=(H, G * H)), jnp.float32)
+    b = jnp.asarray(rng.normal(size=H), jnp.float32)
+    ct = jnp.asarray(rng.normal(size=(T, B, H)), jnp.float32)  # cotangent of every h_t
+    fused = {"rnn": lambda xp, w, b: rnn_scan(xp, w),
+             "gru": lambda xp, w, b: gru_scan(xp, w, b),
+             "lstm": lambda xp, w, b: lstm_scan(xp, w)}[cell]
+    got = jax.grad(lambda *a: jnp.sum(fused(*a) * ct), (0, 1, 2))(xp, w, b)
+    want = jax.grad(lambda *a: jnp.sum(reference_scan(cell, *a) * ct), (0, 1, 2))(xp, w, b)
+    for g, r in zip(got, want, strict=True):
+        np.testing.assert_allclose(np.asarray(g), np.asarray(r), atol=1e-5, rtol=1e-5)

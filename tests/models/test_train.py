@@ -25,9 +25,12 @@ def prepared(features: Path):
 
 
 @pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
-def test_one_step_changes_every_leaf_and_second_step_reuses_compilation(prepared, cell) -> None:
+@pytest.mark.parametrize("impl", ["flax", "fused"])
+def test_one_step_changes_every_leaf_and_second_step_reuses_compilation(prepared, cell,
+                                                                        impl) -> None:
     # 7 units: a shape no other test compiles, so the first call must trace.
-    cfg = TrainConfig(model=ModelConfig(cell=cell, layers=2, units=7), window=30, ensemble=2)
+    cfg = TrainConfig(model=ModelConfig(cell=cell, layers=2, units=7, impl=impl), window=30,
+                      ensemble=2)
     state = create_train_state(cfg, prepared.Z.shape[-1])
     before = jax.tree_util.tree_map(np.asarray, state.params)
     X, Y = jnp.asarray(prepared.Z), jnp.asarray(prepared.y_scaled)
@@ -51,11 +54,12 @@ def test_one_step_changes_every_leaf_and_second_step_reuses_compilation(prepared
 def test_ensemble_members_differ(prepared) -> None:
     cfg = TrainConfig(model=ModelConfig(cell="rnn", layers=1, units=5), window=30, ensemble=3)
     state = create_train_state(cfg, prepared.Z.shape[-1])
-    k = np.asarray(state.params["layer_0"]["input_kernel"])
+    k = np.asarray(state.params["layer_0"]["cell"]["i"]["kernel"])
     assert k.shape[0] == 3 and not np.allclose(k[0], k[1])
     # Member 0 of an ensemble equals a single-seed run with the same seed.
     single = create_train_state(cfg.replace(ensemble=1), prepared.Z.shape[-1])
-    np.testing.assert_array_equal(np.asarray(single.params["layer_0"]["input_kernel"])[0], k[0])
+    np.testing.assert_array_equal(
+        np.asarray(single.params["layer_0"]["cell"]["i"]["kernel"])[0], k[0])
 
 
 def _params_equal(a, b) -> bool:
