@@ -127,7 +127,8 @@ cube
 #
 # Twelve dates spread over the period. RGB is B04/B03/B02 NBAR stretched to 0-0.15
 # reflectance; NDVI = (B08 - B04) / (B08 + B04) is computed per pixel with `spyndex`.
-# The circle marks the 1 km analysis radius around the tower (cross).
+# The circle marks the 1 km analysis radius around the tower (cross). Nothing is masked yet:
+# clouds (white) and snow show up as low NDVI, which is what the masks below remove.
 
 # %%
 x_km = (cube.x.values - cube.x.values.mean()) / 1000
@@ -149,7 +150,8 @@ def mark_tower(ax):
 
 ncol = 6
 nrow = 2 * int(np.ceil(len(steps) / ncol))
-fig, axes = plt.subplots(nrow, ncol, figsize=(2.2 * ncol, 2.3 * nrow), squeeze=False)
+fig, axes = plt.subplots(nrow, ncol, figsize=(2.2 * ncol, 2.3 * nrow), squeeze=False,
+                         layout="constrained")
 for ax in axes.flat:
     ax.set_visible(False)
 for k in range(len(steps)):
