@@ -111,8 +111,12 @@ class TrainConfig:
         Sequence length [days]: the ``window`` days ending on day t predict GPP on day t.
     train_years, test_years : tuple of int
         Calendar years of the temporal split (paper: 2016-2018 / 2019-2020).
-    val_year : int
-        Training year held out for validation in the ``holdout`` protocol.
+    val_year : int or None
+        Training year held out for validation in the ``holdout`` protocol. None selects the
+        *blocked* split instead: every fourth ISO week of the training years is held out
+        (used automatically when a cube holds a single training year; validation days then
+        neighbour fitting days, so validation scores are optimistic, but the test years stay
+        unseen).
     ensemble : int
         Number of seeds trained at once with ``jax.vmap`` (K >= 1); predictions report the
         ensemble mean and spread.
@@ -132,7 +136,7 @@ class TrainConfig:
     window: int = 90
     train_years: tuple[int, ...] = (2016, 2017, 2018)
     test_years: tuple[int, ...] = (2019, 2020)
-    val_year: int = 2018
+    val_year: int | None = 2018
     ensemble: int = 1
     patience: int | None = None
     checkpoint_every: int = 10
@@ -149,7 +153,7 @@ class TrainConfig:
             raise ConfigError(f"TrainConfig.learning_rate must be in (0, 1): {self.learning_rate}")
         if set(self.train_years) & set(self.test_years):
             raise ConfigError("TrainConfig: train_years and test_years overlap")
-        if self.protocol == "holdout":
+        if self.protocol == "holdout" and self.val_year is not None:
             if self.val_year not in self.train_years:
                 raise ConfigError(
                     f"TrainConfig.val_year {self.val_year} is not one of train_years "
@@ -161,14 +165,30 @@ class TrainConfig:
     @property
     def fit_years(self) -> tuple[int, ...]:
         """Years whose samples update the weights (and give the standardisation statistics)."""
-        if self.protocol == "holdout":
+        if self.protocol == "holdout" and self.val_year is not None:
             return tuple(y for y in self.train_years if y != self.val_year)
         return self.train_years
 
     @property
     def select_years(self) -> tuple[int, ...]:
         """Years on which the best epoch is chosen (the test years under ``paper``: leaks)."""
-        return (self.val_year,) if self.protocol == "holdout" else self.test_years
+        if self.protocol == "paper":
+            return self.test_years
+        return (self.val_year,) if self.val_year is not None else self.train_years
+
+    def day_masks(self, time: Any) -> dict[str, Any]:
+        """Boolean day masks ``fit``, ``select`` and ``test`` over a daily DatetimeIndex."""
+        import numpy as np
+
+        years = np.asarray(time.year)
+        masks = {"fit": np.isin(years, self.fit_years),
+                 "select": np.isin(years, self.select_years),
+                 "test": np.isin(years, self.test_years)}
+        if self.protocol == "holdout" and self.val_year is None:  # blocked split
+            held = np.asarray(time.isocalendar().week) % 4 == 3
+            masks["select"] = masks["fit"] & held
+            masks["fit"] = masks["fit"] & ~held
+        return masks
 
     def replace(self, **changes: Any) -> TrainConfig:
         """A copy with fields changed; ``model`` fields may be given by name too."""

@@ -14,6 +14,7 @@ Montero, D. et al. (2024), section 2.2: 90-day sequence-to-one samples, temporal
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import warnings
 from collections.abc import Sequence
@@ -254,15 +255,15 @@ class Standardizer:
 
 
 def sample_index(
-    cube: Cube, years: Sequence[int], window: int
+    cube: Cube, years: Sequence[int] | np.ndarray, window: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Sample (site, day) indices: observed GPP, day in ``years``, a full window available.
 
     Parameters
     ----------
     cube : Cube
-    years : sequence of int
-        Calendar years whose days may be targets.
+    years : sequence of int, or ndarray of bool with shape (time,)
+        Calendar years whose days may be targets, or a day mask.
     window : int
         Sequence length [days]; days before index ``window - 1`` have no complete window.
 
@@ -271,7 +272,9 @@ def sample_index(
     site_idx, time_idx : ndarray of int32, shape (n,)
         Sorted by site then day.
     """
-    ok = np.isfinite(cube.y) & np.isin(cube.years, list(years))[None, :]
+    days = (np.asarray(years) if np.asarray(years).dtype == bool
+            else np.isin(cube.years, list(years)))
+    ok = np.isfinite(cube.y) & days[None, :]
     ok[:, : window - 1] = False
     s, t = np.nonzero(ok)
     return s.astype(np.int32), t.astype(np.int32)
@@ -324,16 +327,23 @@ class Prepared:
         return np.nan_to_num((self.cube.y - self.y_mean) / self.y_std).astype(np.float32)
 
 
-def prepare(cube: Cube, *, window: int, fit_years: Sequence[int],
-            select_years: Sequence[int], test_years: Sequence[int]) -> Prepared:
+def prepare(cube: Cube, *, window: int, fit_years: Sequence[int] | np.ndarray,
+            select_years: Sequence[int] | np.ndarray,
+            test_years: Sequence[int] | np.ndarray) -> Prepared:
     """Standardise with ``fit_years`` statistics and index the fit/select/test samples.
+
+    Each split is given as calendar years or as a boolean day mask of shape (time,).
 
     Raises
     ------
     gpp_cubes.errors.InputFormatError
         A split holds no sample (e.g. the cube does not cover those years).
     """
-    scaler = Standardizer.fit(cube.X, np.isin(cube.years, list(fit_years)))
+    def mask(spec: Sequence[int] | np.ndarray) -> np.ndarray:
+        arr = np.asarray(spec)
+        return arr if arr.dtype == bool else np.isin(cube.years, list(spec))
+
+    scaler = Standardizer.fit(cube.X, mask(fit_years))
     splits = {
         "fit": sample_index(cube, fit_years, window),
         "select": sample_index(cube, select_years, window),
@@ -343,7 +353,7 @@ def prepare(cube: Cube, *, window: int, fit_years: Sequence[int],
         if s.size == 0:
             raise InputFormatError(
                 f"{cube.source}: no observed GPP in the {name} years of the split "
-                f"(fit {list(fit_years)}, select {list(select_years)}, test {list(test_years)})"
+                f"(years in the cube: {sorted(set(cube.years.tolist()))})"
             )
     # The network learns standardised GPP (fitting samples only) and predictions are mapped
     # back; this only rescales the MAE loss and spares the head from learning the units.
@@ -352,3 +362,45 @@ def prepare(cube: Cube, *, window: int, fit_years: Sequence[int],
     y_std = float(np.std(y_fit)) or 1.0
     return Prepared(cube=cube, Z=scaler.transform(cube.X), scaler=scaler, splits=splits,
                     window=window, y_mean=float(np.mean(y_fit)), y_std=y_std)
+
+
+def resolve_split(config: Any, cube: Cube) -> Any:
+    """Adapt a TrainConfig's split to the years a cube actually holds.
+
+    Training and test years are the config's where the cube has observed GPP in them, else the
+    cube's own ``train_years``/``test_years`` attributes. Under ``holdout`` the validation
+    year becomes the last available training year, or the blocked split (``val_year=None``)
+    when only one training year is available.
+
+    Raises
+    ------
+    gpp_cubes.errors.InputFormatError
+        The cube has no observed GPP in any training or any test year.
+    """
+    present = set(cube.years[np.isfinite(cube.y).any(axis=0)].tolist())
+
+    def pick(wanted: Sequence[int], attr: str) -> tuple[int, ...]:
+        years = tuple(y for y in wanted if y in present)
+        if not years:
+            years = tuple(int(y) for y in cube.attrs.get(attr, ()) if int(y) in present)
+        return years
+
+    train = pick(config.train_years, "train_years")
+    test = pick(config.test_years, "test_years")
+    if not train or not test:
+        raise InputFormatError(
+            f"{cube.source}: no observed GPP in the training ({list(config.train_years)}) or "
+            f"test ({list(config.test_years)}) years; the cube holds {sorted(present)}"
+        )
+    val = config.val_year
+    if config.protocol == "holdout" and (val not in train or len(train) < 2):
+        val = train[-1] if len(train) >= 2 else None
+    return dataclasses.replace(config, train_years=train, test_years=test, val_year=val)
+
+
+def prepare_for(config: Any, cube: Cube) -> tuple[Any, Prepared]:
+    """:func:`resolve_split` then :func:`prepare` with the config's day masks."""
+    config = resolve_split(config, cube)
+    m = config.day_masks(cube.time)
+    return config, prepare(cube, window=config.window, fit_years=m["fit"],
+                           select_years=m["select"], test_years=m["test"])

@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from gpp_models.config import CELLS, ModelConfig, TrainConfig
-from gpp_models.data import open_cube, prepare
+from gpp_models.data import open_cube, prepare_for
 from gpp_models.evaluate import evaluate_runs, model_label
 from gpp_models.explain import explain_run
 from gpp_models.figures import all_figures
@@ -87,8 +87,9 @@ def run_pipeline(
     cube = open_cube(features_path)
     base = TrainConfig(model=ModelConfig(), epochs=budget.epochs, batch_size=256, seed=seed,
                        ensemble=budget.ensemble, patience=None, checkpoint_every=budget.epochs)
-    prepared = prepare(cube, window=base.window, fit_years=base.fit_years,
-                       select_years=base.select_years, test_years=base.test_years)
+    base, prepared = prepare_for(base, cube)
+    if base.val_year is None:
+        say(f"only one training year {list(base.train_years)}: validating on a blocked split")
     runs: list[TrainResult] = []
     paths: dict[str, Path] = {}
     for cell in cells:

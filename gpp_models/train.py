@@ -40,7 +40,7 @@ import pandas as pd
 
 from gpp_cubes.errors import ConfigError
 from gpp_models.config import ModelConfig, TrainConfig
-from gpp_models.data import Cube, Prepared, gather_windows_time_major, open_cube, prepare
+from gpp_models.data import Cube, Prepared, gather_windows_time_major, open_cube, prepare_for
 from gpp_models.models import build_model, init_params
 
 logger = logging.getLogger("gpp_models")
@@ -269,7 +269,9 @@ def train_and_evaluate(
         Run directory (config, metrics, orbax checkpoints). A rerun with the same config
         resumes from the latest checkpoint. None keeps everything in memory (tuning trials).
     features : path, Cube or Prepared
-        The feature cube (``features.zarr``, a per-site store or a directory of them).
+        The feature cube (``features.zarr``, a per-site store or a directory of them). The
+        split adapts to the years the cube holds (:func:`gpp_models.data.resolve_split`);
+        a ``Prepared`` is used as given.
     on_epoch : callable, optional
         Called after each epoch with (epoch, metrics); may raise (e.g. ``optuna.TrialPruned``)
         to stop training. Metrics: ``train_mae``, ``select_mae`` [g C m-2 d-1], ``seconds``.
@@ -294,8 +296,7 @@ def train_and_evaluate(
         prepared = features
     else:
         cube = features if isinstance(features, Cube) else open_cube(features)
-        prepared = prepare(cube, window=config.window, fit_years=config.fit_years,
-                           select_years=config.select_years, test_years=config.test_years)
+        config, prepared = prepare_for(config, cube)
     n_features = prepared.Z.shape[-1]
     X = jnp.asarray(prepared.Z)
     Y = jnp.asarray(prepared.y_scaled)
@@ -439,8 +440,7 @@ def load_run(workdir: str | Path, features: str | Path | Cube | None = None) -> 
     meta = json.loads(cfg_path.read_text())
     config = TrainConfig.from_dict(meta["train_config"])
     cube = features if isinstance(features, Cube) else open_cube(features or meta["features"])
-    prepared = prepare(cube, window=config.window, fit_years=config.fit_years,
-                       select_years=config.select_years, test_years=config.test_years)
+    config, prepared = prepare_for(config, cube)
     template = create_train_state(config, prepared.Z.shape[-1]).params
     params = ocp.StandardCheckpointer().restore(best_dir, _abstract(template))
     best = json.loads((workdir / "best_epoch.json").read_text())

@@ -26,7 +26,7 @@ import optuna
 
 from gpp_cubes.errors import GppError
 from gpp_models.config import MAX_LAYERS, TrainConfig
-from gpp_models.data import Cube, Prepared, open_cube, prepare
+from gpp_models.data import Cube, Prepared, open_cube, prepare_for
 from gpp_models.train import TrainResult, train_and_evaluate
 
 logger = logging.getLogger("gpp_models")
@@ -132,8 +132,7 @@ def tune(
         prepared = features
     else:
         cube = features if isinstance(features, Cube) else open_cube(features)
-        prepared = prepare(cube, window=base.window, fit_years=base.fit_years,
-                           select_years=base.select_years, test_years=base.test_years)
+        base, prepared = prepare_for(base, cube)
     storage = storage or default_storage(workdir)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
@@ -178,4 +177,6 @@ def tune_and_train(features: str | Path | Cube | Prepared, base: TrainConfig,
     """:func:`tune` in ``workdir/tune``, then train the best configuration in ``workdir/run``."""
     workdir = Path(workdir)
     tuned = tune(features, base, workdir / "tune", **tune_kwargs)
+    if isinstance(features, str | Path):
+        features = open_cube(features)
     return tuned, train_and_evaluate(tuned.best_config, workdir / "run", features)

@@ -134,3 +134,31 @@ def test_windows_equal_naive_reference(n_sites: int, n_time: int, n_feat: int, w
     np.testing.assert_array_equal(np.asarray(gather_windows(jnp.asarray(X), s, t, window)), want)
     tm = np.asarray(gather_windows_time_major(jnp.asarray(X), s, t, window))
     np.testing.assert_array_equal(tm.transpose(1, 0, 2), want)
+
+
+def test_split_adapts_to_a_cube_with_one_training_year(tmp_path: Path, features: Path) -> None:
+    from gpp_models.config import TrainConfig
+    from gpp_models.data import prepare_for, resolve_split
+    from gpp_models.testing import write_synthetic_world
+
+    path = write_synthetic_world(tmp_path, DEFAULT_SITES[:1], start="2018-01-01",
+                                 per_site=False)
+    cube = open_cube(path)
+    cfg = resolve_split(TrainConfig(), cube)
+    assert cfg.train_years == (2018,) and cfg.test_years == (2019, 2020)
+    assert cfg.val_year is None  # blocked split: every fourth ISO week of 2018 validates
+    cfg, prep = prepare_for(TrainConfig(), cube)
+    masks = cfg.day_masks(cube.time)
+    assert not (masks["fit"] & masks["select"]).any()
+    np.testing.assert_array_equal(masks["fit"] | masks["select"], cube.time.year == 2018)
+    weeks = cube.time[prep.splits["select"][1]].isocalendar().week.to_numpy()
+    assert set(weeks % 4) == {3}
+    assert set(cube.time[prep.splits["test"][1]].year) == {2019, 2020}
+    # Standardisation statistics come from the fitting days only.
+    sub = cube.X[:, masks["fit"], :].reshape(-1, cube.X.shape[-1])
+    np.testing.assert_allclose(prep.scaler.mean, np.nanmean(sub, 0), rtol=1e-5)
+    # A cube with several training years keeps the last one for validation.
+    full = resolve_split(TrainConfig(val_year=2016), open_cube(features))
+    assert full.val_year == 2016 and full.fit_years == (2017, 2018)
+    cube5 = open_cube(features)
+    assert resolve_split(TrainConfig(train_years=(2015, 2016, 2017, 2018)), cube5).val_year == 2018

@@ -24,8 +24,8 @@ def prepared(features: Path):
                    test_years=[2019, 2020])
 
 
-@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
-@pytest.mark.parametrize("impl", ["flax", "fused"])
+@pytest.mark.parametrize(("cell", "impl"), [("rnn", "flax"), ("gru", "flax"), ("lstm", "flax"),
+                                           ("gru", "fused"), ("lstm", "fused")])
 def test_one_step_changes_every_leaf_and_second_step_reuses_compilation(prepared, cell,
                                                                         impl) -> None:
     # 7 units: a shape no other test compiles, so the first call must trace.
@@ -101,3 +101,16 @@ def test_paper_protocol_warns_and_selects_on_test(features: Path) -> None:
     assert holdout.select_years == (2018,) and 2018 not in holdout.fit_years
     with pytest.raises(ConfigError, match="val_year"):
         TrainConfig(val_year=2019)
+
+
+def test_trains_on_a_cube_with_one_training_year(tmp_path: Path) -> None:
+    from gpp_models.testing import DEFAULT_SITES, write_synthetic_world
+
+    path = write_synthetic_world(tmp_path / "cube", DEFAULT_SITES[:2], start="2018-01-01",
+                                 per_site=False)
+    cfg = TrainConfig(model=ModelConfig(cell="gru", layers=1, units=4), window=30, epochs=1)
+    result = train_and_evaluate(cfg, tmp_path / "run", path)
+    assert result.config.val_year is None and result.config.train_years == (2018,)
+    assert set(result.predict("test")["time"].dt.year) == {2019, 2020}
+    meta = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert meta["train_config"]["val_year"] is None
