@@ -1,0 +1,870 @@
+"""Batch builds of site feature cubes on Dask: two phases, resumable, one log per site.
+
+Stage of the data flow: the last one of ``gpp_cubes``. For every site it runs the sensor
+stages (:mod:`gpp_cubes.s2`, :mod:`gpp_cubes.s1`, :mod:`gpp_cubes.lst`,
+:mod:`gpp_cubes.clearsky`, :mod:`gpp_cubes.fluxnet` + :mod:`gpp_cubes.extremes`) and joins
+them into the daily cube of :mod:`gpp_cubes.features`.
+
+Two phases, because the Sentinel-2 PCA is fitted on *all* sites' training years:
+
+1. per site, in parallel: forest mask, S2 spectral-index table, S1, LST, clear-sky GHI, GPP
+   and extremes -> an intermediate store ``<out>/.work/<SITE>.phase1.zarr``;
+2. fit the PCA on the pooled training years of every site that has phase-1 results (saved
+   in ``<out>/.work/pca.json`` and reused by later runs into the same directory), then per
+   site in parallel: apply it, interpolate, write ``<out>/<SITE>.zarr``; finally the
+   multi-site ``<out>/features.zarr``.
+
+Resumable: every store (intermediate or final) is written atomically with a completion
+marker (:func:`gpp_cubes.store.write_zarr_atomic`); a site whose final store is complete is
+skipped, a site whose phase-1 store is complete skips phase 1. ``force=True`` rebuilds the
+requested sites and refits the PCA.
+
+Nothing assumes one machine: the tasks are plain functions of picklable arguments
+(absolute paths and URLs, no client state); workers read the STAC API and the COGs
+themselves and write the stores themselves, into ``out_dir``, which must therefore be a
+path every worker can reach (a shared file system on a multi-machine cluster). Only small
+per-site summaries travel back to the client. GDAL settings reach the workers through a
+``WorkerPlugin`` (:func:`gpp_cubes.providers.gdal_worker_plugin`), progress through Dask
+events (topic ``gpp-build``), logs into ``<out>/logs/<SITE>.log``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from gpp_cubes.errors import BuildError, ConfigError
+from gpp_cubes.features import (
+    DEFAULT_END,
+    DEFAULT_START,
+    MULTISITE_NAME,
+    TEST_YEARS,
+    TRAIN_YEARS,
+    SiteMeta,
+)
+
+log = logging.getLogger(__name__)
+
+PROGRESS_TOPIC = "gpp-build"
+WORK_DIR = ".work"
+LOG_DIR = "logs"
+PCA_FILE = "pca.json"
+#: Stages reported to the progress callback, in order.
+STAGES = ("forest", "s2", "s1", "lst", "clearsky", "gpp", "pca", "assemble", "write")
+#: Stages covered by one phase-1 task (a skipped task skips all of them).
+SENSOR_STAGES = {"s2": ("s2",), "s1": ("forest", "s1"), "lst": ("lst",),
+                 "target": ("clearsky", "gpp")}
+
+#: Callback ``progress(site_id, stage, state)``; state is "start", "done", "skip" or "fail".
+ProgressFn = Callable[[str, str, str], None]
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """Everything a worker needs to build a site (picklable, absolute paths only).
+
+    Attributes
+    ----------
+    out_dir : str
+        Output directory, absolute, reachable by every worker.
+    start, end : str
+        Calendar [ISO dates, inclusive].
+    provider, stac_url : str
+        STAC endpoint (:func:`gpp_cubes.providers.resolve_provider`).
+    corine_source : str
+        CORINE raster (path or URL) for the forest mask.
+    fluxnet_dir : str
+        Directory holding the FLUXNET2015-format daily files.
+    engine : {"odc", "stackstac"}
+        Raster loader.
+    lst_source : {"stac", "ee"}
+        MODIS LST source.
+    train_years, test_years : tuple of int
+        The temporal split (PCA is fitted on ``train_years``).
+    s2_options : tuple of (str, value)
+        Extra keyword arguments of :func:`gpp_cubes.s2.s2_features` (e.g. the cloud mask).
+    """
+
+    out_dir: str
+    start: str = DEFAULT_START
+    end: str = DEFAULT_END
+    provider: str = "planetary-computer"
+    stac_url: str | None = None
+    corine_source: str | None = None
+    fluxnet_dir: str | None = None
+    engine: str = "odc"
+    lst_source: str = "stac"
+    train_years: tuple[int, ...] = TRAIN_YEARS
+    test_years: tuple[int, ...] = TEST_YEARS
+    s2_options: tuple[tuple[str, Any], ...] = ()
+
+    def __post_init__(self) -> None:
+        if not Path(self.out_dir).is_absolute():
+            raise ConfigError(f"out_dir must be absolute (workers do not share the client's "
+                              f"working directory): {self.out_dir}")
+        for name in ("corine_source", "fluxnet_dir"):
+            v = getattr(self, name)
+            if v and "://" not in v and not Path(v).is_absolute():
+                raise ConfigError(f"{name} must be an absolute path or a URL: {v}")
+
+    @property
+    def out(self) -> Path:
+        return Path(self.out_dir)
+
+    def site_store(self, site_id: str) -> Path:
+        return self.out / f"{site_id}.zarr"
+
+    def phase1_store(self, site_id: str, sensor: str) -> Path:
+        return self.out / WORK_DIR / site_id / f"{sensor}.zarr"
+
+    def pca_path(self) -> Path:
+        return self.out / WORK_DIR / PCA_FILE
+
+    def log_path(self, site_id: str) -> Path:
+        return self.out / LOG_DIR / f"{site_id}.log"
+
+    def provenance_params(self) -> dict[str, Any]:
+        """The parameters recorded in every store (no credentials: URLs lose queries)."""
+        d = asdict(self)
+        d.pop("out_dir")
+        d["s2_options"] = dict(self.s2_options)
+        return d
+
+
+# --------------------------------------------------------------------------------------
+# Worker-side helpers: progress events and per-site log files
+# --------------------------------------------------------------------------------------
+
+
+def _emit(site_id: str, stage: str, state: str) -> None:
+    """Send a progress event to the client (no-op outside a Dask worker)."""
+    try:
+        from distributed import get_worker
+
+        get_worker().log_event(PROGRESS_TOPIC, {"site": site_id, "stage": stage,
+                                                "state": state})
+    except (ImportError, ValueError):
+        pass
+
+
+class _ThreadFilter(logging.Filter):
+    def __init__(self) -> None:
+        super().__init__()
+        self.thread = threading.get_ident()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.thread == self.thread
+
+
+@contextlib.contextmanager
+def site_log(path: Path) -> Iterator[logging.Logger]:
+    """Route this thread's ``gpp_cubes`` log records to a per-site file while active."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(_ThreadFilter())
+    handler.setLevel(logging.INFO)
+    root = logging.getLogger("gpp_cubes")
+    old_level = root.level
+    if root.level == logging.NOTSET or root.level > logging.INFO:
+        root.setLevel(logging.INFO)
+    root.addHandler(handler)
+    try:
+        yield root
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(old_level)
+        handler.close()
+
+
+@contextlib.contextmanager
+def _stage(site_id: str, stage: str, summary: dict[str, Any]) -> Iterator[None]:
+    summary["stage"] = stage
+    _emit(site_id, stage, "start")
+    t0 = time.perf_counter()
+    log.info("%s: stage %s started", site_id, stage)
+    yield
+    log.info("%s: stage %s done in %.1f s", site_id, stage, time.perf_counter() - t0)
+    _emit(site_id, stage, "done")
+
+
+def _fail(summary: dict[str, Any], site_id: str, err: BaseException) -> dict[str, Any]:
+    summary["status"] = "failed"
+    summary["error"] = f"[{summary.get('stage', '?')}] {type(err).__name__}: {err}"[:500]
+    log.error("%s: failed in stage %s: %s\n%s", site_id, summary.get("stage"), err,
+              "".join(traceback.format_exception(err)))
+    _emit(site_id, summary.get("stage", "?"), "fail")
+    return summary
+
+
+# --------------------------------------------------------------------------------------
+# Phase 1: per-site sensor stages -> intermediate store
+# --------------------------------------------------------------------------------------
+
+
+def _gpp_and_extremes(site_id: str, cfg: BuildConfig) -> tuple[pd.Series, pd.Series, str]:
+    from gpp_cubes.extremes import detect_extremes
+    from gpp_cubes.fluxnet import find_fluxnet_file, gpp_targets, read_fluxnet
+
+    if not cfg.fluxnet_dir:
+        raise ConfigError("no FLUXNET directory given (fluxnet_dir / --fluxnet)")
+    path = find_fluxnet_file(cfg.fluxnet_dir, site_id)
+    if path is None:
+        raise BuildError(f"site {site_id}: no FLUXNET daily file in {cfg.fluxnet_dir}")
+    df = read_fluxnet(path)
+    # The seasonal cycle of the extremes uses the whole record (all available years).
+    full = gpp_targets(df, start=str(df.index[0].date()), end=str(df.index[-1].date()))
+    ext = detect_extremes(full).flags
+    cal = pd.date_range(cfg.start, cfg.end, freq="D")
+    return full.reindex(cal), ext.reindex(cal).fillna(False).astype(bool), str(path)
+
+
+SENSORS = ("s2", "s1", "lst", "target")
+
+
+@contextlib.contextmanager
+def _task_env() -> Iterator[None]:
+    """Inner Dask computations of a task use as many threads as the worker has (one by
+    default): a worker stands for a core, and parallelism comes from running tasks side by
+    side on many workers."""
+    import dask
+
+    n = 1
+    with contextlib.suppress(ImportError, ValueError):
+        from distributed import get_worker
+
+        n = int(get_worker().state.nthreads)
+    with dask.config.set(scheduler="threads" if n > 1 else "synchronous", num_workers=n):
+        yield
+
+
+def _sensor_dataset(sensor: str, meta: SiteMeta, cfg: BuildConfig, summary: dict[str, Any]
+                    ) -> tuple[Any, dict[str, Any]]:
+    """Run one sensor stage of a site; return its intermediate Dataset and provenance."""
+    import xarray as xr
+
+    from gpp_cubes.grid import site_grid
+
+    sid = meta.site_id
+    cal = pd.date_range(cfg.start, cfg.end, freq="D", name="time")
+    grid = site_grid(meta.latitude, meta.longitude)
+    if sensor == "s1":
+        from gpp_cubes.forest import forest_mask
+
+        with _stage(sid, "forest", summary):
+            if not cfg.corine_source:
+                raise ConfigError("no CORINE source given (corine_source / --corine)")
+            forest = forest_mask(grid, cfg.corine_source, site_id=sid)
+            summary["forest_fraction"] = float(forest.mean())
+    if sensor == "s2":
+        with _stage(sid, "s2", summary):
+            s2 = _s2_index_table(meta, grid, cfg)  # reads CORINE itself
+            summary.update(s2_found=s2.scenes_found, s2_kept=s2.scenes_kept,
+                           clear_fraction=s2.clear_fraction)
+        ds = xr.Dataset(
+            {"s2_indices": (("s2_time", "s2_index"), s2.table.to_numpy(dtype=np.float64))},
+            coords={"s2_time": pd.DatetimeIndex(s2.table.index).values.astype("datetime64[ns]"),
+                    "s2_index": [str(c) for c in s2.table.columns]})
+        return ds, {"item_ids": list(s2.item_ids), "params": s2.params}
+    if sensor == "s1":
+        from gpp_cubes.s1 import FEATURES, s1_features
+
+        with _stage(sid, "s1", summary):
+            s1 = s1_features(grid, forest, cfg.start, cfg.end, provider=cfg.provider,
+                             stac_url=cfg.stac_url, site_id=sid, engine=cfg.engine)
+            summary.update(s1_found=s1.scenes_found, s1_kept=s1.scenes_kept)
+        f = s1.frame
+        ds = xr.Dataset({c: ("s1_time", f[c].to_numpy(dtype=np.float64)) for c in FEATURES},
+                        coords={"s1_time": pd.DatetimeIndex(f.index).values.astype(
+                            "datetime64[ns]")})
+        return ds, {"item_ids": list(s1.item_ids), "params": s1.params}
+    if sensor == "lst":
+        from gpp_cubes.lst import lst_features
+
+        with _stage(sid, "lst", summary):
+            lst = lst_features(meta.latitude, meta.longitude, cfg.start, cfg.end,
+                               source=cfg.lst_source, provider=cfg.provider,
+                               stac_url=cfg.stac_url, site_id=sid)
+            summary.update(lst_found=lst.scenes_found, lst_kept=lst.scenes_kept)
+        ds = xr.Dataset({c: ("time", lst.frame[c].reindex(cal).to_numpy(np.float64))
+                         for c in lst.frame.columns}, coords={"time": cal.values})
+        return ds, {"item_ids": list(lst.item_ids), "params": lst.params}
+    if sensor == "target":
+        from gpp_cubes.clearsky import daily_clear_sky_ghi
+
+        with _stage(sid, "clearsky", summary):
+            elev = 0.0 if np.isnan(meta.elevation_m) else meta.elevation_m
+            if np.isnan(meta.elevation_m):
+                log.warning("%s: elevation unknown; clear-sky GHI computed at sea level", sid)
+            ghi = daily_clear_sky_ghi(meta.latitude, meta.longitude, elev, cfg.start, cfg.end)
+        with _stage(sid, "gpp", summary):
+            gpp, extreme, flux_path = _gpp_and_extremes(sid, cfg)
+            summary["gpp_valid_fraction"] = float(gpp.notna().mean())
+        ds = xr.Dataset({"clear_sky_ghi": ("time", ghi.reindex(cal).to_numpy(np.float64)),
+                         "GPP": ("time", gpp.reindex(cal).to_numpy(np.float64)),
+                         "extreme": ("time", extreme.reindex(cal).to_numpy(bool))},
+                        coords={"time": cal.values})
+        return ds, {"clear_sky_ghi": {"model": "pvlib SPA + Ineichen (Linke climatology)",
+                                      "elevation_m": elev},
+                    "gpp": {"file": Path(flux_path).name, "variable": "GPP_NT_VUT_REF",
+                            "qc_min": 0.7, "extremes": "gpp_cubes.extremes defaults"}}
+    raise ConfigError(f"unknown sensor stage {sensor!r}; known: {', '.join(SENSORS)}")
+
+
+def run_sensor(meta: SiteMeta, cfg: BuildConfig, sensor: str) -> dict[str, Any]:
+    """Phase 1 of one site and one sensor (a Dask task), written to its intermediate store.
+
+    Parameters
+    ----------
+    meta : SiteMeta
+        The site.
+    cfg : BuildConfig
+    sensor : {"s2", "s1", "lst", "target"}
+        ``target`` is clear-sky GHI, GPP and extremes.
+
+    Returns
+    -------
+    dict
+        Summary: ``status`` ("ok" or "failed"), scene counts, clear fraction, GPP valid
+        fraction, ``error``.
+    """
+    from gpp_cubes.providers import configure_gdal
+    from gpp_cubes.store import write_zarr_atomic
+
+    sid = meta.site_id
+    summary: dict[str, Any] = {"site": sid, "status": "ok", "error": None}
+    t0 = time.perf_counter()
+    with site_log(cfg.log_path(sid)), _task_env():
+        try:
+            configure_gdal()
+            log.info("%s: phase 1 %s, %s..%s, provider %s %s", sid, sensor, cfg.start,
+                     cfg.end, cfg.provider, cfg.stac_url or "")
+            ds, prov = _sensor_dataset(sensor, meta, cfg, summary)
+            summary[f"seconds_{sensor}"] = round(time.perf_counter() - t0, 2)
+            write_zarr_atomic(ds, cfg.phase1_store(sid, sensor), provenance={
+                "site_id": sid, "sensor": sensor, "parameters": cfg.provenance_params(),
+                "summary": {k: v for k, v in summary.items() if k != "stage"}, **prov})
+        except Exception as err:  # one site failing must not stop the others
+            _fail(summary, sid, err)
+    return summary
+
+
+# --------------------------------------------------------------------------------------
+# The Sentinel-2 adapters (stage owned by gpp_cubes.s2 / gpp_cubes.pca)
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class S2Table:
+    """Per-site S2 spectral indices on clear days, before the PCA.
+
+    Attributes
+    ----------
+    table : pandas.DataFrame
+        Index values [1], one row per kept (clear) solar day, one column per index.
+    scenes_found, scenes_kept : int
+        Items found by the search; time steps kept by the 1 % clear-pixel rule.
+    clear_fraction : float
+        Mean clear-forest fraction of the 1 km circle over the kept days [0-1].
+    """
+
+    table: pd.DataFrame
+    scenes_found: int
+    scenes_kept: int
+    clear_fraction: float
+    item_ids: tuple[str, ...] = ()
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+def _s2_index_table(meta: SiteMeta, grid: Any, cfg: BuildConfig) -> S2Table:
+    """Run :func:`gpp_cubes.s2.s2_features` and keep its daily spectral-index table."""
+    from types import SimpleNamespace
+
+    from gpp_cubes.s2 import s2_features
+
+    site = SimpleNamespace(id=meta.site_id, latitude=meta.latitude, longitude=meta.longitude)
+    ds = s2_features(site, cfg.start, cfg.end, provider=cfg.provider, stac_url=cfg.stac_url,
+                     corine=cfg.corine_source, engine=cfg.engine, grid=grid,
+                     **dict(cfg.s2_options))
+    names = [n for n in str(ds.attrs.get("index_list", "")).split(",") if n]
+    prov = json.loads(ds.attrs.get("provenance", "{}"))
+    table = pd.DataFrame({n: ds[n].values.astype(np.float64) for n in names},
+                         index=pd.DatetimeIndex(ds["time"].values, name="time"))
+    frac = ds["clear_fraction"].values if "clear_fraction" in ds else np.array([])
+    params = {k: v for k, v in prov.items()
+              if k not in ("stac_items", "dropped_items", "created", "python", "packages")}
+    return S2Table(table=table, scenes_found=int(prov.get("n_items_found",
+                                                          len(prov.get("stac_items", [])))),
+                   scenes_kept=int(ds.sizes.get("time", 0)),
+                   clear_fraction=float(np.mean(frac)) if frac.size else float("nan"),
+                   item_ids=tuple(prov.get("stac_items", [])),
+                   params={**params, "dropped_items": prov.get("dropped_items", {})})
+
+
+def fit_pca_model(tables: Mapping[str, pd.DataFrame], train_years: Sequence[int]) -> Any:
+    """Fit :func:`gpp_cubes.pca.fit_pca` on the pooled index tables of all sites.
+
+    Parameters
+    ----------
+    tables : mapping of site id -> pandas.DataFrame
+        Daily S2 index tables (clear days) [1]; pooled in sorted site order so the fit is
+        deterministic.
+    train_years : sequence of int
+        Years the PCA is fitted on.
+    """
+    from gpp_cubes.pca import fit_pca
+
+    ids = sorted(tables)
+    pooled = pd.concat([tables[s] for s in ids], keys=ids, names=["site", "time"])
+    return fit_pca(pooled, train_years=train_years)
+
+
+def apply_pca_model(model: Any, table: pd.DataFrame) -> pd.DataFrame:
+    """``S2_PC1..k`` of a site's index table (:func:`gpp_cubes.pca.apply_pca`)."""
+    from gpp_cubes.pca import apply_pca
+
+    return apply_pca(model, table)
+
+
+def save_pca_model(model: Any, path: Path, *, sites: Sequence[str]) -> None:
+    """Save the PCA (:func:`gpp_cubes.pca.save_pca`) and, beside it, the sites it saw."""
+    from gpp_cubes.pca import save_pca
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    side = path.with_suffix(".sites.json")
+    tmp = side.with_name(side.name + ".tmp")
+    tmp.write_text(json.dumps(sorted(sites)))
+    tmp.replace(side)
+    save_pca(model, path)  # written last: its presence means the fit is complete
+
+
+def load_pca_model(path: Path) -> Any:
+    """Read the PCA saved by :func:`save_pca_model`."""
+    from gpp_cubes.pca import load_pca
+
+    return load_pca(path)
+
+
+def pca_provenance(model: Any, path: Path) -> dict[str, Any]:
+    """What a store records about the PCA it used."""
+    side = path.with_suffix(".sites.json")
+    return {"file": f"{WORK_DIR}/{path.name}", "n_components": len(model.components),
+            "explained_variance_ratio": [round(v, 6) for v in model.explained_variance_ratio],
+            "train_years": list(model.train_years), "n_samples": model.n_samples,
+            "variance_threshold": model.variance_threshold,
+            "dropped_indices": list(model.dropped_indices),
+            "sites": json.loads(side.read_text()) if side.is_file() else None}
+
+
+# --------------------------------------------------------------------------------------
+# Phase 2: PCA, assembly, stores
+# --------------------------------------------------------------------------------------
+
+
+def _read_phase1(cfg: BuildConfig, site_id: str, sensor: str) -> tuple[Any, dict[str, Any]]:
+    import xarray as xr
+
+    from gpp_cubes.store import is_complete
+
+    path = cfg.phase1_store(site_id, sensor)
+    if not is_complete(path):
+        raise BuildError(f"site {site_id}: phase-1 store {path} is missing or incomplete")
+    with xr.open_zarr(path) as ds:
+        ds = ds.load()
+    return ds, json.loads(ds.attrs.get("provenance", "{}"))
+
+
+def _s2_frame(ds: Any) -> pd.DataFrame:
+    return pd.DataFrame(ds["s2_indices"].values, index=pd.DatetimeIndex(ds["s2_time"].values),
+                        columns=[str(c) for c in ds["s2_index"].values])
+
+
+def run_fit_pca(site_ids: Sequence[str], cfg: BuildConfig, *, refit: bool = False
+                ) -> dict[str, Any]:
+    """Fit (or reuse) the S2 PCA on the pooled training years of ``site_ids`` (a Dask task).
+
+    The fitted PCA is saved to ``<out>/.work/pca.json`` and reused by every later run into
+    the same directory (so all stores of a directory share one PCA); ``refit`` fits anew.
+
+    Returns
+    -------
+    dict
+        ``{"path": str, "sites": [...], "reused": bool}``.
+    """
+    path = cfg.pca_path()
+    if path.is_file() and not refit:
+        side = path.with_suffix(".sites.json")
+        return {"path": str(path), "reused": True,
+                "sites": json.loads(side.read_text()) if side.is_file() else []}
+    with _task_env():
+        tables = {sid: _s2_frame(_read_phase1(cfg, sid, "s2")[0]) for sid in sorted(site_ids)}
+        model = fit_pca_model(tables, cfg.train_years)
+        save_pca_model(model, path, sites=sorted(site_ids))
+    return {"path": str(path), "sites": sorted(site_ids), "reused": False}
+
+
+def run_phase2(meta: SiteMeta, cfg: BuildConfig) -> dict[str, Any]:
+    """Phase 2 of one site (a Dask task): apply the PCA, join, interpolate, write the store.
+
+    Returns
+    -------
+    dict
+        Summary (``status`` "ok"/"failed", the phase-1 counts, ``error``).
+    """
+    from gpp_cubes.features import SiteInputs, assemble_site, daily_calendar, write_site_store
+    from gpp_cubes.store import provenance_base
+
+    sid = meta.site_id
+    summary: dict[str, Any] = {"site": sid, "status": "ok", "error": None}
+    with site_log(cfg.log_path(sid)), _task_env():
+        try:
+            with _stage(sid, "assemble", summary):
+                cal = daily_calendar(cfg.start, cfg.end)
+                parts = {s: _read_phase1(cfg, sid, s) for s in SENSORS}
+                prov: dict[str, Any] = {**provenance_base(), "site_id": sid,
+                                        "parameters": cfg.provenance_params(), "summary": {}}
+                for sensor, (_, p) in parts.items():
+                    prov["summary"].update(p.pop("summary", {}))
+                    for k in ("site_id", "sensor", "parameters"):
+                        p.pop(k, None)
+                    if sensor == "target":
+                        prov.update(p)  # clear_sky_ghi and gpp sections
+                    else:
+                        prov[sensor] = p
+                prov["summary"].pop("status", None)
+                prov["summary"].pop("error", None)
+                model = load_pca_model(cfg.pca_path())
+                pcs = apply_pca_model(model, _s2_frame(parts["s2"][0]))
+                prov["pca"] = pca_provenance(model, cfg.pca_path())
+                s1, lst, target = parts["s1"][0], parts["lst"][0], parts["target"][0]
+                s1_idx = pd.DatetimeIndex(s1["s1_time"].values)
+                series: dict[str, pd.Series] = {c: pcs[c] for c in pcs.columns}
+                for f in ("S1_VV", "S1_VH", "S1_DpRVIVV"):
+                    series[f] = pd.Series(s1[f].values, index=s1_idx)
+                for f in ("MOD11A1_dt", "MOD11A1_nt", "MYD11A1_dt", "MYD11A1_nt"):
+                    series[f] = pd.Series(lst[f].values, index=cal)
+                series["clear_sky_ghi"] = pd.Series(target["clear_sky_ghi"].values, index=cal)
+                inputs = SiteInputs(
+                    meta=meta, predictors=pd.DataFrame(series),
+                    gpp=pd.Series(target["GPP"].values, index=cal),
+                    extreme=pd.Series(target["extreme"].values, index=cal),
+                    provenance=prov)
+                ds = assemble_site(inputs, cal, train_years=cfg.train_years,
+                                   test_years=cfg.test_years)
+                summary.update(prov["summary"])
+            with _stage(sid, "write", summary):
+                write_site_store(ds, cfg.out)
+        except Exception as err:
+            _fail(summary, sid, err)
+    return summary
+
+
+def run_combine(site_ids: Sequence[str], cfg: BuildConfig) -> str:
+    """Write the multi-site store from the complete per-site stores (a Dask task)."""
+    from gpp_cubes.features import write_multisite_store
+
+    return str(write_multisite_store([cfg.site_store(s) for s in site_ids], cfg.out))
+
+
+def _summary_from_store(path: Path) -> dict[str, Any]:
+    import xarray as xr
+
+    with xr.open_zarr(path) as ds:
+        prov = json.loads(ds.attrs.get("provenance", "{}"))
+    return dict(prov.get("summary", {}))
+
+
+# --------------------------------------------------------------------------------------
+# The client side
+# --------------------------------------------------------------------------------------
+
+
+def default_workers() -> int:
+    """Workers of the default LocalCluster: one per core available to this process."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - macOS/Windows
+        return max(1, os.cpu_count() or 1)
+
+
+def default_memory_limit(n_workers: int) -> str:
+    """Per-worker memory limit: 80 % of the machine's memory split evenly, at most 4 GiB."""
+    try:
+        import psutil
+
+        total = psutil.virtual_memory().total
+    except ImportError:  # pragma: no cover
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    per = min(int(0.8 * total / max(1, n_workers)), 4 * 2**30)
+    return f"{per // 2**20}MiB"
+
+
+@contextlib.contextmanager
+def dask_client(scheduler: str | None = None, n_workers: int | None = None,
+                memory_limit: str | None = None) -> Iterator[Any]:
+    """A ``distributed.Client``: to ``scheduler`` if given, else a new LocalCluster.
+
+    Parameters
+    ----------
+    scheduler : str, optional
+        Address of an existing scheduler (``tcp://host:8786``); any Dask deployment works
+        (dask-gateway, dask-kubernetes, dask-jobqueue, Coiled: pass their scheduler address).
+    n_workers : int, optional
+        LocalCluster workers (default: one per core); each gets one thread, since a site
+        task is one sequential chain and parallelism comes from running sites side by side.
+    memory_limit : str, optional
+        Per-worker memory limit of the LocalCluster (default :func:`default_memory_limit`).
+    """
+    from distributed import Client, LocalCluster
+
+    if scheduler:
+        client = Client(scheduler)
+        try:
+            yield client
+        finally:
+            client.close()
+        return
+    n = n_workers or default_workers()
+    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                           memory_limit=memory_limit or default_memory_limit(n),
+                           dashboard_address=None, silence_logs=logging.ERROR)
+    client = Client(cluster)
+    try:
+        yield client
+    finally:
+        client.close()
+        cluster.close()
+
+
+def resolve_sites(sites: Sequence[str | SiteMeta | Any]) -> list[SiteMeta]:
+    """Site ids (catalog), :class:`SiteMeta` or catalog ``Site`` objects -> SiteMeta."""
+    from gpp_cubes.sites import get_site
+
+    out: list[SiteMeta] = []
+    for s in sites:
+        if isinstance(s, SiteMeta):
+            out.append(s)
+        elif isinstance(s, str):
+            out.append(SiteMeta.from_site(get_site(s)))
+        else:
+            out.append(SiteMeta.from_site(s))
+    ids = [m.site_id for m in out]
+    if len(set(ids)) != len(ids):
+        raise ConfigError(f"duplicate sites in {ids}")
+    return out
+
+
+TABLE_COLUMNS = ("site", "status", "s2_found", "s2_kept", "s1_found", "s1_kept",
+                 "lst_found", "lst_kept", "clear_fraction", "gpp_valid_fraction", "error")
+
+
+def build_sites(
+    sites: Sequence[str | SiteMeta | Any],
+    out_dir: str | Path,
+    *,
+    start: str = DEFAULT_START,
+    end: str = DEFAULT_END,
+    provider: str = "planetary-computer",
+    stac_url: str | None = None,
+    corine_source: str | Path | None = None,
+    fluxnet_dir: str | Path | None = None,
+    scheduler: str | None = None,
+    n_workers: int | None = None,
+    memory_limit: str | None = None,
+    force: bool = False,
+    progress: ProgressFn | None = None,
+    engine: str = "odc",
+    lst_source: str = "stac",
+    s2_options: Mapping[str, Any] | None = None,
+    client: Any = None,
+) -> pd.DataFrame:
+    """Build the feature cubes of many sites on Dask (resumable, failure-isolated).
+
+    Parameters
+    ----------
+    sites : sequence of str or SiteMeta
+        Catalog site ids (``"DE-Hai"``) or site records (e.g. the demo world's sites).
+    out_dir : path
+        Output directory; per-site ``<SITE>.zarr``, ``features.zarr``, ``logs/``, ``.work/``.
+    start, end : str
+        Calendar [ISO dates].
+    provider, stac_url : str
+        STAC endpoint (Planetary Computer by default; a URL for any STAC API).
+    corine_source : path or URL
+        CORINE 2018 raster for the forest mask.
+    fluxnet_dir : path
+        FLUXNET2015-format daily files.
+    scheduler : str, optional
+        Address of an existing Dask scheduler; default: a LocalCluster sized to the machine.
+    n_workers : int, optional
+        LocalCluster workers (default: cores).
+    memory_limit : str, optional
+        LocalCluster per-worker memory limit (default :func:`default_memory_limit`).
+    force : bool, default False
+        Rebuild complete stores, redo phase 1 and refit the PCA.
+    progress : callable, optional
+        ``progress(site_id, stage, state)`` called on the client for every stage event.
+    engine, lst_source, s2_options
+        Passed to the stages (see :class:`BuildConfig`).
+    client : distributed.Client, optional
+        Use this client (overrides ``scheduler``/``n_workers``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per site: :data:`TABLE_COLUMNS` (status "built", "skipped" or "failed").
+    """
+    def _abs(p: str | Path | None) -> str | None:
+        if p is None:
+            return None
+        s = str(p)
+        return s if "://" in s else str(Path(s).expanduser().resolve())
+
+    cfg = BuildConfig(out_dir=_abs(out_dir), start=start, end=end, provider=provider,
+                      stac_url=stac_url, corine_source=_abs(corine_source),
+                      fluxnet_dir=_abs(fluxnet_dir), engine=engine, lst_source=lst_source,
+                      s2_options=tuple(sorted((s2_options or {}).items())))
+    metas = resolve_sites(sites)
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    if client is not None:
+        return _build_with_client(client, metas, cfg, force, progress)
+    with dask_client(scheduler, n_workers, memory_limit) as c:
+        return _build_with_client(c, metas, cfg, force, progress)
+
+
+def _build_with_client(client: Any, metas: list[SiteMeta], cfg: BuildConfig, force: bool,
+                       progress: ProgressFn | None) -> pd.DataFrame:
+    from distributed import as_completed
+
+    from gpp_cubes.providers import gdal_worker_plugin
+    from gpp_cubes.store import is_complete
+
+    def note(site: str, stage: str, state: str) -> None:
+        if progress is not None:
+            with contextlib.suppress(Exception):  # a display problem never fails a build
+                progress(site, stage, state)
+
+    if progress is not None:
+        def handler(event: Any) -> None:
+            msg = event[1] if isinstance(event, tuple) else event
+            note(msg["site"], msg["stage"], msg["state"])
+        client.subscribe_topic(PROGRESS_TOPIC, handler)
+    client.register_plugin(gdal_worker_plugin())
+
+    rows: dict[str, dict[str, Any]] = {}
+    if force:
+        for m in metas:
+            shutil.rmtree(cfg.out / WORK_DIR / m.site_id, ignore_errors=True)
+        cfg.pca_path().unlink(missing_ok=True)
+        cfg.pca_path().with_suffix(".sites.json").unlink(missing_ok=True)
+    todo = [m for m in metas if force or not is_complete(cfg.site_store(m.site_id))]
+    for m in metas:
+        if m not in todo:
+            rows[m.site_id] = {**_summary_from_store(cfg.site_store(m.site_id)),
+                               "site": m.site_id, "status": "skipped", "error": None}
+            note(m.site_id, "write", "skip")
+
+    # Phase 1: one task per site and sensor, skipping intermediates already complete.
+    stamp = time.time_ns()
+    futures: dict[Any, tuple[SiteMeta, str]] = {}
+    for m in todo:
+        for sensor in SENSORS:
+            if is_complete(cfg.phase1_store(m.site_id, sensor)):
+                for st in SENSOR_STAGES[sensor]:
+                    note(m.site_id, st, "skip")
+                continue
+            fut = client.submit(run_sensor, m, cfg, sensor, pure=False,
+                                key=f"{sensor}-{m.site_id}-{stamp}")
+            futures[fut] = (m, sensor)
+    phase1: dict[str, dict[str, Any]] = {m.site_id: {"site": m.site_id, "status": "ok",
+                                                     "error": None} for m in todo}
+    for fut in as_completed(futures):
+        m, sensor = futures[fut]
+        s = _result(fut, m.site_id, sensor)
+        merged = phase1[m.site_id]
+        if s["status"] == "failed" and merged["status"] != "failed":
+            merged.update(status="failed", error=s["error"])
+        merged.update({k: v for k, v in s.items() if k not in ("status", "error", "stage")})
+    for m in todo:
+        if phase1[m.site_id]["status"] == "failed":
+            rows[m.site_id] = phase1[m.site_id]
+
+    # Phase 2: PCA on every site with S2 results (including already built ones), then sites.
+    with_s2 = [m.site_id for m in metas if is_complete(cfg.phase1_store(m.site_id, "s2"))]
+    need2 = [m for m in todo if m.site_id not in rows]
+    if need2:
+        for m in need2:
+            note(m.site_id, "pca", "start")
+        try:
+            info = client.submit(run_fit_pca, with_s2, cfg, refit=force, pure=False,
+                                 key=f"pca-{stamp}").result()
+            log.info("PCA %s on sites %s", "reused" if info["reused"] else "fitted",
+                     info["sites"])
+            for m in need2:
+                note(m.site_id, "pca", "done")
+        except Exception as err:
+            for m in need2:
+                rows[m.site_id] = {**phase1[m.site_id], "status": "failed",
+                                   "error": f"[pca] {type(err).__name__}: {err}"[:500]}
+                note(m.site_id, "pca", "fail")
+            need2 = []
+    futures2 = {client.submit(run_phase2, m, cfg, pure=False,
+                              key=f"phase2-{m.site_id}-{stamp}"): m for m in need2}
+    for fut in as_completed(futures2):
+        m = futures2[fut]
+        s = _result(fut, m.site_id, "assemble")
+        s = {**phase1[m.site_id], **s}
+        if s["status"] == "ok":
+            s["status"] = "built"
+        rows[m.site_id] = s
+
+    done = [m.site_id for m in metas if rows.get(m.site_id, {}).get("status")
+            in ("built", "skipped")]
+    if done:
+        multi = cfg.out / MULTISITE_NAME
+        if not (is_complete(multi) and _multisite_sites(multi) == done
+                and all(rows[s]["status"] == "skipped" for s in done)):
+            client.submit(run_combine, done, cfg, pure=False, key=f"combine-{stamp}").result()
+    table = pd.DataFrame([{c: rows.get(m.site_id, {}).get(c) for c in TABLE_COLUMNS}
+                          for m in metas], columns=list(TABLE_COLUMNS))
+    table["site"] = [m.site_id for m in metas]
+    (cfg.out / LOG_DIR).mkdir(parents=True, exist_ok=True)
+    table.to_csv(cfg.out / LOG_DIR / "build-summary.csv", index=False)
+    return table
+
+
+def _multisite_sites(path: Path) -> list[str]:
+    import xarray as xr
+
+    try:
+        with xr.open_zarr(path) as ds:
+            return [str(s) for s in ds["site"].values]
+    except Exception:
+        return []
+
+
+def _result(fut: Any, site_id: str, stage: str) -> dict[str, Any]:
+    """A task's summary, or a failure row when the task itself died (e.g. worker killed)."""
+    try:
+        return fut.result()
+    except Exception as err:
+        return {"site": site_id, "status": "failed",
+                "error": f"[{stage}] {type(err).__name__}: {err}"[:500]}
+
+
+def any_failed(table: pd.DataFrame) -> bool:
+    """True if a site of a :func:`build_sites` table failed."""
+    return bool((table["status"] == "failed").any())

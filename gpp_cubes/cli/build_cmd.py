@@ -1,0 +1,180 @@
+"""``gpp build``: build the daily feature cubes of many sites on Dask."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from gpp_cubes.cli.common import ConfigOption, DebugOption, console, guarded, progress_bar
+
+EXAMPLES = """\
+Examples:
+
+  gpp build --demo --out cubes/          # the offline demo world, served for the build
+
+  gpp build --sites DE-Hai,BE-Vie --out /data/cubes --corine /data/clc2018.tif
+  --fluxnet /data/fluxnet --workers 2
+
+  gpp build --sites all --out /shared/cubes --scheduler tcp://10.0.0.5:8786 ...
+"""
+
+
+def _parse_sites(spec: str) -> list[str]:
+    from gpp_cubes.errors import ConfigError
+    from gpp_cubes.sites import study_sites, validate_site_id
+
+    if spec.strip().lower() == "all":
+        sites, message = study_sites()
+        if message:
+            console.print(message)
+        return [s.id for s in sites]
+    ids = [s.strip() for s in spec.split(",") if s.strip()]
+    if not ids:
+        raise ConfigError("--sites is empty; give 'all' or ids like DE-Hai,BE-Vie")
+    return [validate_site_id(s) for s in ids]
+
+
+@contextlib.contextmanager
+def _demo_inputs() -> Iterator[dict[str, Any]]:
+    """Generate (or reuse) the demo world and serve it for the duration of the build."""
+    from gpp_cubes.demo import DemoConfig, default_world_dir, generate_world, serve_world
+
+    world = generate_world(default_world_dir(), DemoConfig())
+    with serve_world(world) as served:
+        yield {"sites": [s.site_id for s in world.sites], "stac_url": served.stac_url,
+               "provider": "custom", "corine_source": str(world.corine_path),
+               "fluxnet_dir": str(world.fluxnet_dir), "start": world.config.start,
+               "end": world.config.end}
+
+
+class _SiteProgress:
+    """Rich progress: one bar per site, one step per build stage done (or skipped)."""
+
+    def __init__(self, progress: Any, site_ids: list[str]) -> None:
+        from gpp_cubes.build import STAGES
+
+        self.progress = progress
+        self.stages = STAGES
+        self.done: dict[str, set[str]] = {s: set() for s in site_ids}
+        self.tasks = {s: progress.add_task(f"{s}: waiting", total=len(STAGES))
+                      for s in site_ids}
+
+    def __call__(self, site: str, stage: str, state: str) -> None:
+        task = self.tasks.get(site)
+        if task is None:
+            return
+        if state == "start":
+            self.progress.update(task, description=f"{site}: {stage}")
+            return
+        if state == "fail":
+            self.progress.update(task, description=f"[red]{site}: failed in {stage}")
+            return
+        if state == "skip" and stage == "write":  # the whole site was complete
+            self.done[site].update(self.stages)
+        self.done[site].add(stage)
+        n = len(self.done[site] & set(self.stages))
+        label = "complete" if n == len(self.stages) else f"{stage} {state}"
+        self.progress.update(task, completed=n, description=f"{site}: {label}")
+
+
+def _print_table(table: Any, out_dir: Path) -> None:
+    t = Table(title=f"feature cubes in {out_dir}")
+    for col in ("site", "status", "S2 found/kept", "S1 found/kept", "LST found/kept",
+                "clear", "GPP valid", "error"):
+        t.add_column(col, overflow="fold")
+
+    def fk(r: Any, a: str) -> str:
+        f, k = r.get(f"{a}_found"), r.get(f"{a}_kept")
+        return "" if f is None or f != f else f"{int(f)}/{int(k)}"
+
+    def pct(v: Any) -> str:
+        return "" if v is None or v != v else f"{100 * float(v):.0f} %"
+
+    for r in table.to_dict("records"):
+        style = {"failed": "red", "built": "green", "skipped": "cyan"}.get(r["status"], "")
+        t.add_row(r["site"], f"[{style}]{r['status']}[/]" if style else str(r["status"]),
+                  fk(r, "s2"), fk(r, "s1"), fk(r, "lst"), pct(r.get("clear_fraction")),
+                  pct(r.get("gpp_valid_fraction")), r.get("error") or "")
+    Console().print(t)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``gpp build`` to the CLI."""
+
+    @app.command(
+        "build",
+        help="Build the daily feature cubes (S2 PCs, S1, LST, clear-sky GHI, GPP) of many "
+             "sites on Dask; resumable, one log per site in OUT/logs/.",
+        epilog=EXAMPLES,
+    )
+    def build_cmd(
+        sites: str | None = typer.Option(
+            None, "--sites", help="'all' (the study set) or ids: DE-Hai,BE-Vie."),
+        demo: bool = typer.Option(
+            False, "--demo", help="Build the demo world's sites (served on 127.0.0.1)."),
+        out: Path = typer.Option(..., "--out", help="Output directory (shared by all "
+                                 "workers when the cluster spans machines)."),
+        scheduler: str | None = typer.Option(
+            None, "--scheduler", help="Existing Dask scheduler, e.g. tcp://host:8786 "
+            "(default: a LocalCluster on this machine)."),
+        workers: int | None = typer.Option(
+            None, "--workers", min=1, help="LocalCluster workers (default: one per core)."),
+        memory_limit: str | None = typer.Option(
+            None, "--memory-limit", help="LocalCluster memory limit per worker, e.g. 3GiB."),
+        force: bool = typer.Option(False, "--force", help="Rebuild complete stores too."),
+        provider: str = typer.Option(
+            "planetary-computer", "--provider",
+            help="planetary-computer, earth-search or custom (with --stac)."),
+        stac: str | None = typer.Option(None, "--stac", help="STAC API URL (any provider)."),
+        corine: str | None = typer.Option(
+            None, "--corine", help="CORINE 2018 raster (path or URL) for the forest mask."),
+        fluxnet: Path | None = typer.Option(
+            None, "--fluxnet", help="Directory of FLUXNET2015-format daily files."),
+        start: str | None = typer.Option(
+            None, "--start", help="First day [default: 2016-01-01, or the demo world's]."),
+        end: str | None = typer.Option(
+            None, "--end", help="Last day [default: 2020-12-31, or the demo world's]."),
+        engine: str = typer.Option("odc", "--engine", help="Raster loader: odc or stackstac."),
+        config: Path | None = ConfigOption,
+        debug: bool = DebugOption,
+    ) -> None:
+        from gpp_cubes.build import any_failed, build_sites
+        from gpp_cubes.errors import ConfigError
+
+        state: dict[str, Any] = {}
+
+        def run() -> None:
+            if demo == (sites is not None):
+                raise ConfigError("give exactly one of --sites and --demo")
+            with contextlib.ExitStack() as stack:
+                if demo:
+                    inputs = stack.enter_context(_demo_inputs())
+                else:
+                    inputs = {"sites": _parse_sites(sites or ""),
+                              "stac_url": stac, "provider": provider,
+                              "corine_source": corine,
+                              "fluxnet_dir": str(fluxnet) if fluxnet else None,
+                              "start": "2016-01-01", "end": "2020-12-31"}
+                with progress_bar() as bar:
+                    show = _SiteProgress(bar, list(inputs["sites"]))
+                    table = build_sites(
+                        inputs["sites"], out, start=start or inputs["start"],
+                        end=end or inputs["end"],
+                        provider=inputs["provider"], stac_url=inputs["stac_url"],
+                        corine_source=inputs["corine_source"],
+                        fluxnet_dir=inputs["fluxnet_dir"], scheduler=scheduler,
+                        n_workers=workers, memory_limit=memory_limit, force=force,
+                        progress=show, engine=engine)
+            _print_table(table, out)
+            state["failed"] = any_failed(table)
+
+        guarded(run, debug=debug, stage="build")
+        if state.get("failed"):
+            console.print(f"[bold red]some sites failed[/]; see {out}/logs/<SITE>.log")
+            raise typer.Exit(code=1)
