@@ -187,3 +187,24 @@ def test_train_model_notebook(tmp_path: Path, demo_dir: Path,
     lstm, seasonal = got["scores"]["LSTM"]["DE-Hai"], got["scores"]["seasonal cycle"]["DE-Hai"]
     # the planted 2020 drought is invisible to a climatology but not to the LSTM's inputs
     assert 0 < lstm < seasonal
+
+
+@pytest.mark.network
+@pytest.mark.skipif(not os.environ.get("GPP_NETWORK_TESTS"),
+                    reason="reads Planetary Computer; set GPP_NETWORK_TESTS=1 to run")
+def test_site_extraction_on_planetary_computer(tmp_path: Path) -> None:  # pragma: no cover
+    """The one-line switch: the same notebook against the real archive (one summer month)."""
+    nb = jupytext.read(NOTEBOOKS / "site_extraction.py")
+    for cell in nb.cells:
+        if cell.source.startswith("STAC = "):
+            cell.source = cell.source.replace('STAC = "demo"', 'STAC = "planetary-computer"')
+            cell.source = cell.source.replace('"2018-01-01", "2018-12-31"',
+                                              '"2018-07-01", "2018-07-31"')
+    nb.cells.append(nbformat.v4.new_code_cell(
+        "print('GPP-TEST-REPORT', cube.attrs['stac_endpoint'], cube.sizes['time'])"))
+    nbclient.NotebookClient(nb, timeout=1800, kernel_name="python3",
+                            resources={"metadata": {"path": str(tmp_path)}}).execute()
+    text = "".join(o.get("text", "") for o in nb.cells[-1].outputs)
+    _, endpoint, n_time = text.split()[:3]
+    assert "planetarycomputer" in endpoint and int(n_time) > 0
+    assert figures(nb) == 4
