@@ -79,7 +79,7 @@ def _wait(url: str, proc: subprocess.Popen, name: str, timeout: float = 30.0) ->
     last: Exception | None = None
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+            err = _log_tail(proc)
             raise StacError(f"{name} exited with code {proc.returncode} before answering "
                             f"{url}: {err.strip()[-2000:]}")
         try:
@@ -101,15 +101,25 @@ def _stop(proc: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=5)
-    for stream in (proc.stdout, proc.stderr):
-        if stream:
-            stream.close()
+    _LOGS.pop(proc.pid, None)
 
 
-def _start(args: list[str], cwd: Path | None = None) -> subprocess.Popen:
-    return subprocess.Popen(args, cwd=cwd, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            start_new_session=True)
+_LOGS: dict[int, Path] = {}
+
+
+def _log_tail(proc: subprocess.Popen) -> str:
+    log = _LOGS.get(proc.pid)
+    return log.read_text(errors="replace") if log and log.exists() else ""
+
+
+def _start(args: list[str], log: Path, cwd: Path | None = None) -> subprocess.Popen:
+    # The servers log one line per request: send it to a file, never to an undrained pipe
+    # (a full pipe buffer blocks the server after a few hundred requests).
+    with open(log, "wb") as sink:
+        proc = subprocess.Popen(args, cwd=cwd, stdin=subprocess.DEVNULL, stdout=sink,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    _LOGS[proc.pid] = log
+    return proc
 
 
 def write_served_items(world: World, files_url: str, stac_url: str, out: Path) -> list[Path]:
@@ -167,11 +177,11 @@ def serve_world(world: World, *, timeout: float = 60.0) -> Iterator[ServedWorld]
         files_url = f"http://127.0.0.1:{files_port}"
         stac_url = f"http://127.0.0.1:{stac_port}"
         files = _start([sys.executable, "-m", "RangeHTTPServer", str(files_port),
-                        "--bind", "127.0.0.1"], cwd=world.root)
+                        "--bind", "127.0.0.1"], tmp / "files.log", cwd=world.root)
         stack.callback(_stop, files)
         paths = write_served_items(world, files_url, stac_url, tmp)
         stac = _start([_rustac(), "serve", "--addr", f"127.0.0.1:{stac_port}",
-                       *map(str, paths)])
+                       *map(str, paths)], tmp / "stac.log")
         stack.callback(_stop, stac)
         _wait(f"{files_url}/{MARKER}", files, "the file server (RangeHTTPServer)", timeout)
         _wait(f"{stac_url}/collections", stac, "the STAC API (rustac serve)", timeout)
