@@ -354,9 +354,12 @@ def run_sensor(meta: SiteMeta, cfg: BuildConfig, sensor: str) -> dict[str, Any]:
                      cfg.end, cfg.provider, cfg.stac_url or "")
             ds, prov = _sensor_dataset(sensor, meta, cfg, summary)
             summary[f"seconds_{sensor}"] = round(time.perf_counter() - t0, 2)
+            log.info("%s: %s took %.1f s", sid, sensor, summary[f"seconds_{sensor}"])
             write_zarr_atomic(ds, cfg.phase1_store(sid, sensor), provenance={
                 "site_id": sid, "sensor": sensor, "parameters": cfg.provenance_params(),
-                "summary": {k: v for k, v in summary.items() if k != "stage"}, **prov})
+                # run times stay in the log, so equal inputs give byte-equal stores
+                "summary": {k: v for k, v in summary.items()
+                            if k != "stage" and not k.startswith("seconds_")}, **prov})
         except Exception as err:  # one site failing must not stop the others
             _fail(summary, sid, err)
     return summary
