@@ -6,46 +6,15 @@ within a few minutes on 2 cores.
 
 from __future__ import annotations
 
-import contextlib
-import subprocess
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
 BUILD_START, BUILD_END = "2018-01-01", "2018-12-31"
 
 
-@contextlib.contextmanager
-def quiet_servers() -> Iterator[None]:
-    """Start the demo servers with stderr discarded.
-
-    Workaround: ``gpp_cubes.demo.serve._start`` gives the servers ``stderr=PIPE`` and nobody
-    reads it; RangeHTTPServer logs every request there, so after ~500 requests the pipe is
-    full and every server thread blocks (a whole-site build hangs). Remove once fixed there.
-    """
-    import gpp_cubes.demo.serve as serve
-
-    def _start(args: list[str], cwd: Path | None = None) -> subprocess.Popen:
-        return subprocess.Popen(args, cwd=cwd, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                start_new_session=True)
-
-    original = serve._start
-    serve._start = _start
-    try:
-        yield
-    finally:
-        serve._start = original
-
-
 @pytest.fixture(scope="session")
-def build_served(demo_world):
-    """The session's demo world, served for the build tests."""
-    from gpp_cubes.demo import serve_world
-
-    with quiet_servers(), serve_world(demo_world) as served:
-        yield served
+def build_served(served_demo):
+    """The session's demo world, served on 127.0.0.1."""
+    return served_demo
 
 
 def build_kwargs(served) -> dict:
