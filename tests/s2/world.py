@@ -200,3 +200,39 @@ def serve(root: Path, items: list[pystac.Item], fport: int,
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(p.pid, signal.SIGTERM)
             p.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def serve_demo(world):
+    """Serve a :class:`gpp_cubes.demo.World` like ``gpp_cubes.demo.serve_world``, quietly.
+
+    ``serve_world`` pipes the servers' stderr without reading it: RangeHTTPServer logs one
+    line per request, and after ~64 KiB (a few hundred reads) the pipe is full and the file
+    server blocks forever. Here both servers write their logs to /dev/null. Yields
+    ``(stac_url, files_url)``.
+    """
+    import tempfile
+
+    from gpp_cubes.demo.serve import write_served_items
+
+    fport, sport = free_port(), free_port()
+    files_url, stac_url = f"http://127.0.0.1:{fport}", f"http://127.0.0.1:{sport}"
+    procs = []
+    with tempfile.TemporaryDirectory(prefix="gpp-s2-serve-") as tmp:
+        try:
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "RangeHTTPServer", str(fport), "--bind", "127.0.0.1"],
+                cwd=world.root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                start_new_session=True))
+            paths = write_served_items(world, files_url, stac_url, Path(tmp))
+            procs.append(subprocess.Popen(
+                ["rustac", "serve", "--addr", f"127.0.0.1:{sport}", *map(str, paths)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
+            _wait(fport)
+            _wait(sport)
+            yield stac_url, files_url
+        finally:
+            for p in procs:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(p.pid, signal.SIGTERM)
+                p.wait(timeout=10)
