@@ -65,6 +65,7 @@ PCA_FILE = "pca.json"
 #: Stages reported to the progress callback, in order.
 STAGES = ("forest", "s2", "s1", "lst", "clearsky", "gpp", "pca", "assemble", "write")
 #: Stages covered by one phase-1 task (a skipped task skips all of them).
+SENSOR_PRIORITY = {"s2": 30, "lst": 20, "s1": 10, "target": 0}
 SENSOR_STAGES = {"s2": ("s2",), "s1": ("forest", "s1"), "lst": ("lst",),
                  "target": ("clearsky", "gpp")}
 
@@ -789,8 +790,10 @@ def _build_with_client(client: Any, metas: list[SiteMeta], cfg: BuildConfig, for
                 for st in SENSOR_STAGES[sensor]:
                     note(m.site_id, st, "skip")
                 continue
+            # Longest tasks first (S2 > LST > S1 > target): better balance across workers.
             fut = client.submit(run_sensor, m, cfg, sensor, pure=False,
-                                key=f"{sensor}-{m.site_id}-{stamp}")
+                                key=f"{sensor}-{m.site_id}-{stamp}",
+                                priority=SENSOR_PRIORITY[sensor])
             futures[fut] = (m, sensor)
     phase1: dict[str, dict[str, Any]] = {m.site_id: {"site": m.site_id, "status": "ok",
                                                      "error": None} for m in todo}

@@ -1,0 +1,86 @@
+"""Benchmark: the demo batch build on 1 and on 2 Dask workers, in the same run.
+
+Prints the wall time of each, the speed-up (target >= 1.6x on 2 cores) and the peak resident
+memory of each worker process. The demo world is generated (cached) and served first; a
+warm-up build fills the OS and granule-metadata caches so neither timed run pays for them;
+the LocalCluster is started before the clock starts (its start-up is printed separately).
+
+Usage::
+
+    python benchmarks/bench_build.py            # the test-suite world: 3 sites, 2018-2020
+    python benchmarks/bench_build.py --full     # the `gpp demo` world: 3 sites, 2016-2020
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+
+def _peak_rss() -> int:
+    """Peak resident set size of this process [bytes] (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def timed_build(n_workers: int, out: Path, sites: list[str], kwargs: dict) -> dict:
+    from gpp_cubes.build import build_sites, dask_client
+
+    t0 = time.perf_counter()
+    with dask_client(n_workers=n_workers) as client:
+        started = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        table = build_sites(sites, out, client=client, **kwargs)
+        wall = time.perf_counter() - t1
+        peaks = client.run(_peak_rss)
+    if (table["status"] != "built").any():
+        raise SystemExit(f"build failed:\n{table.to_string()}")
+    return {"workers": n_workers, "wall_s": wall, "startup_s": started,
+            "peak_rss_mib": sorted(v / 2**20 for v in peaks.values())}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--full", action="store_true", help="the 5-year `gpp demo` world")
+    parser.add_argument("--world-dir", type=Path, default=None,
+                        help="where the demo world is cached (default: a temp dir)")
+    args = parser.parse_args()
+
+    from gpp_cubes.demo import DemoConfig, generate_world, serve_world
+
+    if args.full:
+        config = DemoConfig()
+    else:  # the world of the test suite (tests/demo_fixtures.py)
+        config = DemoConfig(sites=("DE-Hai", "BE-Vie", "FI-Var"), start="2018-01-01",
+                            end="2020-12-31", seed=0, s2_revisit_days=20,
+                            s1_revisit_days=24, modis_step_days=16)
+    tmp = Path(tempfile.mkdtemp(prefix="gpp-bench-build-"))
+    world_dir = args.world_dir or tmp / "world"
+    try:
+        t = time.perf_counter()
+        world = generate_world(world_dir, config)
+        print(f"demo world: {len(world.sites)} sites, {config.start}..{config.end} "
+              f"(ready in {time.perf_counter() - t:.1f} s)")
+        sites = [s.site_id for s in world.sites]
+        with serve_world(world) as served:
+            kwargs = {"start": config.start, "end": config.end, "provider": "custom",
+                      "stac_url": served.stac_url, "corine_source": str(world.corine_path),
+                      "fluxnet_dir": str(world.fluxnet_dir)}
+            warm = timed_build(2, tmp / "warm-up", sites, kwargs)
+            print(f"warm-up (2 workers, untimed): {warm['wall_s']:.1f} s")
+            runs = [timed_build(n, tmp / f"out-{n}", sites, kwargs) for n in (1, 2)]
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"{'workers':>7} {'wall [s]':>9} {'cluster start [s]':>18}  peak RSS per worker [MiB]")
+    for r in runs:
+        rss = ", ".join(f"{v:.0f}" for v in r["peak_rss_mib"])
+        print(f"{r['workers']:>7} {r['wall_s']:>9.1f} {r['startup_s']:>18.1f}  {rss}")
+    speedup = runs[0]["wall_s"] / runs[1]["wall_s"]
+    print(f"speed-up 2 vs 1 workers: {speedup:.2f}x (target >= 1.6x on 2 cores)")
+
+
+if __name__ == "__main__":
+    main()
