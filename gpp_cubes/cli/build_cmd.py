@@ -53,7 +53,7 @@ def _demo_inputs() -> Iterator[dict[str, Any]]:
                "end": world.config.end}
 
 
-class _SiteProgress:
+class SiteProgress:
     """Rich progress: one bar per site, one step per build stage done (or skipped)."""
 
     def __init__(self, progress: Any, site_ids: list[str]) -> None:
@@ -83,7 +83,7 @@ class _SiteProgress:
         self.progress.update(task, completed=n, description=f"{site}: {label}")
 
 
-def _print_table(table: Any, out_dir: Path) -> None:
+def print_build_table(table: Any, out_dir: Path) -> None:
     t = Table(title=f"feature cubes in {out_dir}")
     for col in ("site", "status", "S2 found/kept", "S1 found/kept", "LST found/kept",
                 "clear", "GPP valid", "error"):
@@ -162,7 +162,7 @@ def register(app: typer.Typer) -> None:
                               "fluxnet_dir": str(fluxnet) if fluxnet else None,
                               "start": "2016-01-01", "end": "2020-12-31"}
                 with progress_bar() as bar:
-                    show = _SiteProgress(bar, list(inputs["sites"]))
+                    show = SiteProgress(bar, list(inputs["sites"]))
                     table = build_sites(
                         inputs["sites"], out, start=start or inputs["start"],
                         end=end or inputs["end"],
@@ -171,7 +171,7 @@ def register(app: typer.Typer) -> None:
                         fluxnet_dir=inputs["fluxnet_dir"], scheduler=scheduler,
                         n_workers=workers, memory_limit=memory_limit, force=force,
                         progress=show, engine=engine)
-            _print_table(table, out)
+            print_build_table(table, out)
             state["failed"] = any_failed(table)
 
         guarded(run, debug=debug, stage="build")

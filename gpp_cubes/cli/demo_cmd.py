@@ -9,6 +9,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
+from gpp_cubes.cli.build_cmd import SiteProgress, print_build_table
 from gpp_cubes.cli.common import ConfigOption, DebugOption, console, guarded, progress_bar
 
 DEMO_HELP = """Run the whole chain offline on the embedded demo world.
@@ -39,16 +40,6 @@ def _world_config(sites: int, seed: int, quick: bool) -> Any:
     return DemoConfig(sites=tuple(names[:sites]), seed=seed, **coarse)
 
 
-def _summary_table(table: Any) -> Table:
-    out = Table(title="Feature cubes")
-    for col in table.columns:
-        out.add_column(str(col))
-    for _, row in table.iterrows():
-        out.add_row(*("" if v is None else f"{v:.3g}" if isinstance(v, float) else str(v)
-                      for v in row.to_list()))
-    return out
-
-
 def _run_demo(out: Path, sites: int, seed: int, quick: bool, workers: int | None,
               force: bool) -> dict[str, Path]:
     from gpp_cubes.build import any_failed, build_sites
@@ -64,22 +55,17 @@ def _run_demo(out: Path, sites: int, seed: int, quick: bool, workers: int | None
 
     cubes = out / "cubes"
     console.print("[bold]2/4[/] serving the world on 127.0.0.1 and building the feature cubes")
+    site_ids = [s.site_id for s in world.sites]
     with serve_world(world) as served, progress_bar() as progress:
         console.print(f"    STAC API {served.stac_url}  files {served.files_url}")
-        tasks: dict[str, Any] = {}
-
-        def on_progress(site_id: str, stage: str, state: str) -> None:
-            if site_id not in tasks:
-                tasks[site_id] = progress.add_task(site_id, total=None)
-            progress.update(tasks[site_id], description=f"{site_id}: {stage} {state}")
-
+        # the demo world mimics Planetary Computer: only the URL differs
         table = build_sites(
-            [s.site_id for s in world.sites], cubes,
+            site_ids, cubes, start=config.start, end=config.end,
             stac_url=served.stac_url, provider="planetary-computer",
             corine_source=str(world.corine_path), fluxnet_dir=str(world.fluxnet_dir),
-            n_workers=workers, force=force, progress=on_progress,
+            n_workers=workers, force=force, progress=SiteProgress(progress, site_ids),
         )
-    console.print(_summary_table(table))
+    print_build_table(table, cubes)
     if any_failed(table):
         raise BuildError("some demo sites failed to build; see the table above and "
                          f"the logs in {cubes / 'logs'}")
