@@ -16,6 +16,7 @@ import platform
 import re
 import shutil
 import uuid
+import warnings
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -126,8 +127,18 @@ def write_zarr_atomic(ds: xr.Dataset, path: str | Path, *, provenance: dict[str,
     out.attrs = dict(ds.attrs)
     out.attrs["provenance"] = json.dumps(scrub_secrets(provenance), sort_keys=True,
                                          default=str)
+    # Fixed-width numpy strings have no zarr v3 data-type spec (other readers may fail on
+    # them); variable-length UTF-8 does.
+    for name, var in list(out.variables.items()):
+        if var.dtype.kind == "U":
+            out[name] = var.astype(object)
     try:
-        out.to_zarr(tmp, mode="w", zarr_format=3, consolidated=True, encoding=encoding)
+        with warnings.catch_warnings():
+            # Consolidated metadata is what makes remote (cloud) opens fast; zarr-python
+            # warns that v3 has not standardised it yet, which users can do nothing about.
+            warnings.filterwarnings("ignore", message="Consolidated metadata",
+                                    category=UserWarning)
+            out.to_zarr(tmp, mode="w", zarr_format=3, consolidated=True, encoding=encoding)
         with xr.open_zarr(tmp, consolidated=True) as back:
             problems = [name for name, var in out.variables.items()
                         if name not in back.variables
