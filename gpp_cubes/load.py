@@ -139,7 +139,7 @@ def load_items(
     groupby: Literal["solar_day", "id"] = "solar_day",
     resampling: str = "nearest",
     properties: Sequence[str] = (),
-    precheck: bool = True,
+    precheck: bool | Literal["assets"] = True,
     max_failed_fraction: float = 0.2,
     site_id: str | None = None,
     gdal_env: Mapping[str, str] | None = None,
@@ -171,8 +171,11 @@ def load_items(
     properties : sequence of str
         Item properties attached as time coordinates (first item of each step), e.g.
         ``["s2:processing_baseline"]``.
-    precheck : bool, default True
-        Open every asset before the load and drop unreadable items (see module docs).
+    precheck : bool or "assets", default True
+        True: open every asset before the load and drop unreadable items (see module
+        docs). ``"assets"``: only check that the band assets exist (no I/O; a read error
+        then raises at compute time, for callers that drop failing scenes themselves, as
+        :func:`gpp_cubes.s2.s2_features` does). False: no check.
     max_failed_fraction : float, default 0.2
         Fail the site when more than this fraction of its items was dropped.
     site_id : str, optional
@@ -204,7 +207,15 @@ def load_items(
         items = [sign(it) for it in items]
     report = LoadReport()
     good: list[pystac.Item] = list(items)
-    if precheck and good:
+    if precheck == "assets":
+        for it in good:
+            missing = [b for b in bands if b not in it.assets]
+            if missing:
+                why = f"asset {missing[0]!r} missing"
+                log.warning("%s: dropping STAC item %s: %s", where, it.id, why)
+                report.dropped[it.id] = why
+        good = [it for it in good if it.id not in report.dropped]
+    elif precheck and good:
         with ThreadPoolExecutor(max_workers=min(16, len(good))) as pool:
             reasons = list(pool.map(lambda it: check_item(it, bands, env), good))
         for it, why in zip(list(good), reasons, strict=True):

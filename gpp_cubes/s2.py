@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -174,13 +175,45 @@ def s2_cube(
     ------
     EmptySearchError, BuildError, SiteError
     """
-    import xarray as xr
+    prep = _prepare(site_or_latlon, start, end, provider=provider, stac_url=stac_url,
+                    nbar=nbar, max_cloud=max_cloud, radius_m=radius_m, cache_dir=cache_dir,
+                    max_failed_fraction=max_failed_fraction, items=items, grid=grid)
+    raw = _load(prep, bands, engine, chunks, precheck=True,
+                max_failed_fraction=max_failed_fraction)
+    c = None
+    if nbar:
+        from gpp_cubes.nbar import BRDF_BANDS, c_factor_cube
 
-    from gpp_cubes.cloud import SCL_INVALID, cloud_masks
+        brdf = [b for b in BRDF_BANDS if b in bands]
+        tchunks = raw[bands[0]].chunks[0] if raw[bands[0]].chunks else None
+        c = c_factor_cube(_mtd_paths(raw, prep), prep.grid, brdf, time_chunks=tchunks)
+    forest, forest_src = _forest(prep, corine)
+    return _assemble(raw, prep, bands, c, forest, forest_src, cloud_mask=cloud_mask,
+                     cloud_model=cloud_model, snow=snow, nbar=nbar, radius_m=radius_m,
+                     engine=engine, max_failed_fraction=max_failed_fraction)
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """What the cube of a site needs before loading pixels (search, granule metadata)."""
+
+    site_id: str | None
+    lat: float
+    lon: float
+    grid: SiteGrid
+    endpoint: str
+    items: list[Any]
+    n_all: int
+    dropped: dict[str, str]
+    mtd: dict[str, Path]
+
+
+def _prepare(site_or_latlon: Any, start: str, end: str, *, provider: str | None,
+             stac_url: str | None, nbar: bool, max_cloud: float | None, radius_m: float,
+             cache_dir: str | Path | None, max_failed_fraction: float,
+             items: Sequence[Any] | None, grid: SiteGrid | None) -> _Prepared:
     from gpp_cubes.grid import site_grid
-    from gpp_cubes.load import LoadReport, load_items
     from gpp_cubes.providers import resolve_provider
-    from gpp_cubes.reduce import radial_mask
     from gpp_cubes.search import _public_url, search_items
 
     site_id, lat, lon = _resolve_site(site_or_latlon)
@@ -203,12 +236,56 @@ def s2_cube(
     if n_all and len(dropped) / n_all > max_failed_fraction:
         raise BuildError(f"site {site_id!r}: {len(dropped)} of {n_all} scenes without "
                          f"granule metadata; first: {next(iter(dropped.values()))}")
-    load_bands = [*bands, "SCL"]
-    raw = load_items(items, load_bands, grid, engine=engine, chunks=chunks,
-                     properties=["s2:processing_baseline"], site_id=site_id,
-                     max_failed_fraction=max_failed_fraction)
+    return _Prepared(site_id, lat, lon, grid, _public_url(prov.url), items, n_all, dropped,
+                     mtd)
+
+
+def _load(prep: _Prepared, bands: Sequence[str], engine: str,
+          chunks: dict[str, int] | None, *, precheck: bool | str,
+          max_failed_fraction: float, items: Sequence[Any] | None = None) -> xr.Dataset:
+    from gpp_cubes.load import load_items
+
+    return load_items(prep.items if items is None else items, [*bands, "SCL"], prep.grid,
+                      engine=engine, chunks=chunks,  # type: ignore[arg-type]
+                      properties=["s2:processing_baseline"], site_id=prep.site_id,
+                      precheck=precheck,  # type: ignore[arg-type]
+                      max_failed_fraction=max_failed_fraction)
+
+
+def _mtd_paths(raw: xr.Dataset, prep: _Prepared) -> list[Path]:
+    # The c-factor of a (mosaicked) time step comes from its first scene.
+    return [prep.mtd[str(s).split(" ")[0]] for s in raw["items"].values]
+
+
+def _forest(prep: _Prepared, corine: Any) -> tuple[xr.DataArray, str]:
+    import xarray as xr
+
+    grid = prep.grid
+    if corine is not None:
+        from gpp_cubes.forest import forest_mask
+
+        return forest_mask(grid, corine, site_id=prep.site_id), "CORINE 2018 (311, 312, 313)"
+    return xr.DataArray(np.ones(grid.shape, bool), dims=("y", "x"),
+                        coords={"y": grid.y, "x": grid.x}, name="forest"), "none"
+
+
+def _assemble(raw: xr.Dataset, prep: _Prepared, bands: Sequence[str], c: xr.DataArray | None,
+              forest: xr.DataArray, forest_src: str, *, cloud_mask: str, cloud_model: Any,
+              snow: bool, nbar: bool, radius_m: float, engine: str,
+              max_failed_fraction: float, extra_dropped: dict[str, str] | None = None
+              ) -> xr.Dataset:
+    """Reflectance, masks, NBAR and circle on loaded DN (lazy or in memory alike)."""
+    import xarray as xr
+
+    from gpp_cubes.cloud import SCL_INVALID, cloud_masks
+    from gpp_cubes.load import LoadReport
+    from gpp_cubes.nbar import apply_c_factor
+    from gpp_cubes.reduce import radial_mask
+
+    site_id, grid, n_all = prep.site_id, prep.grid, prep.n_all
     rep = LoadReport(json.loads(raw.attrs["stac_items"]),
-                     {**dropped, **json.loads(raw.attrs["dropped_items"])})
+                     {**prep.dropped, **json.loads(raw.attrs["dropped_items"]),
+                      **(extra_dropped or {})})
     if n_all and len(rep.dropped) / n_all > max_failed_fraction:
         raise BuildError(f"site {site_id!r}: {len(rep.dropped)} of {n_all} scenes failed")
 
@@ -224,38 +301,29 @@ def s2_cube(
         snow_m = fmask_snow(ds["B03"], ds["B08"], ds["B11"])
     else:
         snow_m = xr.zeros_like(valid)
-    if nbar:
-        from gpp_cubes.nbar import BRDF_BANDS, apply_c_factor, c_factor_cube
-
-        first = [str(s).split(" ")[0] for s in ds["items"].values]
-        brdf = [b for b in BRDF_BANDS if b in bands]
-        c = c_factor_cube([mtd[i] for i in first], grid, brdf)
-        c = c.chunk({"time": ds[bands[0]].chunks[0] if ds[bands[0]].chunks else 1})
+    if c is not None:
         ds = apply_c_factor(ds, c)
-    if corine is not None:
-        from gpp_cubes.forest import forest_mask
-
-        forest = forest_mask(grid, corine, site_id=site_id)
-        forest_src = "CORINE 2018 (311, 312, 313)"
-    else:
-        forest = xr.DataArray(np.ones(grid.shape, bool), dims=("y", "x"),
-                              coords={"y": grid.y, "x": grid.x}, name="forest")
-        forest_src = "none"
     forest = forest.assign_coords(y=ds.y, x=ds.x)
     buffer = radial_mask(grid, radius_m).assign_coords(y=ds.y, x=ds.x)
     clear = valid & ~cloud & ~shadow & ~snow_m & forest & buffer
     out = ds[list(bands)].assign(
         SCL=scl.astype(np.uint8), cloud=cloud.astype(bool), shadow=shadow.astype(bool),
         snow=snow_m.astype(bool), valid=valid, forest=forest, buffer=buffer, clear=clear)
-    out.attrs = {
-        "site_id": site_id or "", "latitude": lat, "longitude": lon,
-        "crs": f"EPSG:{grid.epsg}", **rep.to_attrs(), "n_items_found": n_all,
+    out.attrs = _attrs(prep, rep, cloud_mask=cloud_mask, snow=snow, nbar=nbar,
+                       forest_src=forest_src, radius_m=radius_m, engine=engine)
+    return out
+
+
+def _attrs(prep: _Prepared, rep: Any, *, cloud_mask: str, snow: bool, nbar: bool,
+           forest_src: str, radius_m: float, engine: str) -> dict[str, Any]:
+    return {
+        "site_id": prep.site_id or "", "latitude": prep.lat, "longitude": prep.lon,
+        "crs": f"EPSG:{prep.grid.epsg}", **rep.to_attrs(), "n_items_found": prep.n_all,
         "cloud_mask": cloud_mask, "snow_mask": "Fmask v3.2 spectral test" if snow else "none",
         "nbar": "c-factor, sen2nbar (Roy et al. 2017)" if nbar else "none",
         "forest_mask": forest_src, "radius_m": radius_m, "engine": engine,
-        "stac_endpoint": _public_url(prov.url), "collection": COLLECTION,
+        "stac_endpoint": prep.endpoint, "collection": COLLECTION,
     }
-    return out
 
 
 def reduce_cube(cube: xr.Dataset, bands: Sequence[str] = S2_BANDS, *, block: int = 16,
@@ -339,6 +407,102 @@ def reduce_cube(cube: xr.Dataset, bands: Sequence[str] = S2_BANDS, *, block: int
     return out, failed
 
 
+def _stream_means(site_or_latlon: Any, start: str, end: str, *, block: int,
+                  min_fraction: float, read_threads: int, max_failed_fraction: float,
+                  provider: str | None = "planetary-computer", stac_url: str | None = None,
+                  cloud_mask: str = "scl", cloud_model: Any = None, engine: str = "odc",
+                  corine: Any = None, nbar: bool = True, snow: bool = True,
+                  max_cloud: float | None = None, radius_m: float = 1000.0,
+                  bands: Sequence[str] = S2_BANDS, chunks: dict[str, int] | None = None,
+                  cache_dir: str | Path | None = None, items: Sequence[Any] | None = None,
+                  grid: SiteGrid | None = None) -> tuple[xr.Dataset, dict[str, Any]]:
+    """Mean reflectance per kept time step, streaming blocks of time steps (s2_features)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import dask
+    import xarray as xr
+
+    from gpp_cubes.load import LoadReport, _grid_lon, _group
+    from gpp_cubes.nbar import BRDF_BANDS, c_factor_block
+
+    bands = list(bands)
+    prep = _prepare(site_or_latlon, start, end, provider=provider, stac_url=stac_url,
+                    nbar=nbar, max_cloud=max_cloud, radius_m=radius_m, cache_dir=cache_dir,
+                    max_failed_fraction=max_failed_fraction, items=items, grid=grid)
+    forest, forest_src = _forest(prep, corine)
+    brdf = [b for b in BRDF_BANDS if b in bands]
+    groups = _group(prep.items, _grid_lon(prep.grid)) if prep.items else []
+    blocks = [groups[i:i + block] for i in range(0, len(groups), block)]
+    sub = max(1, min(4, block))  # odc-stac time chunk: several read tasks per band
+    kw = dict(cloud_mask=cloud_mask, cloud_model=cloud_model, snow=snow, nbar=nbar,
+              radius_m=radius_m, engine=engine, max_failed_fraction=1.0)
+
+    def one(gs: list[list[Any]]) -> tuple[xr.Dataset, list[str], dict[str, str]]:
+        its = [it for g in gs for it in g]
+        raw = _load(prep, bands, engine, {"time": sub, **(chunks or {})}, precheck="assets",
+                    max_failed_fraction=1.0, items=its)
+        with dask.config.set(scheduler="threads", num_workers=read_threads):
+            raw = raw.compute()
+        c = None
+        if nbar:
+            vals = c_factor_block(_mtd_paths(raw, prep), prep.grid, brdf)
+            c = xr.DataArray(vals, dims=("time", "band", "y", "x"),
+                             coords={"band": brdf, "y": prep.grid.y, "x": prep.grid.x})
+        cube = _assemble(raw, prep, bands, c, forest, forest_src, **kw)
+        means, _ = reduce_cube(cube, bands, block=len(gs), min_fraction=min_fraction)
+        return means, json.loads(raw.attrs["stac_items"]), json.loads(raw.attrs["dropped_items"])
+
+    def run(gs: list[list[Any]]) -> list[tuple[xr.Dataset | None, list[str], dict[str, str]]]:
+        try:
+            return [one(gs)]
+        except BuildError:
+            raise
+        except Exception:  # find the failing time steps one by one
+            if len(gs) == 1:
+                raise
+            res: list[tuple[xr.Dataset | None, list[str], dict[str, str]]] = []
+            for g in gs:
+                try:
+                    res.append(one([g]))
+                except BuildError:
+                    raise
+                except Exception as err:
+                    why = f"read failed: {type(err).__name__}: {str(err)[:200]}"
+                    log.warning("site %s: dropping time step of %s: %s", prep.site_id,
+                                " ".join(it.id for it in g), why)
+                    res.append((None, [], {it.id: why for it in g}))
+            return res
+
+    def run_single(gs: list[list[Any]]) -> list[tuple[xr.Dataset | None, list[str],
+                                                      dict[str, str]]]:
+        try:
+            return run(gs)
+        except BuildError:
+            raise
+        except Exception as err:  # a one-step block that failed
+            why = f"read failed: {type(err).__name__}: {str(err)[:200]}"
+            return [(None, [], {it.id: why for g in gs for it in g})]
+
+    parts: list[xr.Dataset] = []
+    used: list[str] = []
+    dropped: dict[str, str] = {}
+    # Two blocks in flight: the reads of one overlap the CPU work of the other; memory
+    # stays bounded by two blocks whatever the number of years.
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for res in pool.map(run_single, blocks):
+            for means, u, d in res:
+                if means is not None:
+                    parts.append(means)
+                used.extend(u)
+                dropped.update(d)
+    rep = LoadReport(used, {**prep.dropped, **dropped})
+    if not parts:
+        raise BuildError(f"site {prep.site_id!r}: no readable Sentinel-2 time step")
+    means = xr.concat(parts, dim="time") if len(parts) > 1 else parts[0]
+    return means, _attrs(prep, rep, cloud_mask=cloud_mask, snow=snow, nbar=nbar,
+                         forest_src=forest_src, radius_m=radius_m, engine=engine)
+
+
 def s2_features(
     site_or_latlon: str | tuple[float, float] | Any,
     start: str,
@@ -348,6 +512,8 @@ def s2_features(
     min_fraction: float = 0.01,
     block: int = 16,
     max_failed_fraction: float = 0.2,
+    stream: bool = True,
+    read_threads: int = 8,
     **cube_kwargs: Any,
 ) -> xr.Dataset:
     """Per-site Sentinel-2 features: mean NBAR over clear forest pixels and spectral indices.
@@ -361,9 +527,17 @@ def s2_features(
     min_fraction : float, default 0.01
         Minimum clear forest fraction in the circle for a time step to be kept [1].
     block : int, default 16
-        Time steps reduced together (memory bound).
+        Time steps loaded and reduced together (memory: ~block x 13 bands x pixels x 6
+        bytes per block in flight, independent of the number of years).
     max_failed_fraction : float, default 0.2
         Fail the site when more than this fraction of its scenes failed.
+    stream : bool, default True
+        Fast path: load a block of time steps at a time (reads of the next block overlap
+        the masks, NBAR and means of the current one), with one batched c-factor call per
+        block; a block that fails to read is retried time step by time step and only the
+        failing steps are dropped. False: reduce the lazy :func:`s2_cube` (same values).
+    read_threads : int, default 8
+        Threads reading COGs in the fast path (I/O bound: more than the cores).
     **cube_kwargs
         Passed to :func:`s2_cube` (provider, stac_url, cloud_mask, engine, corine, ...).
 
@@ -379,24 +553,32 @@ def s2_features(
     from gpp_cubes.indices import compute_indices
     from gpp_cubes.store import provenance_base
 
-    cube = s2_cube(site_or_latlon, start, end, max_failed_fraction=max_failed_fraction,
-                   **cube_kwargs)
-    bands = [b for b in S2_BANDS if b in cube]
-    means, failed = reduce_cube(cube, bands, block=block, min_fraction=min_fraction)
-    used = [i for i in json.loads(cube.attrs["stac_items"]) if i not in failed]
-    dropped = {**json.loads(cube.attrs["dropped_items"]), **failed}
-    n_all = int(cube.attrs["n_items_found"])
+    if stream:
+        means, attrs = _stream_means(site_or_latlon, start, end, block=block,
+                                     min_fraction=min_fraction, read_threads=read_threads,
+                                     max_failed_fraction=max_failed_fraction, **cube_kwargs)
+        failed: dict[str, str] = {}
+    else:
+        cube = s2_cube(site_or_latlon, start, end, max_failed_fraction=max_failed_fraction,
+                       **cube_kwargs)
+        b_ = [b for b in S2_BANDS if b in cube]
+        means, failed = reduce_cube(cube, b_, block=block, min_fraction=min_fraction)
+        attrs = cube.attrs
+    bands = [b for b in S2_BANDS if b in means]
+    used = [i for i in json.loads(attrs["stac_items"]) if i not in failed]
+    dropped = {**json.loads(attrs["dropped_items"]), **failed}
+    n_all = int(attrs["n_items_found"])
     if n_all and len(dropped) / n_all > max_failed_fraction:
-        raise BuildError(f"site {cube.attrs['site_id']!r}: {len(dropped)} of {n_all} scenes "
+        raise BuildError(f"site {attrs['site_id']!r}: {len(dropped)} of {n_all} scenes "
                          f"failed; first: {next(iter(dropped.items()))}")
     idx = compute_indices(means[bands], index_list)
     out = xr.merge([means, idx], compat="override")
-    params = {k: v for k, v in cube.attrs.items() if k not in ("stac_items", "dropped_items")}
+    params = {k: v for k, v in attrs.items() if k not in ("stac_items", "dropped_items")}
     prov = {**provenance_base(), "stage": "s2_features", "start": start, "end": end,
             "stac_items": used, "dropped_items": dropped, "min_clear_fraction": min_fraction,
             "spyndex_version": idx.attrs["spyndex_version"],
             "index_list": idx.attrs["index_list"].split(","), **params}
-    out.attrs = {"site_id": cube.attrs["site_id"], "spyndex_version":
+    out.attrs = {"site_id": attrs["site_id"], "spyndex_version":
                  idx.attrs["spyndex_version"], "index_list": idx.attrs["index_list"],
                  "provenance": json.dumps(prov, default=str)}
     return out

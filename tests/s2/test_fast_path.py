@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import numpy as np
+import pandas as pd
 import pytest
+import xarray as xr
 
 from gpp_cubes.nbar import BRDF_BANDS, c_factor_block, c_factor_native, read_angles
 
@@ -81,3 +84,70 @@ def test_read_angles_rejects_non_granule(tmp_path):
     p.write_text("<a><b/></a>")
     with pytest.raises(ValueError, match="Tile_Geocoding"):
         read_angles(p)
+
+
+def test_streamed_features_equal_lazy_cube_path(tmp_path):
+    """Block streaming (blocks of 2 time steps, one of them a two-scene mosaic; a fully
+    cloudy step; a 04.00 scene) equals reducing the lazy per-pixel cube."""
+    from gpp_cubes.s2 import s2_features
+
+    from .world import LAT, LON, Scene, make_world, when
+
+    scl = {(60 + i, 60 + j): 9 for i in range(8) for j in range(8)}
+    scenes = [Scene("A1", when("2018-05-01"), scl=scl), Scene("A2", when("2018-05-04")),
+              Scene("A3", when("2018-05-04", minute=21)), Scene("A4", when("2018-05-07"),
+                                                              scl_fill=9),
+              Scene("A5", when("2022-05-10"), baseline="04.00", scl={(70, 70): 3})]
+    w = make_world(tmp_path / "w", scenes)
+    kw = dict(items=w.items, cache_dir=tmp_path / "c", index_list=["NDVI", "kNDVI", "EVI"])
+    fast = s2_features((LAT, LON), "2018-01-01", "2022-12-31", block=2, **kw)
+    slow = s2_features((LAT, LON), "2018-01-01", "2022-12-31", stream=False, **kw)
+    assert [str(t)[:10] for t in fast.time.values] == ["2018-05-01", "2018-05-04",
+                                                       "2022-05-10"]
+    xr.testing.assert_allclose(fast.drop_attrs(), slow.drop_attrs(), rtol=1e-6)
+    pf, ps = (json.loads(d.attrs["provenance"]) for d in (fast, slow))
+    assert pf["stac_items"] == ps["stac_items"] == ["A1", "A2", "A3", "A4", "A5"]
+    assert pf["dropped_items"] == ps["dropped_items"] == {}
+
+
+def test_streamed_features_drop_only_the_unreadable_step(tmp_path):
+    """A truncated COG fails its block; the block is retried step by step and only that
+    scene is dropped, with its id and reason in the provenance."""
+    from gpp_cubes.s2 import s2_features
+
+    from .world import LAT, LON, Scene, make_world, when
+
+    scenes = [Scene(f"S{k}", when(f"2018-06-{k + 1:02d}")) for k in range(5)]
+    w = make_world(tmp_path / "w", scenes)
+    bad = w.root / "S2" / "B04.tif"
+    bad.write_bytes(bad.read_bytes()[:600])
+    feats = s2_features((LAT, LON), "2018-01-01", "2018-12-31", items=w.items, block=4,
+                        cache_dir=tmp_path / "c", index_list=["NDVI"], max_failed_fraction=0.5)
+    prov = json.loads(feats.attrs["provenance"])
+    assert list(prov["dropped_items"]) == ["S2"]
+    assert "read failed" in prov["dropped_items"]["S2"]
+    assert prov["stac_items"] == ["S0", "S1", "S3", "S4"]
+    assert [str(t)[:10] for t in feats.time.values] == ["2018-06-01", "2018-06-02",
+                                                        "2018-06-04", "2018-06-05"]
+
+
+def test_read_angles_equals_sen2nbar_on_demo_world_granules(tmp_path):
+    """The demo world's granules (NaN outside each detector's strip) read identically."""
+    from sen2nbar.metadata import angles_from_metadata
+
+    from gpp_cubes.demo.granule import granule_metadata_xml, mgrs_tile, viewing_angles_xml
+
+    tile = mgrs_tile(51.0792, 10.4522)
+    xml = granule_metadata_xml(
+        tile=tile, sensing_time=pd.Timestamp("2019-07-01T10:20:00"), tile_id_l2a="T",
+        tile_id_l1c="T", datastrip_id="D", archiving_time=pd.Timestamp("2019-07-02"),
+        viewing_xml=viewing_angles_xml(tile, 40e3), quality={})
+    p = tmp_path / "MTD_TL.xml"
+    p.write_text(xml)
+    ref = angles_from_metadata(str(p))
+    ours = read_angles(p)
+    np.testing.assert_array_equal(ours.values, ref.values)
+    assert list(ours.band.values) == list(ref.band.values)
+    sub = read_angles(p, bands=BRDF_BANDS)
+    assert list(sub.band.values) == ["Sun", *BRDF_BANDS]
+    np.testing.assert_array_equal(sub.values, ref.sel(band=["Sun", *BRDF_BANDS]).values)
