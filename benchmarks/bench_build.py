@@ -14,6 +14,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import shutil
 import tempfile
@@ -29,6 +30,7 @@ def _peak_rss() -> int:
 def timed_build(n_workers: int, out: Path, sites: list[str], kwargs: dict) -> dict:
     from gpp_cubes.build import build_sites, dask_client
 
+    load = os.getloadavg()[0]
     t0 = time.perf_counter()
     with dask_client(n_workers=n_workers) as client:
         started = time.perf_counter() - t0
@@ -38,7 +40,7 @@ def timed_build(n_workers: int, out: Path, sites: list[str], kwargs: dict) -> di
         peaks = client.run(_peak_rss)
     if (table["status"] != "built").any():
         raise SystemExit(f"build failed:\n{table.to_string()}")
-    return {"workers": n_workers, "wall_s": wall, "startup_s": started,
+    return {"workers": n_workers, "wall_s": wall, "startup_s": started, "load": load,
             "peak_rss_mib": sorted(v / 2**20 for v in peaks.values())}
 
 
@@ -74,12 +76,18 @@ def main() -> None:
             runs = [timed_build(n, tmp / f"out-{n}", sites, kwargs) for n in (1, 2)]
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    print(f"{'workers':>7} {'wall [s]':>9} {'cluster start [s]':>18}  peak RSS per worker [MiB]")
+    print(f"{'workers':>7} {'wall [s]':>9} {'cluster start [s]':>18} {'load avg':>9}  "
+          "peak RSS per worker [MiB]")
     for r in runs:
         rss = ", ".join(f"{v:.0f}" for v in r["peak_rss_mib"])
-        print(f"{r['workers']:>7} {r['wall_s']:>9.1f} {r['startup_s']:>18.1f}  {rss}")
+        print(f"{r['workers']:>7} {r['wall_s']:>9.1f} {r['startup_s']:>18.1f} "
+              f"{r['load']:>9.1f}  {rss}")
     speedup = runs[0]["wall_s"] / runs[1]["wall_s"]
     print(f"speed-up 2 vs 1 workers: {speedup:.2f}x (target >= 1.6x on 2 cores)")
+    cores = len(os.sched_getaffinity(0))
+    if max(r["load"] for r in runs) > cores:
+        print(f"note: the 1-minute load average exceeded the {cores} cores: other processes "
+              "competed for the CPU, so the speed-up is understated")
 
 
 if __name__ == "__main__":
