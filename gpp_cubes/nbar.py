@@ -429,6 +429,53 @@ def c_factor_block(paths: Sequence[str | Path], grid: SiteGrid,
     return out
 
 
+def c_factor_block_cached(paths: Sequence[str | Path], keys: Sequence[str], grid: SiteGrid,
+                          bands: Sequence[str] = BRDF_BANDS,
+                          cache_dir: str | Path | None = None) -> np.ndarray:
+    """:func:`c_factor_block` with an on-disk cache of the c-factors on the grid.
+
+    Parameters
+    ----------
+    paths : sequence of str or Path
+        ``MTD_TL.xml`` of each scene.
+    keys : sequence of str
+        STAC item id of each scene (cache key, with the grid and the bands).
+    grid : SiteGrid
+        Target grid.
+    bands : sequence of str
+        BRDF bands, in output order.
+    cache_dir : str or Path, optional
+        Granule-metadata cache (:func:`default_cache_dir`); c-factors go to its
+        ``c-factor/`` subdirectory as float32 ``.npy`` files, written atomically.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 (scene, band, y, x) c-factor [1].
+    """
+    base = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) / "c-factor"
+    base.mkdir(parents=True, exist_ok=True)
+    frame = hashlib.sha1(repr((grid.epsg, tuple(grid.bounds), grid.resolution,
+                               tuple(bands))).encode()).hexdigest()[:10]
+    files = [base / f"{hashlib.sha1(k.encode()).hexdigest()[:16]}-{frame}.npy" for k in keys]
+    ny, nx = grid.shape
+    out = np.empty((len(paths), len(bands), ny, nx), np.float32)
+    todo = []
+    for i, f in enumerate(files):
+        try:
+            out[i] = np.load(f)
+        except (OSError, ValueError):  # missing or unreadable: compute again
+            todo.append(i)
+    if todo:
+        vals = c_factor_block([paths[i] for i in todo], grid, bands)
+        for k, i in enumerate(todo):
+            out[i] = vals[k]
+            tmp = files[i].with_name(f".{files[i].name}.{uuid.uuid4().hex[:6]}.npy")
+            np.save(tmp, vals[k])
+            tmp.replace(files[i])  # atomic: never a truncated cache file
+    return out
+
+
 def c_factor_cube(paths: Sequence[str | Path], grid: SiteGrid,
                   bands: Sequence[str] = BRDF_BANDS,
                   time_chunks: Sequence[int] | None = None) -> xr.DataArray:

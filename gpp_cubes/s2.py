@@ -423,7 +423,7 @@ def _stream_means(site_or_latlon: Any, start: str, end: str, *, block: int,
     import xarray as xr
 
     from gpp_cubes.load import LoadReport, _grid_lon, _group
-    from gpp_cubes.nbar import BRDF_BANDS, c_factor_block
+    from gpp_cubes.nbar import BRDF_BANDS, c_factor_block_cached
 
     bands = list(bands)
     prep = _prepare(site_or_latlon, start, end, provider=provider, stac_url=stac_url,
@@ -445,7 +445,9 @@ def _stream_means(site_or_latlon: Any, start: str, end: str, *, block: int,
             raw = raw.compute()
         c = None
         if nbar:
-            vals = c_factor_block(_mtd_paths(raw, prep), prep.grid, brdf)
+            keys = [str(k).split(" ")[0] for k in raw["items"].values]
+            vals = c_factor_block_cached(_mtd_paths(raw, prep), keys, prep.grid, brdf,
+                                         cache_dir)
             c = xr.DataArray(vals, dims=("time", "band", "y", "x"),
                              coords={"band": brdf, "y": prep.grid.y, "x": prep.grid.x})
         cube = _assemble(raw, prep, bands, c, forest, forest_src, **kw)

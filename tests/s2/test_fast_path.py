@@ -151,3 +151,20 @@ def test_read_angles_equals_sen2nbar_on_demo_world_granules(tmp_path):
     sub = read_angles(p, bands=BRDF_BANDS)
     assert list(sub.band.values) == ["Sun", *BRDF_BANDS]
     np.testing.assert_array_equal(sub.values, ref.sel(band=["Sun", *BRDF_BANDS]).values)
+
+
+def test_c_factor_cache_returns_the_computed_values(tmp_path, mini_world):
+    from gpp_cubes.nbar import c_factor_block_cached
+
+    g = mini_world.grid
+    p = tmp_path / "MTD_TL.xml"
+    p.write_text(mtd_tl_for(g.epsg, g.bounds[0] - 600, g.bounds[3] + 600))
+    ref = c_factor_block([p], g)
+    first = c_factor_block_cached([p], ["item-1"], g, cache_dir=tmp_path / "cache")
+    p.unlink()  # from now on only the cache can answer
+    again = c_factor_block_cached([p], ["item-1"], g, cache_dir=tmp_path / "cache")
+    np.testing.assert_array_equal(first, ref)
+    np.testing.assert_array_equal(again, ref)
+    assert len(list((tmp_path / "cache" / "c-factor").glob("*.npy"))) == 1
+    with pytest.raises(FileNotFoundError):  # another item id is not served from the cache
+        c_factor_block_cached([p], ["item-2"], g, cache_dir=tmp_path / "cache")
