@@ -23,7 +23,17 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
+
+if __name__ == "__main__" and "--threads" in sys.argv:
+    # XLA reads its thread settings once, at backend start: set them before importing jax.
+    _n = int(sys.argv[sys.argv.index("--threads") + 1])
+    if _n == 1:
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                                   + " --xla_cpu_multi_thread_eigen=false").strip()
+        for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[_var] = "1"
 
 import jax
 import jax.numpy as jnp
@@ -134,15 +144,20 @@ def main() -> None:
     ap.add_argument("--cells", default="rnn,gru,lstm")
     ap.add_argument("--unroll", type=int, default=ModelConfig().unroll)
     ap.add_argument("--no-fused", action="store_true", help="skip impl='fused'")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="threads for both frameworks: 1 pins both to one thread (stable on a "
+                         "shared machine); default: all cores")
     args = ap.parse_args()
 
     import torch
 
-    threads = os.cpu_count() or 1
+    threads = args.threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
+    if threads == 1:
+        torch.set_num_interop_threads(1)
     peak = matmul_peak()
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}, torch {torch.__version__}, "
-          f"threads {threads} (torch) / {threads} cores (XLA)")
+          f"threads {threads} (torch) / {threads} (XLA)")
     print(f"float32 matmul peak: {peak / 1e9:.1f} GFLOP/s")
     print(f"setting: batch {B}, {T} steps, {F} features, {L} layers x {H} units, MAE + Adam\n")
     header = (f"{'cell':5} {'JAX flax':>10} {'JAX fused':>10} {'PyTorch':>10} "

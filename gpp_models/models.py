@@ -69,6 +69,12 @@ def blockwise_orthogonal(blocks: int) -> Initializer:
     return init
 
 
+def tanh_sigmoid(x: jax.Array) -> jax.Array:
+    """The logistic function as 0.5 tanh(x/2) + 0.5: same values, but XLA:CPU evaluates tanh
+    with a fast vectorised polynomial while ``logistic`` costs several times more."""
+    return 0.5 * jnp.tanh(0.5 * x) + 0.5
+
+
 def _inits(config: ModelConfig) -> tuple[Initializer, Initializer]:
     if config.init == "paper_uniform":
         return uniform_fan_in(), uniform_fan_in()
@@ -96,8 +102,9 @@ class RecurrentLayer(nn.Module):
         if cfg.impl == "flax":
             # Stock cells hold one [H, H] recurrent kernel per gate.
             r_cell = r_init if cfg.init == "paper_uniform" else nn.initializers.orthogonal()
+            extra = {} if cfg.cell == "rnn" else {"gate_fn": tanh_sigmoid}
             cell = FLAX_CELLS[cfg.cell](features=cfg.units, kernel_init=k_init,
-                                        recurrent_kernel_init=r_cell, name="cell")
+                                        recurrent_kernel_init=r_cell, name="cell", **extra)
             carry, ys = nn.RNN(cell, time_major=True, return_carry=True, unroll=cfg.unroll)(x)
             last = carry[1] if cfg.cell == "lstm" else carry
             return ys, last
