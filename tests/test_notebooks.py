@@ -41,12 +41,12 @@ pytest_socket.socket_allow_hosts(["127.0.0.1", "localhost", "::1"], allow_unix_s
 
 @pytest.fixture(scope="session")
 def demo_servers_keep_answering(demo_world: World) -> None:
-    """xfail (instead of hanging for the notebook timeout) while the demo file server stalls.
+    """Fail fast, naming the cause, instead of hanging until the notebook timeout.
 
-    ``gpp_cubes.demo.serve`` starts RangeHTTPServer with ``stderr=PIPE`` and never reads the
-    pipe: the server writes one access-log line per request and blocks for good once the
-    pipe buffer (64 KiB, ~800 requests) is full, which one year of Sentinel-2 reads exceed.
-    Probe a private server (not the session's ``served_demo``) with 2000 small requests.
+    The demo file server once ran with ``stderr=PIPE`` that nobody read: it wrote one
+    access-log line per request and blocked for good once the pipe buffer (64 KiB, ~850
+    requests) was full, which one year of Sentinel-2 reads exceeds. Probe a private server
+    (not the session's ``served_demo``) with 2000 small requests.
     """
     with serve_world(demo_world) as served:
         url = f"{served.files_url}/{MARKER}"
@@ -56,8 +56,8 @@ def demo_servers_keep_answering(demo_world: World) -> None:
                 with urllib.request.urlopen(req, timeout=10) as r:
                     r.read()
             except OSError as err:
-                pytest.xfail(f"demo file server stopped answering after {i} requests ({err}): "
-                             "gpp_cubes/demo/serve.py pipes its stderr and never drains it")
+                pytest.fail(f"demo file server stopped answering after {i} requests ({err}); "
+                            "is its log written to an undrained pipe again?")
 
 
 @pytest.fixture(scope="session")
