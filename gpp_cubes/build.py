@@ -671,6 +671,8 @@ def resolve_sites(sites: Sequence[str | SiteMeta | Any]) -> list[SiteMeta]:
     return out
 
 
+CATALOG_DIR = "catalog"  # <out>/catalog/cubes/collection.json
+
 TABLE_COLUMNS = ("site", "status", "s2_found", "s2_kept", "s1_found", "s1_kept",
                  "lst_found", "lst_kept", "clear_fraction", "gpp_valid_fraction", "error")
 
@@ -844,6 +846,10 @@ def _build_with_client(client: Any, metas: list[SiteMeta], cfg: BuildConfig, for
         if not (is_complete(multi) and _multisite_sites(multi) == done
                 and all(rows[s]["status"] == "skipped" for s in done)):
             client.submit(run_combine, done, cfg, pure=False, key=f"combine-{stamp}").result()
+        # every build leaves a STAC collection of its cubes, so other tools can find them
+        from gpp_cubes.publish import update_cube_catalog
+
+        update_cube_catalog(cfg.out / CATALOG_DIR, [cfg.site_store(s) for s in done])
     table = pd.DataFrame([{c: rows.get(m.site_id, {}).get(c) for c in TABLE_COLUMNS}
                           for m in metas], columns=list(TABLE_COLUMNS))
     table["site"] = [m.site_id for m in metas]

@@ -42,7 +42,7 @@ def _world_config(sites: int, seed: int, quick: bool) -> Any:
 
 def _run_demo(out: Path, sites: int, seed: int, quick: bool, workers: int | None,
               force: bool) -> dict[str, Path]:
-    from gpp_cubes.build import any_failed, build_sites
+    from gpp_cubes.build import CATALOG_DIR, any_failed, build_sites
     from gpp_cubes.demo import generate_world, serve_world
     from gpp_cubes.errors import BuildError
 
@@ -70,11 +70,6 @@ def _run_demo(out: Path, sites: int, seed: int, quick: bool, workers: int | None
         raise BuildError("some demo sites failed to build; see the table above and "
                          f"the logs in {cubes / 'logs'}")
 
-    from gpp_cubes.publish import update_cube_catalog
-
-    stores = sorted(p for p in cubes.glob("*.zarr") if p.name != "features.zarr")
-    update_cube_catalog(out / "catalog", stores)
-
     console.print("[bold]3/4[/] models: tune, train, evaluate, explain (RNN, GRU, LSTM)")
     from gpp_models.pipeline import run_pipeline
 
@@ -84,7 +79,7 @@ def _run_demo(out: Path, sites: int, seed: int, quick: bool, workers: int | None
                                seed=seed,
                                on_stage=lambda s: progress.update(task, description=s))
     console.print(f"[bold]4/4[/] done in {time.perf_counter() - t0:.0f} s")
-    return {"world": world.root, "cubes": cubes, "catalog": out / "catalog", **outputs}
+    return {"world": world.root, "cubes": cubes, "catalog": cubes / CATALOG_DIR, **outputs}
 
 
 def register(app: typer.Typer) -> None:

@@ -35,6 +35,11 @@ def test_demo_build_writes_complete_stores_for_every_site(local_build, build_ser
         assert is_complete(out / f"{sid}.zarr")
         assert (out / "logs" / f"{sid}.log").stat().st_size > 0
     assert is_complete(out / "features.zarr")
+    # the build published its cubes as a STAC collection
+    import pystac
+
+    collection = pystac.Collection.from_file(str(out / "catalog" / "cubes" / "collection.json"))
+    assert sorted(i.id for i in collection.get_items()) == sorted(sites)
 
 
 def test_stores_follow_the_contract(local_build, build_served):
