@@ -183,7 +183,9 @@ def load_items(
     gdal_env : mapping, optional
         GDAL settings for the pre-check (default :func:`gpp_cubes.providers.configure_gdal`).
     sign : callable, optional
-        Re-sign items just before loading (Planetary Computer SAS tokens expire).
+        Applied to every item just before loading, e.g.
+        ``functools.partial(gpp_cubes.providers.resign_expired, sign=provider.sign)`` to
+        renew expired Planetary Computer SAS tokens.
 
     Returns
     -------

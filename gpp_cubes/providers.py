@@ -21,6 +21,7 @@ import logging
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
@@ -57,6 +58,72 @@ GDAL_DEFAULTS: Mapping[str, str] = MappingProxyType({
     "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
     "VSI_CACHE": "TRUE",
 })
+
+
+def sas_expiry(href: str) -> datetime | None:
+    """Expiry time of an Azure SAS token in a URL (its ``se=`` parameter), or None.
+
+    Parameters
+    ----------
+    href : str
+        Asset URL, e.g. a Planetary Computer signed blob URL.
+
+    Returns
+    -------
+    datetime or None
+        Timezone-aware UTC expiry, None when the URL carries no (parsable) ``se=``.
+    """
+    from urllib.parse import parse_qs, urlsplit
+
+    values = parse_qs(urlsplit(href).query).get("se")
+    if not values:
+        return None
+    try:
+        t = datetime.fromisoformat(values[0].replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+def resign_expired(item: pystac.Item, sign: Callable[[pystac.Item], pystac.Item] | None = None,
+                   *, now: datetime | None = None, margin_s: float = 300.0) -> pystac.Item:
+    """Re-sign an item whose SAS signatures expired (or expire within ``margin_s``).
+
+    ``planetary_computer.sign`` leaves already-signed URLs alone, so a token that expired
+    during a long build would never be renewed: the signature query is stripped from the
+    expired hrefs of a *copy* of the item, and the copy is signed again.
+
+    Parameters
+    ----------
+    item : pystac.Item
+        A signed item.
+    sign : callable, optional
+        Signing function (default ``planetary_computer.sign``); injectable for tests.
+    now : datetime, optional
+        Current time (default: now, UTC).
+    margin_s : float, default 300
+        Re-sign tokens expiring within this many seconds [s] (a load takes a while).
+
+    Returns
+    -------
+    pystac.Item
+        ``item`` itself when nothing expired, else a newly signed copy.
+    """
+    from urllib.parse import urlsplit, urlunsplit
+
+    now = now or datetime.now(UTC)
+    limit = now + timedelta(seconds=margin_s)
+    expired = [k for k, a in item.assets.items()
+               if (t := sas_expiry(a.href)) is not None and t <= limit]
+    if not expired:
+        return item
+    out = item.clone()
+    for k in expired:
+        parts = urlsplit(out.assets[k].href)
+        out.assets[k].href = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+    log.info("STAC item %s: re-signing %d asset(s) with expired signatures", item.id,
+             len(expired))
+    return (sign or _pc_sign)(out)
 
 
 def _pc_sign(item: pystac.Item) -> pystac.Item:

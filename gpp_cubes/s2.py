@@ -206,6 +206,7 @@ class _Prepared:
     n_all: int
     dropped: dict[str, str]
     mtd: dict[str, Path]
+    sign: Any = None  # the provider's signing function (re-signs expired SAS tokens)
 
 
 def _prepare(site_or_latlon: Any, start: str, end: str, *, provider: str | None,
@@ -213,7 +214,7 @@ def _prepare(site_or_latlon: Any, start: str, end: str, *, provider: str | None,
              cache_dir: str | Path | None, max_failed_fraction: float,
              items: Sequence[Any] | None, grid: SiteGrid | None) -> _Prepared:
     from gpp_cubes.grid import site_grid
-    from gpp_cubes.providers import resolve_provider
+    from gpp_cubes.providers import resign_expired, resolve_provider
     from gpp_cubes.search import _public_url, search_items
 
     site_id, lat, lon = _resolve_site(site_or_latlon)
@@ -223,6 +224,8 @@ def _prepare(site_or_latlon: Any, start: str, end: str, *, provider: str | None,
         items = search_items(COLLECTION, grid, start, end, provider=prov, max_cloud=max_cloud,
                              site_id=site_id, radius_m=radius_m)
     items = list(items)
+    if prov.sign is not None:  # tokens of items given by the caller may have expired
+        items = [resign_expired(it, prov.sign) for it in items]
     n_all = len(items)
     dropped: dict[str, str] = {}
     mtd: dict[str, Path] = {}
@@ -237,19 +240,24 @@ def _prepare(site_or_latlon: Any, start: str, end: str, *, provider: str | None,
         raise BuildError(f"site {site_id!r}: {len(dropped)} of {n_all} scenes without "
                          f"granule metadata; first: {next(iter(dropped.values()))}")
     return _Prepared(site_id, lat, lon, grid, _public_url(prov.url), items, n_all, dropped,
-                     mtd)
+                     mtd, prov.sign)
 
 
 def _load(prep: _Prepared, bands: Sequence[str], engine: str,
           chunks: dict[str, int] | None, *, precheck: bool | str,
           max_failed_fraction: float, items: Sequence[Any] | None = None) -> xr.Dataset:
-    from gpp_cubes.load import load_items
+    from functools import partial
 
+    from gpp_cubes.load import load_items
+    from gpp_cubes.providers import resign_expired
+
+    # Re-sign just before reading: a 5-year build outlives Planetary Computer's tokens.
+    sign = partial(resign_expired, sign=prep.sign) if prep.sign is not None else None
     return load_items(prep.items if items is None else items, [*bands, "SCL"], prep.grid,
                       engine=engine, chunks=chunks,  # type: ignore[arg-type]
                       properties=["s2:processing_baseline"], site_id=prep.site_id,
                       precheck=precheck,  # type: ignore[arg-type]
-                      max_failed_fraction=max_failed_fraction)
+                      max_failed_fraction=max_failed_fraction, sign=sign)
 
 
 def _mtd_paths(raw: xr.Dataset, prep: _Prepared) -> list[Path]:
