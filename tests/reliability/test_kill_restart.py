@@ -1,0 +1,98 @@
+"""A store write killed with SIGKILL never leaves a store that looks complete; the previous
+store stays byte-identical; a restart ends identical to an uninterrupted write.
+
+(The batch build killed during phase 2 and restarted is covered in
+tests/build/test_build_resume_distributed.py.)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from gpp_cubes.store import COMPLETE_MARKER, is_complete
+
+# Writes a 40-chunk store whose chunks take 0.1 s each to compute (a slow COG read stands in),
+# so a kill lands mid-write. argv: path, value offset, seconds per chunk.
+WRITER = r"""
+import sys, time
+import dask, dask.array as da, numpy as np, xarray as xr
+from gpp_cubes.store import write_zarr_atomic
+path, offset, pause = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
+def slow(block, block_info=None):
+    time.sleep(pause)
+    i = block_info[None]["chunk-location"][0]
+    return np.full(block.shape, offset + i, dtype=np.float32)
+data = da.zeros((40, 50, 50), chunks=(1, 50, 50), dtype=np.float32)
+data = data.map_blocks(slow, dtype=np.float32)
+ds = xr.Dataset({"v": (("time", "y", "x"), data)}, coords={"time": np.arange(40)})
+with dask.config.set(scheduler="synchronous"):
+    write_zarr_atomic(ds, path, provenance={"offset": offset})
+"""
+
+
+def _write(path: Path, offset: float, pause: float = 0.0) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", WRITER, str(path), str(offset), str(pause)],
+                            start_new_session=True)
+
+
+def _digest(path: Path) -> dict[str, str]:
+    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def _kill_mid_write(path: Path, offset: float) -> None:
+    proc = _write(path, offset, pause=0.1)
+    try:
+        deadline = time.monotonic() + 60
+        # wait until the temporary store has its first chunks, i.e. the write is under way
+        while time.monotonic() < deadline and proc.poll() is None:
+            tmps = list(path.parent.glob(f".{path.name}.tmp-*"))
+            if tmps and len(list(tmps[0].rglob("c/*"))) >= 3:
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, "the writer finished before it could be killed"
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=10)
+
+
+def _values(path: Path) -> tuple[np.ndarray, str]:
+    with xr.open_zarr(path) as ds:
+        return ds["v"].values, ds.attrs["provenance"]
+
+
+def test_killed_first_write_leaves_no_complete_store_and_restart_finishes(tmp_path):
+    path = tmp_path / "SITE.zarr"
+    _kill_mid_write(path, 0.0)
+    assert not is_complete(path)
+    assert not list(tmp_path.rglob(COMPLETE_MARKER))
+    assert _write(path, 0.0).wait(timeout=120) == 0  # the restart
+    ref = tmp_path / "ref" / "SITE.zarr"
+    assert _write(ref, 0.0).wait(timeout=120) == 0  # uninterrupted
+    assert is_complete(path)
+    (v, p), (rv, rp) = _values(path), _values(ref)
+    np.testing.assert_array_equal(v, rv)
+    assert p == rp
+    assert v[:, 0, 0].tolist() == list(range(40))
+
+
+def test_killed_rewrite_keeps_previous_store_byte_identical(tmp_path):
+    path = tmp_path / "SITE.zarr"
+    assert _write(path, 0.0).wait(timeout=120) == 0
+    before = _digest(path)
+    _kill_mid_write(path, 100.0)
+    assert _digest(path) == before and is_complete(path)
+    # only the previous store carries a marker; the half-written one is a hidden temporary
+    assert list(tmp_path.rglob(COMPLETE_MARKER)) == [path / COMPLETE_MARKER]
+    assert _write(path, 100.0).wait(timeout=120) == 0
+    v, _ = _values(path)
+    assert v[:, 0, 0].tolist() == [100.0 + i for i in range(40)]
