@@ -29,6 +29,24 @@ MAX_LAYERS = 5
 MAX_UNITS = 512
 
 
+def _as_int(field_name: str, value: Any) -> int:
+    """``value`` as a plain Python int (numpy/pandas integers and integral floats accepted).
+
+    Configs are written to JSON (``config.json``, ``best_epoch.json``) and hashed as static
+    jit arguments, so numpy scalars (e.g. years read from a cube's time axis) must not leak in.
+    """
+    if isinstance(value, bool):
+        raise ConfigError(f"{field_name} must be an integer, got {value!r}")
+    try:
+        as_int = int(value)
+        exact = as_int == value
+    except (TypeError, ValueError):
+        exact = False
+    if not exact:
+        raise ConfigError(f"{field_name} must be an integer, got {value!r}")
+    return as_int
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """A stacked recurrent network with a dense head (sequence-to-one regression).
@@ -70,6 +88,9 @@ class ModelConfig:
     impl: Impl = "flax"
 
     def __post_init__(self) -> None:
+        for name in ("layers", "units", "unroll"):
+            object.__setattr__(self, name, _as_int(f"ModelConfig.{name}", getattr(self, name)))
+        object.__setattr__(self, "dropout", float(self.dropout))
         if self.impl not in ("fused", "flax"):
             raise ConfigError(f"ModelConfig.impl must be fused|flax, got {self.impl!r}")
         if self.cell not in CELLS:
@@ -142,13 +163,26 @@ class TrainConfig:
     checkpoint_every: int = 10
 
     def __post_init__(self) -> None:
-        # Tuples keep the dataclass hashable when built from JSON lists.
-        object.__setattr__(self, "train_years", tuple(int(y) for y in self.train_years))
-        object.__setattr__(self, "test_years", tuple(int(y) for y in self.test_years))
+        # Plain Python ints (years often arrive as numpy scalars from a cube's time axis) keep
+        # the config JSON-serialisable; tuples keep it hashable when built from JSON lists.
+        def years(name: str) -> tuple[int, ...]:
+            return tuple(_as_int(f"TrainConfig.{name}", y) for y in getattr(self, name))
+
+        object.__setattr__(self, "train_years", years("train_years"))
+        object.__setattr__(self, "test_years", years("test_years"))
+        for name in ("val_year", "patience"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, _as_int(f"TrainConfig.{name}", value))
+        for name in ("epochs", "batch_size", "seed", "window", "ensemble", "checkpoint_every"):
+            object.__setattr__(self, name, _as_int(f"TrainConfig.{name}", getattr(self, name)))
+        object.__setattr__(self, "learning_rate", float(self.learning_rate))
         if self.protocol not in ("holdout", "paper"):
             raise ConfigError(f"TrainConfig.protocol must be holdout|paper, got {self.protocol!r}")
-        if self.epochs < 1 or self.batch_size < 1 or self.window < 1 or self.ensemble < 1:
-            raise ConfigError("TrainConfig: epochs, batch_size, window and ensemble must be >= 1")
+        if min(self.epochs, self.batch_size, self.window, self.ensemble,
+               self.checkpoint_every) < 1:
+            raise ConfigError("TrainConfig: epochs, batch_size, window, ensemble and "
+                              "checkpoint_every must be >= 1")
         if not 0.0 < self.learning_rate < 1.0:
             raise ConfigError(f"TrainConfig.learning_rate must be in (0, 1): {self.learning_rate}")
         if set(self.train_years) & set(self.test_years):

@@ -114,3 +114,25 @@ def test_trains_on_a_cube_with_one_training_year(tmp_path: Path) -> None:
     assert set(result.predict("test")["time"].dt.year) == {2019, 2020}
     meta = json.loads((tmp_path / "run" / "config.json").read_text())
     assert meta["train_config"]["val_year"] is None
+
+
+def test_numpy_years_and_counts_become_python_ints(tmp_path: Path, prepared) -> None:
+    # Years read from a cube's time axis are numpy scalars; they used to reach json.dumps
+    # unconverted and crash writing best_epoch.json.
+    cfg = TrainConfig(model=ModelConfig(cell="rnn", layers=np.int64(1), units=np.int32(4)),
+                      window=np.int64(30), epochs=np.int64(1), train_years=np.arange(2016, 2019),
+                      test_years=[np.int64(2019), 2020.0], val_year=np.int64(2018),
+                      patience=np.int32(3), learning_rate=np.float32(1e-3))
+    ints = [cfg.val_year, cfg.patience, cfg.window, cfg.epochs, cfg.model.layers,
+            cfg.model.units, *cfg.train_years, *cfg.test_years]
+    assert all(type(v) is int for v in ints), [type(v) for v in ints]
+    assert type(cfg.learning_rate) is float
+    assert TrainConfig.from_dict(json.loads(cfg.to_json())) == cfg
+    result = train_and_evaluate(cfg, tmp_path / "run", prepared)
+    best = json.loads((tmp_path / "run" / "best_epoch.json").read_text())
+    assert best["select_years"] == [2018] and best["best_epoch"] == [0]
+    assert result.config.val_year == 2018
+    with pytest.raises(ConfigError, match="val_year"):
+        TrainConfig(val_year=2018.5)
+    with pytest.raises(ConfigError, match="units"):
+        ModelConfig(units="many")
