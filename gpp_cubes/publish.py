@@ -317,7 +317,7 @@ def _datacube(ds: xr.Dataset) -> tuple[dict[str, Any], dict[str, Any]]:
         extent = _extent(var.values) if var.dtype.kind in "iuf" else None
         if extent is not None:
             entry["extent"] = extent
-        if var.dtype.kind in "OUS" and var.ndim <= 1 and var.size <= 100:
+        if var.dtype.kind in "OUST" and var.ndim <= 1 and var.size <= 100:
             entry["values"] = [str(v) for v in _as_list(var.values)]
         variables[str(name)] = entry
     return dimensions, variables

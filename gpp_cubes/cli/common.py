@@ -79,7 +79,9 @@ def guarded(fn: Callable[[], Any], *, debug: bool, stage: str) -> Any:
         if debug:
             console.print_exception()
         else:
-            console.print(f"[bold red]error[/] {escape(f'[{stage}]')} {escape(redact(str(err)))}")
+            # soft_wrap: one logical line, never broken inside a path by the terminal width
+            console.print(f"[bold red]error[/] {escape(f'[{stage}]')} {escape(redact(str(err)))}",
+                          soft_wrap=True)
         raise typer.Exit(code=1) from None
 
 
