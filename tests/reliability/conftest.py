@@ -21,7 +21,6 @@ from pathlib import Path
 import pytest
 
 from gpp_cubes.demo.serve import free_port
-from tests.demo_fixtures import demo_world, served_demo  # noqa: F401
 
 PROXY = Path(__file__).with_name("faultproxy.py")
 
