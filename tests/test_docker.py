@@ -30,7 +30,7 @@ from packaging.version import Version
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKER = ROOT / "docker"
-REFERENCE_FORMATS = ROOT.parent / "shared" / "reference" / "formats"
+REFERENCE_FORMATS = ROOT / "tests" / "data" / "reference"
 
 #: Dockerfile -> the lock file it must install from, and the extras that lock must cover.
 IMAGES = {

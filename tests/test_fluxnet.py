@@ -20,7 +20,8 @@ from gpp_cubes.fluxnet import (
     write_fluxnet,
 )
 
-REFERENCE_HEADER = Path("/work/shared/reference/formats/fluxnet2015-fullset-dd-header.csv")
+REFERENCE_HEADER = (Path(__file__).resolve().parent / "data" / "reference"
+                    / "fluxnet2015-fullset-dd-header.csv")
 DD = "FLX_DE-Hai_FLUXNET2015_FULLSET_DD_2016-2016_beta-3.csv"
 
 

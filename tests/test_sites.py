@@ -23,7 +23,7 @@ from gpp_cubes.sites import (
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = ROOT / "catalog" / "sources"
-REFERENCE = Path("/work/shared/reference")
+REFERENCE = Path(__file__).resolve().parent / "data" / "reference"
 
 
 def _rows(path: Path) -> dict[str, dict[str, str]]:

@@ -28,9 +28,7 @@ from rasterio.transform import from_origin
 
 from gpp_cubes.grid import SiteGrid, site_grid
 
-REF = Path("/work/shared/reference/formats")
-if not REF.exists():  # CI keeps shared/ beside the clone
-    REF = Path(__file__).resolve().parents[3] / "shared" / "reference" / "formats"
+REF = Path(__file__).resolve().parents[1] / "data" / "reference"
 
 LAT, LON = 51.0792, 10.4522  # DE-Hai
 RES = {"B01": 60, "B02": 10, "B03": 10, "B04": 10, "B05": 20, "B06": 20, "B07": 20,
