@@ -48,13 +48,18 @@ def _run_demo(out: Path, sites: int, seed: int, quick: bool, workers: int | None
 
     out = out.resolve()
     t0 = time.perf_counter()
+
+    def elapsed() -> str:
+        return f"[dim]({time.perf_counter() - t0:.0f} s)[/]"
+
     config = _world_config(sites, seed, quick)
     console.print(f"[bold]1/4[/] demo world: {', '.join(config.sites)} "
                   f"({config.start} .. {config.end}, seed {config.seed})")
     world = generate_world(out / "world", config)
 
     cubes = out / "cubes"
-    console.print("[bold]2/4[/] serving the world on 127.0.0.1 and building the feature cubes")
+    console.print(f"[bold]2/4[/] serving the world on 127.0.0.1 and building the feature "
+                  f"cubes {elapsed()}")
     site_ids = [s.site_id for s in world.sites]
     with serve_world(world) as served, progress_bar() as progress:
         console.print(f"    STAC API {served.stac_url}  files {served.files_url}")
@@ -70,7 +75,8 @@ def _run_demo(out: Path, sites: int, seed: int, quick: bool, workers: int | None
         raise BuildError("some demo sites failed to build; see the table above and "
                          f"the logs in {cubes / 'logs'}")
 
-    console.print("[bold]3/4[/] models: tune, train, evaluate, explain (RNN, GRU, LSTM)")
+    console.print(f"[bold]3/4[/] models: tune, train, evaluate, explain (RNN, GRU, LSTM) "
+                  f"{elapsed()}")
     from gpp_models.pipeline import run_pipeline
 
     with progress_bar() as progress:
@@ -78,7 +84,7 @@ def _run_demo(out: Path, sites: int, seed: int, quick: bool, workers: int | None
         outputs = run_pipeline(cubes / "features.zarr", out / "models", quick=quick,
                                seed=seed,
                                on_stage=lambda s: progress.update(task, description=s))
-    console.print(f"[bold]4/4[/] done in {time.perf_counter() - t0:.0f} s")
+    console.print(f"[bold]4/4[/] done {elapsed()}")
     return {"world": world.root, "cubes": cubes, "catalog": cubes / CATALOG_DIR, **outputs}
 
 
