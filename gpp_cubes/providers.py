@@ -7,7 +7,9 @@ and *how hard* we try before giving up:
   item signing, asset-key mapping to Planetary-Computer-style keys);
 - :func:`stac_io_with_retries` returns a pystac-client ``StacApiIO`` whose urllib3 ``Retry``
   retries throttling (429, honouring ``Retry-After``), 5xx and dropped connections, for the
-  POST searches too (pystac-client's default retries cover DNS errors and timeouts only);
+  POST searches too (pystac-client's default retries cover DNS errors and timeouts only),
+  and fetches a page again when its transfer is cut mid-body (after the headers, where
+  urllib3's ``Retry`` no longer acts);
 - :func:`configure_gdal` sets GDAL's HTTP retries (GDAL retries nothing by default) for this
   process and returns the settings so Dask workers can get them (:func:`gdal_worker_plugin`).
 
@@ -22,6 +24,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
@@ -258,12 +261,78 @@ def stac_io_with_retries(*, total: int = 6, backoff_factor: float = 0.5,
     Returns
     -------
     pystac_client.stac_api_io.StacApiIO
-        Pass as ``stac_io=`` to ``pystac_client.Client.open``.
+        Pass as ``stac_io=`` to ``pystac_client.Client.open``. A page whose transfer is
+        cut after the response headers (outside urllib3's ``Retry``) is fetched again up to
+        ``total`` times, with the same exponential backoff.
     """
+    return _retrying_stac_io_class()(
+        headers=headers, timeout=timeout,
+        max_retries=http_retry(total=total, backoff_factor=backoff_factor),
+        body_retries=total, backoff_factor=backoff_factor)
+
+
+def _is_cut_transfer(err: BaseException) -> bool:
+    """True if ``err`` (or what it wraps) is a connection lost after the response headers."""
+    import requests
+    from urllib3.exceptions import MaxRetryError, ProtocolError
+
+    chain: list[BaseException] = []
+    e: BaseException | None = err
+    while e is not None and e not in chain:
+        chain.append(e)
+        e = e.__cause__ or e.__context__
+    wrapped = [a for c in chain for a in c.args if isinstance(a, BaseException)]
+    if any(isinstance(c, MaxRetryError) for c in chain + wrapped):
+        return False  # urllib3 already retried this request before any answer: give up
+    # ChunkedEncodingError: body cut (IncompleteRead, reset while reading); requests'
+    # ConnectionError without MaxRetryError: read timeout mid-body; ProtocolError: urllib3's.
+    return any(isinstance(c, requests.exceptions.ChunkedEncodingError
+                          | requests.exceptions.ConnectionError | ProtocolError)
+               for c in chain)
+
+
+@lru_cache(maxsize=1)
+def _retrying_stac_io_class() -> type:
+    # Built lazily: pystac_client (and requests) are imported only when a search is made.
     from pystac_client.stac_api_io import StacApiIO
 
-    return StacApiIO(headers=headers, timeout=timeout,
-                     max_retries=http_retry(total=total, backoff_factor=backoff_factor))
+    class RetryingStacApiIO(StacApiIO):
+        """``StacApiIO`` that also retries a page whose transfer was cut mid-body.
+
+        urllib3's ``Retry`` acts only until the response headers arrive; a connection
+        dropped while the body is read surfaces as requests' ``ChunkedEncodingError``
+        (pystac-client wraps it in ``APIError``) and would fail the whole search.
+        """
+
+        def __init__(self, *args: Any, body_retries: int = 6, backoff_factor: float = 0.5,
+                     **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.body_retries = body_retries
+            self.backoff_factor = backoff_factor
+
+        def request(self, href: str, *args: Any, **kwargs: Any) -> str:
+            import time
+
+            from pystac_client.exceptions import APIError
+
+            attempt = 0
+            while True:
+                try:
+                    return super().request(href, *args, **kwargs)
+                except APIError as err:
+                    # An HTTP error response (status_code set) is final here: urllib3
+                    # already retried the retryable statuses.
+                    if (getattr(err, "status_code", None) is not None
+                            or attempt >= self.body_retries or not _is_cut_transfer(err)):
+                        raise
+                    delay = min(60.0, self.backoff_factor * 2 ** attempt)
+                    attempt += 1
+                    log.info("STAC API transfer cut mid-body (%s); retry %d of %d in %.1f s",
+                             type(err.__context__).__name__, attempt, self.body_retries,
+                             delay)
+                    time.sleep(delay)
+
+    return RetryingStacApiIO
 
 
 def configure_gdal(overrides: Mapping[str, str] | None = None) -> dict[str, str]:

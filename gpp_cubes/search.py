@@ -17,6 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from gpp_cubes.errors import AssetError, EmptySearchError, StacError
 from gpp_cubes.providers import Provider, resolve_provider, stac_io_with_retries
+from gpp_cubes.secrets import redact
 
 if TYPE_CHECKING:
     import pystac
@@ -129,7 +130,8 @@ def search_items(
     AssetError
         An item lacks a required asset; names the item id and the asset.
     StacError
-        The API could not be reached or answered with an error after retries.
+        The API could not be reached or answered with an error after retries; names the
+        endpoint (without query string), the collection, the site and the HTTP status.
     """
     from pystac_client import Client
     from pystac_client.exceptions import APIError
@@ -153,8 +155,10 @@ def search_items(
         )
         items = list(search.items())
     except APIError as err:
-        raise StacError(f"STAC search of {collection!r} at {endpoint} for {where} failed: "
-                        f"{str(err)[:300]}") from err
+        status = getattr(err, "status_code", None)  # None: no HTTP answer (transfer failed)
+        what = f"HTTP {status}" if status is not None else "no complete answer"
+        raise StacError(f"STAC search of {collection!r} at {endpoint} for {where} failed "
+                        f"({what}): {redact(str(err))[:300]}") from err
     except OSError as err:  # requests' ConnectionError and friends
         raise StacError(f"STAC API {endpoint} unreachable for {where}: "
                         f"{type(err).__name__}") from err

@@ -62,26 +62,47 @@ def test_every_request_failing_twice_with_mixed_faults(served_demo, grid, refere
     assert len(injected) == 2 * len(keys) and len(keys) >= 3  # each request failed twice
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a connection dropped mid-body (IncompleteRead) is not retried: urllib3's Retry only "
-    "covers errors before the response headers; gpp_cubes.providers.stac_io_with_retries "
-    "(or search.search_items) must retry the page on requests' ChunkedEncodingError / "
-    "urllib3 ProtocolError"))
 def test_connection_reset_mid_page_gives_identical_items(served_demo, grid, reference_ids,
                                                          proxy_factory):
     with proxy_factory(served_demo.stac_url, "reset-body", rate=0.5) as proxy:
         got = _search(proxy.url, grid)
-        assert proxy.faults()
+        injected = proxy.faults()
     assert got == reference_ids
+    assert any(f["key"].startswith("POST /search") for f in injected), \
+        "no page of the POST search was cut"
 
 
-def test_reset_mid_page_is_a_clear_stac_error_not_a_short_list(served_demo, grid,
-                                                              proxy_factory):
-    """Until retried, a page cut mid-body must fail the search, never return fewer items."""
-    with proxy_factory(served_demo.stac_url, "reset-body", rate=1.0, match="/search") as proxy:
-        with pytest.raises(StacError, match=r"STAC search of 'sentinel-2-l2a' at http://127"):
+def test_every_page_cut_twice_gives_identical_items(served_demo, grid, reference_ids,
+                                                    proxy_factory, monkeypatch):
+    import gpp_cubes.providers as providers
+
+    fast = providers.stac_io_with_retries  # default attempts, short backoff (test speed)
+    monkeypatch.setattr("gpp_cubes.search.stac_io_with_retries",
+                        lambda **kw: fast(backoff_factor=0.05))
+    with proxy_factory(served_demo.stac_url, "reset-body", rate=1.0, times=2,
+                       match="/search") as proxy:
+        got = _search(proxy.url, grid)
+        injected = proxy.faults()
+    keys = {f["key"] for f in injected}
+    assert got == reference_ids
+    assert len(injected) == 2 * len(keys) and len(keys) >= 2  # every page, twice
+
+
+def test_reset_mid_page_beyond_retries_is_a_clear_stac_error_not_a_short_list(
+        served_demo, grid, proxy_factory, monkeypatch):
+    """A page that stays cut after every retry fails the search, never returns fewer items."""
+    import gpp_cubes.providers as providers
+
+    # Few, fast retries: the proxy cuts the first page on each of its 3 attempts.
+    fast = providers.stac_io_with_retries
+    monkeypatch.setattr("gpp_cubes.search.stac_io_with_retries",
+                        lambda **kw: fast(total=2, backoff_factor=0.01))
+    with proxy_factory(served_demo.stac_url, "reset-body", rate=1.0, times=100,
+                       match="/search") as proxy:
+        with pytest.raises(StacError, match=r"STAC search of 'sentinel-2-l2a' at http://127"
+                           r".* failed \(no complete answer\)"):
             _search(proxy.url, grid)
-        assert proxy.faults()
+        assert len(proxy.faults()) == 3  # the first try and 2 retries of the first page
 
 
 def test_permanent_error_names_endpoint_and_collection(served_demo, grid, proxy_factory):
@@ -92,11 +113,7 @@ def test_permanent_error_names_endpoint_and_collection(served_demo, grid, proxy_
     assert proxy.url in msg and "'sentinel-2-l2a'" in msg and "601716/5659658" in msg
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the StacError of an HTTP error carries only the response body (pystac-client's "
-    "APIError text), not the status: gpp_cubes.search.search_items should add "
-    "err.status_code ('HTTP 404') to its message"))
 def test_permanent_error_names_the_http_status(served_demo, grid, proxy_factory):
     with (proxy_factory(served_demo.stac_url, "404", rate=1.0, match="/search") as proxy,
-          pytest.raises(StacError, match="404")):
+          pytest.raises(StacError, match=r"failed \(HTTP 404\)")):
         _search(proxy.url, grid)
