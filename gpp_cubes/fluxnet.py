@@ -220,6 +220,12 @@ def gpp_targets(df: pd.DataFrame, start: str = "2016-01-01", end: str = "2020-12
         ``start`` to ``end``; NaN for days absent from the file, missing, with low QC or
         with GPP < 0. Never interpolated.
 
+    Raises
+    ------
+    InputFormatError
+        A required column is missing, or no day of ``start``..``end`` lies within the
+        file's dates (names the file from ``df.attrs["source"]``, its span and the range).
+
     References
     ----------
     Montero, D. et al. (2024), section 2.1: "Timesteps with less than 70% high-quality
@@ -229,6 +235,13 @@ def gpp_targets(df: pd.DataFrame, start: str = "2016-01-01", end: str = "2020-12
         if col not in df.columns:
             raise InputFormatError(f"{df.attrs.get('source', 'FLUXNET data')}: no column {col}")
     calendar = pd.date_range(start, end, freq="D", name="time")
+    if len(calendar) and len(df.index) and (calendar[-1] < df.index.min()
+                                            or calendar[0] > df.index.max()):
+        # Without overlap the target would be all NaN: a wrong file or wrong dates.
+        raise InputFormatError(
+            f"{df.attrs.get('source', 'FLUXNET data')}: holds {df.index.min():%Y-%m-%d} to "
+            f"{df.index.max():%Y-%m-%d}, no day of the requested {calendar[0]:%Y-%m-%d} to "
+            f"{calendar[-1]:%Y-%m-%d}")
     gpp = df[GPP_COLUMN].reindex(calendar)
     qc = df[QC_COLUMN].reindex(calendar)
     # NaN comparisons are False, so `qc >= qc_min` also drops days whose QC is missing.

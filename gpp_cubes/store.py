@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gpp_cubes.errors import InputFormatError
+from gpp_cubes.secrets import redact_mapping
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -103,7 +104,9 @@ def write_zarr_atomic(ds: xr.Dataset, path: str | Path, *, provenance: dict[str,
         only after the new one was written and validated.
     provenance : dict
         JSON-serialisable record (STAC item ids, masks, parameters...). Stored, scrubbed of
-        credentials (:func:`scrub_secrets`), as the JSON string attribute ``provenance``.
+        credentials (:func:`scrub_secrets` by key name and URL query, then
+        :func:`gpp_cubes.secrets.redact_mapping` for secrets in free text), as the JSON
+        string attribute ``provenance``.
     encoding : dict, optional
         Per-variable zarr encoding.
 
@@ -125,8 +128,10 @@ def write_zarr_atomic(ds: xr.Dataset, path: str | Path, *, provenance: dict[str,
     tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
     out = ds.copy()
     out.attrs = dict(ds.attrs)
-    out.attrs["provenance"] = json.dumps(scrub_secrets(provenance), sort_keys=True,
-                                         default=str)
+    # Key names and URL queries first, then free text (a token inside an error message);
+    # the JSON round trip makes every value text, so nothing escapes as a repr later.
+    plain = json.loads(json.dumps(scrub_secrets(provenance), default=str))
+    out.attrs["provenance"] = json.dumps(redact_mapping(plain), sort_keys=True)
     # Fixed-width numpy strings have no zarr v3 data-type spec (other readers may fail on
     # them); variable-length UTF-8 does.
     for name, var in list(out.variables.items()):

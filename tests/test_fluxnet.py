@@ -184,3 +184,20 @@ def test_gpp_targets_missing_column_named():
     df.attrs["source"] = "some.csv"
     with pytest.raises(InputFormatError, match=r"some\.csv: no column NEE_VUT_REF_QC"):
         gpp_targets(df)
+
+
+def test_gpp_targets_without_overlap_names_file_span_and_range(tmp_path):
+    path = _write(tmp_path / DD, [
+        "TIMESTAMP,GPP_NT_VUT_REF,NEE_VUT_REF_QC",
+        "20160101,5.0,1.0", "20160102,4.0,1.0", "20160103,3.0,1.0",
+    ])
+    df = read_fluxnet(path)
+    for start, end in (("2016-01-04", "2016-02-01"), ("2015-01-01", "2015-12-31")):
+        with pytest.raises(InputFormatError) as err:
+            gpp_targets(df, start, end)
+        msg = str(err.value)
+        assert str(path) in msg and "2016-01-01 to 2016-01-03" in msg
+        assert f"{start} to {end}" in msg
+    # one shared day is enough: the rest of the calendar is NaN, as documented
+    gpp = gpp_targets(df, "2015-12-30", "2016-01-01")
+    np.testing.assert_array_equal(gpp.to_numpy(), [np.nan, np.nan, 5.0])

@@ -81,10 +81,6 @@ def _flux() -> pd.DataFrame:
     return df
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "gpp_cubes.fluxnet.gpp_targets returns an all-NaN target for a calendar that does not "
-    "overlap the file's dates; it should raise InputFormatError naming the file, its date "
-    "span and the requested range"))
 def test_date_range_outside_the_fluxnet_data_is_an_error():
     from gpp_cubes.fluxnet import gpp_targets
 
