@@ -22,7 +22,8 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING, Literal
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import numpy as np
 
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     from gpp_cubes.grid import SiteGrid
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass
@@ -85,9 +87,69 @@ def _grid_lon(grid: SiteGrid) -> float:
     return float(lon)
 
 
+#: Attempts of one asset open or read. GDAL retries HTTP error statuses itself
+#: (GDAL_HTTP_MAX_RETRY) but not a transfer cut mid-body, and caches that failure.
+READ_ATTEMPTS = 3
+#: Wait before the first retry [s], doubled on each further one.
+READ_RETRY_DELAY_S = 0.25
+
+
+def _read_with_retries(href: str, read: Callable[[], T], *, attempts: int = READ_ATTEMPTS,
+                       delay_s: float = READ_RETRY_DELAY_S) -> T:
+    """``read()``, tried again after clearing GDAL's cache of ``href`` when it raises.
+
+    Only remote hrefs are retried (a local file does not heal). The last error is raised.
+    """
+    import time
+
+    import rasterio
+
+    from gpp_cubes.providers import clear_gdal_http_cache, is_remote
+
+    tries = max(1, attempts) if is_remote(href) else 1
+    extra: dict[str, str] = {}
+    for k in range(tries):
+        try:
+            if not extra:
+                return read()
+            with rasterio.Env(**extra):
+                return read()
+        except Exception as err:  # RasterioIOError, CPLE_*, WarpOperationError, ...
+            if k + 1 >= tries:
+                raise
+            # GDAL remembers the failed transfer (even "file does not exist" after a cut
+            # HEAD); without clearing, the retry would fail again without any request.
+            extra = clear_gdal_http_cache(href)
+            log.info("retrying read of %s (%d of %d) after %s: %s", _public_url(href), k + 2,
+                     tries, type(err).__name__, str(err).replace(href, "")[:120])
+            time.sleep(delay_s * 2 ** k)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _probe_block(src: Any, grid: SiteGrid | None) -> Any:
+    """The block of ``src`` (a rasterio dataset) holding the tower, else the first block."""
+    bh, bw = src.block_shapes[0]
+    if grid is None:
+        return src.block_window(1, 0, 0)
+    from rasterio.warp import transform
+
+    xs, ys = transform(f"EPSG:{grid.epsg}", src.crs, [grid.tower_x], [grid.tower_y])
+    row, col = src.index(xs[0], ys[0])
+    row = min(max(int(row), 0), src.height - 1)  # tower off this tile: nearest block
+    col = min(max(int(col), 0), src.width - 1)
+    return src.block_window(1, row // bh, col // bw)
+
+
 def check_item(item: pystac.Item, bands: Sequence[str],
-               gdal_env: Mapping[str, str] | None = None) -> str | None:
-    """Open every band asset of an item; return the reason it cannot be read, or None.
+               gdal_env: Mapping[str, str] | None = None, *, grid: SiteGrid | None = None,
+               read_block: bool = True, attempts: int = READ_ATTEMPTS) -> str | None:
+    """Open (and read one block of) every band asset; return why the item is unreadable.
+
+    A COG truncated after its header opens fine and fails only when its pixels are read,
+    so one block is read too: the block holding the site's tower (the one the load reads),
+    or the first block without ``grid``. A failed open or read is retried ``attempts``
+    times after clearing GDAL's ``/vsicurl/`` cache of that URL (GDAL does not retry a
+    transfer cut mid-body and caches the failure).
 
     Parameters
     ----------
@@ -97,6 +159,12 @@ def check_item(item: pystac.Item, bands: Sequence[str],
         Asset keys to check.
     gdal_env : mapping, optional
         GDAL settings (``rasterio.Env``).
+    grid : SiteGrid, optional
+        Site grid: which block to read.
+    read_block : bool, default True
+        Read one block of each asset (False: open only, headers).
+    attempts : int, default 3
+        Tries per remote asset.
 
     Returns
     -------
@@ -105,18 +173,27 @@ def check_item(item: pystac.Item, bands: Sequence[str],
     """
     import rasterio
 
+    def probe(href: str) -> str | None:
+        with rasterio.open(href) as src:
+            if src.count < 1 or src.crs is None:
+                return "has no band or no CRS"
+            if read_block:
+                src.read(1, window=_probe_block(src, grid))
+        return None
+
     with rasterio.Env(**(gdal_env or {})):
         for band in bands:
             asset = item.assets.get(band)
             if asset is None:
                 return f"asset {band!r} missing"
+            href = asset.href
             try:
-                with rasterio.open(asset.href) as src:
-                    if src.count < 1 or src.crs is None:
-                        return f"asset {band!r} has no band or no CRS"
+                why = _read_with_retries(href, lambda h=href: probe(h), attempts=attempts)
             except Exception as err:  # rasterio raises RasterioIOError, CPLE_*, ...
-                msg = str(err).replace(asset.href, _public_url(asset.href))
+                msg = str(err).replace(href, _public_url(href))
                 return f"asset {band!r} unreadable: {msg[:200]}"
+            if why is not None:
+                return f"asset {band!r} {why}"
     return None
 
 
@@ -172,10 +249,11 @@ def load_items(
         Item properties attached as time coordinates (first item of each step), e.g.
         ``["s2:processing_baseline"]``.
     precheck : bool or "assets", default True
-        True: open every asset before the load and drop unreadable items (see module
-        docs). ``"assets"``: only check that the band assets exist (no I/O; a read error
-        then raises at compute time, for callers that drop failing scenes themselves, as
-        :func:`gpp_cubes.s2.s2_features` does). False: no check.
+        True: open every asset and read its block at the tower before the load, and drop
+        unreadable items (see module docs; :func:`check_item`). ``"assets"``: only check
+        that the band assets exist (no I/O; a read error then raises at compute time, for
+        callers that drop failing scenes themselves, as :func:`gpp_cubes.s2.s2_features`
+        does). False: no check. Reads themselves are retried in every mode.
     max_failed_fraction : float, default 0.2
         Fail the site when more than this fraction of its items was dropped.
     site_id : str, optional
@@ -219,7 +297,7 @@ def load_items(
         good = [it for it in good if it.id not in report.dropped]
     elif precheck and good:
         with ThreadPoolExecutor(max_workers=min(16, len(good))) as pool:
-            reasons = list(pool.map(lambda it: check_item(it, bands, env), good))
+            reasons = list(pool.map(lambda it: check_item(it, bands, env, grid=grid), good))
         for it, why in zip(list(good), reasons, strict=True):
             if why is not None:
                 log.warning("%s: dropping STAC item %s: %s", where, it.id, why)
@@ -273,13 +351,54 @@ def _load_odc(groups: list[list[pystac.Item]], bands: Sequence[str], grid: SiteG
         flat, bands=list(bands), geobox=grid.geobox,
         groupby=lambda item, parsed, idx: key[item.id],
         chunks={"x": chunks["x"], "y": chunks["y"]}, dtype=dtype, nodata=nodata,
-        resampling=resampling, fail_on_error=True,
+        resampling=resampling, fail_on_error=True, driver=_retrying_driver(),
     )
     if ds.sizes["time"] != len(groups):  # pragma: no cover - guards odc-stac behaviour
         raise GppError(f"odc-stac made {ds.sizes['time']} time steps for {len(groups)} groups")
     if chunks.get("time", 1) != 1:
         ds = ds.chunk({"time": chunks["time"]})
     return ds.drop_vars([c for c in ("spatial_ref",) if c in ds.coords])
+
+
+@lru_cache(maxsize=1)
+def _retry_classes() -> dict[str, type]:
+    """odc-stac reader classes whose reads are retried (built lazily: odc imports slowly)."""
+    from odc.loader import RioDriver, RioReader
+
+    class RetryingRioReader(RioReader):
+        """odc-stac's rasterio reader, each read retried by :func:`_read_with_retries`."""
+
+        def read(self, cfg: Any, dst_geobox: Any, *, dst: Any = None,
+                 selection: Any = None) -> Any:
+            return _read_with_retries(self._src.uri, lambda: RioReader.read(
+                self, cfg, dst_geobox, dst=dst, selection=selection))
+
+    class RetryingRioDriver(RioDriver):
+        """odc-stac's rasterio driver with :class:`RetryingRioReader` (same metadata)."""
+
+        def open(self, src: Any, ctx: Any) -> Any:
+            return RetryingRioReader(src, ctx)
+
+    for cls in (RetryingRioReader, RetryingRioDriver):
+        # Picklable by reference (Dask workers): module __getattr__ below rebuilds them.
+        cls.__module__, cls.__qualname__ = __name__, cls.__name__
+    return {c.__name__: c for c in (RetryingRioReader, RetryingRioDriver)}
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("RetryingRioReader", "RetryingRioDriver"):
+        return _retry_classes()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _retrying_driver() -> Any:
+    try:  # odc-stac's metadata handling of auxiliary bands, as its default driver has
+        from odc.stac._mdtools import StacAuxReader
+
+        aux = StacAuxReader()
+    except ImportError:  # private location moved: not needed for plain bands
+        aux = None
+    return _retry_classes()["RetryingRioDriver"](aux_reader=aux)
 
 
 def _load_stackstac(groups: list[list[pystac.Item]], bands: Sequence[str], grid: SiteGrid,

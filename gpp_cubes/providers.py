@@ -391,3 +391,66 @@ def gdal_worker_plugin(settings: Mapping[str, str] | None = None) -> Any:
             configure_gdal(self.values)
 
     return GdalSettings(chosen)
+
+
+def gdal_vsi_path(href: str) -> str:
+    """The GDAL virtual file path rasterio opens for ``href`` (``/vsicurl/https://...``)."""
+    try:
+        from rasterio._path import _parse_path  # rasterio's own href -> /vsi*/ mapping
+
+        return str(_parse_path(href).as_vsi())
+    except Exception:  # private API moved: the common case by hand
+        return f"/vsicurl/{href}" if href.startswith(("http://", "https://")) else href
+
+
+def is_remote(href: str) -> bool:
+    """True for hrefs GDAL reads over the network (``/vsicurl/``, ``/vsis3/``...)."""
+    return gdal_vsi_path(href).startswith("/vsi") and not href.startswith("/vsimem/")
+
+
+@lru_cache(maxsize=1)
+def _vsicurl_partial_clear() -> Callable[[bytes], None] | None:
+    """``VSICurlPartialClearCache`` of the GDAL that *rasterio* uses, or None.
+
+    rasterio does not bind it, and osgeo (if installed) may load another copy of GDAL whose
+    cache is not rasterio's. dlsym on rasterio's own extension module finds the symbol in
+    the libgdal it links (wheel-bundled or system alike).
+    """
+    import ctypes
+
+    try:
+        import rasterio._env
+
+        func = ctypes.CDLL(rasterio._env.__file__).VSICurlPartialClearCache
+    except (ImportError, OSError, AttributeError):
+        return None
+    func.argtypes = [ctypes.c_char_p]
+    func.restype = None
+    return func
+
+
+def clear_gdal_http_cache(href: str) -> dict[str, str]:
+    """Make GDAL forget what its ``/vsicurl/`` cache holds for ``href`` before a retry.
+
+    GDAL caches a failed request's outcome (e.g. "file does not exist" after a ``HEAD``
+    whose connection was cut), so reopening the same URL in the same process fails again
+    without any request. Clearing that URL's entries makes the next open ask the server.
+
+    Parameters
+    ----------
+    href : str
+        Asset URL (as given to rasterio).
+
+    Returns
+    -------
+    dict
+        GDAL settings the retry should use: empty when the cache entry was cleared; else
+        (``VSICurlPartialClearCache`` not reachable) ``CPL_VSIL_CURL_NON_CACHED`` for the
+        ``/vsicurl/`` prefix, which makes that thread's retry bypass the cache.
+    """
+    path = gdal_vsi_path(href)
+    func = _vsicurl_partial_clear()
+    if func is not None:
+        func(path.encode())
+        return {}
+    return {"CPL_VSIL_CURL_NON_CACHED": "/vsicurl/"}

@@ -10,6 +10,7 @@ when too many scenes fail.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -105,26 +106,26 @@ def test_reset_mid_body_is_explicit_never_silent(served_demo, grid, reference, p
         np.testing.assert_array_equal(ds[b].values, ref[b].values[keep])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "GDAL does not retry a transfer cut mid-body (curl 'transfer closed with N bytes "
-    "remaining'); gpp_cubes.load.check_item (and the odc read) should retry the open a few "
-    "times, after clearing GDAL's /vsicurl/ cache for that URL, before dropping the scene"))
-def test_reset_mid_body_recovered(served_demo, grid, reference, proxy_factory):
+@pytest.mark.parametrize("precheck", [True, False], ids=["checked", "odc-read-only"])
+def test_reset_mid_body_recovered(precheck, served_demo, grid, reference, proxy_factory,
+                                  caplog):
+    """Cut transfers are retried after clearing GDAL's cache of the URL: by the pre-check,
+    and (precheck=False) by the odc-stac read itself."""
     _, ref = reference
-    with through_proxy(served_demo, proxy_factory, "reset-body", rate=0.3) as (url, _fp):
-        ds = load_items(_search(url, grid), BANDS, grid, site_id="DE-Hai",
+    caplog.set_level(logging.INFO, logger="gpp_cubes.load")
+    with through_proxy(served_demo, proxy_factory, "reset-body", rate=0.3) as (url, fp):
+        ds = load_items(_search(url, grid), BANDS, grid, site_id="DE-Hai", precheck=precheck,
                         max_failed_fraction=1.0).compute()
+        cut = [f for f in fp.faults() if f["key"].startswith("GET ")]
+    assert cut, "no transfer was cut"
+    assert "retrying read of http://127.0.0.1" in caplog.text
+    assert not load_report(ds).dropped
     _assert_same(ds, ref)
 
 
 # ------------------------------------------------------------------ unrecoverable faults
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "load_items' pre-check only opens each asset (header), so a COG truncated after its "
-    "header passes it and the odc read then fails the whole load (WarpOperationError); "
-    "gpp_cubes.load.load_items should drop the item explicitly, e.g. by retrying a failing "
-    "compute per time step as s2.reduce_cube does, or reading one block in check_item"))
 def test_truncated_cog_dropped_by_load_items(served_demo, grid, reference, proxy_factory):
     items_ref, _ = reference
     name = items_ref[1].assets["B8A"].href.rsplit("/", 1)[1]
