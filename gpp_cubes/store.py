@@ -4,13 +4,17 @@ A store is written to a temporary sibling directory, reopened and checked, renam
 place, and only then gets its ``.gpp-complete`` marker (docs/architecture.md). An interrupted
 write therefore leaves either the previous complete store, or a directory without a marker
 (:func:`is_complete` is False and a restart rebuilds it) — never a store that looks complete.
+The hidden temporaries a killed writer leaves (``.<name>.tmp-*``, ``.<name>.old-*``) are
+removed by the next write of the same store (:func:`remove_stale_temporaries`).
 Zarr format 3 with consolidated metadata; zarr-python 3.0.0-3.0.7 are excluded in
 pyproject.toml because of their data-loss bugs.
 """
 
 from __future__ import annotations
 
+import glob
 import json
+import logging
 import os
 import platform
 import re
@@ -27,6 +31,8 @@ from gpp_cubes.secrets import redact_mapping
 
 if TYPE_CHECKING:
     import xarray as xr
+
+log = logging.getLogger(__name__)
 
 COMPLETE_MARKER = ".gpp-complete"
 
@@ -80,6 +86,79 @@ def is_complete(path: str | Path) -> bool:
     return (Path(path) / COMPLETE_MARKER).is_file()
 
 
+_TEMP_NAME = re.compile(r"^\.(?P<store>.+)\.(?P<kind>tmp|old)-(?P<tag>[0-9a-f]{8})"
+                        r"(?:-(?P<pid>\d+)-(?P<host>[A-Za-z0-9.\-]+))?$")
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9.\-]", "-", platform.node() or "localhost")
+
+
+def _temp_path(path: Path, kind: str) -> Path:
+    """``.<name>.<kind>-<random>-<pid>-<host>``: who wrote it, to tell live from stale."""
+    return path.parent / f".{path.name}.{kind}-{uuid.uuid4().hex[:8]}-{os.getpid()}-{_host()}"
+
+
+def _writer_alive(pid: str | None, host: str | None) -> bool:
+    """Is the writer of a temporary still running? Only knowable on this host."""
+    if pid is None or host != _host():
+        return False  # older name format, or another machine: one writer per store
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True  # exists (another user's): keep it
+    return True
+
+
+def remove_stale_temporaries(path: str | Path) -> list[Path]:
+    """Remove what killed writes of the store ``path`` left behind; return what was removed.
+
+    A write killed midway leaves a hidden ``.<name>.tmp-*`` directory (an incomplete
+    store), and one killed between its two renames a ``.<name>.old-*`` (the previous
+    store, renamed aside). Temporaries of writers still running on this host are kept
+    (a store has one writer at a time; temporaries of other hosts are treated as stale).
+    A ``.old-*`` store is removed only when ``path`` is complete; if ``path`` is missing,
+    a complete ``.old-*`` is renamed back into place, so the previous store is not lost.
+
+    Parameters
+    ----------
+    path : str or Path
+        Final store path, e.g. ``out/DE-Hai.zarr``.
+
+    Returns
+    -------
+    list of Path
+        Temporaries removed (restored ones are not listed).
+    """
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    removed: list[Path] = []
+    olds: list[Path] = []
+    for p in sorted(path.parent.glob(f".{glob.escape(path.name)}.*-*")):
+        m = _TEMP_NAME.match(p.name)
+        if not m or m["store"] != path.name or _writer_alive(m["pid"], m["host"]):
+            continue
+        if m["kind"] == "old":
+            olds.append(p)
+            continue
+        shutil.rmtree(p, ignore_errors=True)
+        removed.append(p)
+    for p in olds:
+        if not path.exists() and is_complete(p):
+            p.rename(path)  # killed between the renames: the previous store comes back
+            log.warning("restored %s from %s (a write was killed mid-swap)", path, p.name)
+        elif is_complete(path):
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    if removed:
+        log.info("removed %d stale temporary store(s) of %s: %s", len(removed), path,
+                 ", ".join(p.name for p in removed))
+    return removed
+
+
 def _fsync_dir(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -113,7 +192,8 @@ def write_zarr_atomic(ds: xr.Dataset, path: str | Path, *, provenance: dict[str,
     Returns
     -------
     Path
-        The final store path.
+        The final store path. Stale temporaries of earlier, killed writes of the same
+        store are removed first (:func:`remove_stale_temporaries`).
 
     Raises
     ------
@@ -125,7 +205,8 @@ def write_zarr_atomic(ds: xr.Dataset, path: str | Path, *, provenance: dict[str,
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
+    remove_stale_temporaries(path)  # left by an earlier write of this store that was killed
+    tmp = _temp_path(path, "tmp")
     out = ds.copy()
     out.attrs = dict(ds.attrs)
     # Key names and URL queries first, then free text (a token inside an error message);
@@ -155,7 +236,7 @@ def write_zarr_atomic(ds: xr.Dataset, path: str | Path, *, provenance: dict[str,
         _fsync_dir(tmp)
         old = None
         if path.exists():
-            old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
+            old = _temp_path(path, "old")
             path.rename(old)
         tmp.rename(path)
         _fsync_dir(path.parent)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -70,12 +71,19 @@ def _values(path: Path) -> tuple[np.ndarray, str]:
         return ds["v"].values, ds.attrs["provenance"]
 
 
+def _temporaries(path: Path) -> list[Path]:
+    return sorted(path.parent.glob(f".{path.name}.tmp-*")) + sorted(
+        path.parent.glob(f".{path.name}.old-*"))
+
+
 def test_killed_first_write_leaves_no_complete_store_and_restart_finishes(tmp_path):
     path = tmp_path / "SITE.zarr"
     _kill_mid_write(path, 0.0)
     assert not is_complete(path)
     assert not list(tmp_path.rglob(COMPLETE_MARKER))
+    assert len(_temporaries(path)) == 1  # the killed writer's half-written store
     assert _write(path, 0.0).wait(timeout=120) == 0  # the restart
+    assert _temporaries(path) == []  # ... removed it
     ref = tmp_path / "ref" / "SITE.zarr"
     assert _write(ref, 0.0).wait(timeout=120) == 0  # uninterrupted
     assert is_complete(path)
@@ -96,3 +104,37 @@ def test_killed_rewrite_keeps_previous_store_byte_identical(tmp_path):
     assert _write(path, 100.0).wait(timeout=120) == 0
     v, _ = _values(path)
     assert v[:, 0, 0].tolist() == [100.0 + i for i in range(40)]
+    assert _temporaries(path) == []
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait(timeout=30)
+    return proc.pid
+
+
+def test_stale_temporaries_removed_live_and_foreign_ones_kept(tmp_path):
+    from gpp_cubes.store import _host, remove_stale_temporaries, write_zarr_atomic
+
+    path = tmp_path / "SITE.zarr"
+    other = tmp_path / "SITE.zarr2"  # another store whose name starts the same
+    host, dead = _host(), _dead_pid()
+    stale = [tmp_path / f".SITE.zarr.tmp-0123abcd-{dead}-{host}",
+             tmp_path / ".SITE.zarr.tmp-89abcdef"]  # the name format before writer ids
+    live = tmp_path / f".SITE.zarr.tmp-fedcba98-{os.getpid()}-{host}"  # this process
+    foreign = [tmp_path / f".SITE.zarr2.tmp-0123abcd-{dead}-{host}", other]
+    for p in [*stale, live, *foreign]:
+        (p / "v").mkdir(parents=True)
+    assert sorted(remove_stale_temporaries(path)) == sorted(stale)
+    assert all(p.exists() for p in [live, *foreign]) and not any(p.exists() for p in stale)
+
+    # a write killed between its two renames: only ".old-*" holds the previous store
+    write_zarr_atomic(xr.Dataset({"v": ("t", np.arange(3.0))}), path, provenance={})
+    aside = tmp_path / f".SITE.zarr.old-00ff00ff-{dead}-{host}"
+    path.rename(aside)
+    assert remove_stale_temporaries(path) == [] and is_complete(path)  # renamed back
+    with xr.open_zarr(path) as ds:
+        assert ds["v"].values.tolist() == [0.0, 1.0, 2.0]
+    # ... and once the new store is in place, the leftover copy goes
+    shutil.copytree(path, aside)
+    assert remove_stale_temporaries(path) == [aside] and is_complete(path)
