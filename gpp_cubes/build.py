@@ -16,8 +16,10 @@ Two phases, because the Sentinel-2 PCA is fitted on *all* sites' training years:
 
 Resumable: every store (intermediate or final) is written atomically with a completion
 marker (:func:`gpp_cubes.store.write_zarr_atomic`); a site whose final store is complete is
-skipped, a site whose phase-1 store is complete skips phase 1. ``force=True`` rebuilds the
-requested sites and refits the PCA.
+skipped, a site whose phase-1 store is complete skips phase 1. A build starts by removing
+the hidden temporaries a killed earlier run left
+(:func:`gpp_cubes.store.remove_stale_temporaries`). ``force=True`` rebuilds the requested
+sites and refits the PCA.
 
 Nothing assumes one machine: the tasks are plain functions of picklable arguments
 (absolute paths and URLs, no client state); workers read the STAC API and the COGs
@@ -756,7 +758,7 @@ def _build_with_client(client: Any, metas: list[SiteMeta], cfg: BuildConfig, for
     from distributed import as_completed
 
     from gpp_cubes.providers import gdal_worker_plugin
-    from gpp_cubes.store import is_complete
+    from gpp_cubes.store import is_complete, remove_stale_temporaries
 
     def note(site: str, stage: str, state: str) -> None:
         if progress is not None:
@@ -776,6 +778,13 @@ def _build_with_client(client: Any, metas: list[SiteMeta], cfg: BuildConfig, for
             shutil.rmtree(cfg.out / WORK_DIR / m.site_id, ignore_errors=True)
         cfg.pca_path().unlink(missing_ok=True)
         cfg.pca_path().with_suffix(".sites.json").unlink(missing_ok=True)
+    # A run killed earlier leaves hidden half-written stores (.<name>.tmp-*): remove them
+    # now, since stores that are skipped are never rewritten (and rewrites would only
+    # clean their own).
+    for p in [cfg.out / MULTISITE_NAME, *(
+            q for m in metas for q in (cfg.site_store(m.site_id), *(
+                cfg.phase1_store(m.site_id, sensor) for sensor in SENSORS)))]:
+        remove_stale_temporaries(p)
     todo = [m for m in metas if force or not is_complete(cfg.site_store(m.site_id))]
     for m in metas:
         if m not in todo:
