@@ -1,18 +1,35 @@
-"""Recurrences over pre-projected inputs as ``lax.scan`` with hand-written backward passes.
+"""Recurrent layers as ``lax.scan`` with hand-written backward passes, tuned for XLA:CPU.
 
-Each function maps ``xp`` (time, batch, G*H) — the inputs of *all* time steps already
-multiplied by the input kernel and shifted by the bias, one large matmul done by the caller —
-and the recurrent kernel ``w_h`` (H, G*H) to the hidden states (time, batch, H).
+Each layer maps inputs ``x`` (time, batch, F) to hidden states (time, batch, H) with **one**
+matmul per time step forward, ``[x_t, h_{t-1}] @ W`` with ``W`` of shape (F+H, G*H) (all gates,
+input and recurrent kernels stacked), and two per step backward (``dz @ W.T`` and the kernel
+gradient ``[x_t, h_{t-1}].T @ dz`` accumulated in the loop carry).
 
-Why a custom VJP: differentiating a scan with JAX's autodiff accumulates the recurrent-kernel
-gradient with one small (H x B) @ (B x G*H) matmul per time step inside the backward loop and
-re-derives every activation. Here the backward scan only propagates dh (and dc) with one
-matmul per step and saves the pre-activation gradients; the kernel gradient is then a single
-(H x T*B) @ (T*B x G*H) matmul after the loop. Sigmoids are computed as
-``0.5 * tanh(0.5 x) + 0.5`` with one ``tanh`` over all gates: on XLA:CPU ``tanh`` is a fast
-vectorised polynomial while ``logistic`` is several times slower.
+Why this layout (measured on a 2-core AMD EPYC with XLA:CPU; benchmarks/bench_models.py):
 
-Equations: see :mod:`gpp_models.models`. Gate order: GRU (r, z, n), LSTM (i, f, g, o).
+* One (B, F+H) x (F+H, G*H) matmul per step runs at the machine's matmul peak; the small-K
+  (F = 25) input matmul on its own does not (about a tenth of peak), neither per step nor
+  hoisted before the loop as a (T*B, F) x (F, G*H) matmul.
+* Nothing of shape (time, batch, G*H) other than the saved gate activations is materialised:
+  hoisting the input projection out of the loop, or stacking dz for one large kernel-gradient
+  matmul after the loop, adds 47 MB buffers (T=90, B=256, 4H=512) whose zero-fill, layout
+  transposes and page faults cost more than the matmuls they replace.
+* Autodiff of a scan re-derives the activations and cannot share work between gates; here
+  the backward step reuses the saved activations, and the sigmoids are computed through one
+  ``tanh`` per step (``sigma(x) = 0.5 tanh(x/2) + 0.5``): on XLA:CPU ``tanh`` is a fast
+  vectorised polynomial while ``logistic`` is several times slower.
+
+Gate order: RNN (h); GRU (r, z, n) in PyTorch/Flax form; LSTM (i, f, g, o). The GRU's
+candidate gate needs ``W_in x`` and ``W_hn h`` separately (n = tanh(W_in x + b_in +
+r * (W_hn h + b_hn))), so its stacked kernel has four column blocks ``[r, z, n_x, n_h]`` with
+zero blocks ``W[:F, n_h]`` and ``W[F:, n_x]`` (built by :func:`gru_kernel`); the 33 % extra
+FLOPs still beat a separate small-K matmul. Equations: see :mod:`gpp_models.models`.
+
+References
+----------
+Hochreiter, S. & Schmidhuber, J. (1997), Neural Computation 9(8). Cho, K. et al. (2014),
+arXiv:1406.1078. Appleyard, J., Kocisky, T. & Blunsom, P. (2016), Optimizing performance of
+recurrent neural networks on GPUs, arXiv:1604.01946 (gate fusion, combined matmuls).
 """
 
 from __future__ import annotations
@@ -23,180 +40,213 @@ import jax
 import jax.numpy as jnp
 
 
-def _prev(hs: jax.Array) -> jax.Array:
-    """h_{t-1} for every t (zeros at t = 0)."""
-    return jnp.concatenate([jnp.zeros_like(hs[:1]), hs[:-1]], axis=0)
+def _sigmoid(x: jax.Array) -> jax.Array:
+    return 0.5 * jnp.tanh(0.5 * x) + 0.5
 
 
-def _kernel_grad(hs: jax.Array, dz: jax.Array) -> jax.Array:
-    return jnp.einsum("tbh,tbg->hg", _prev(hs), dz)
+def _zeros(batch: int, width: int, like: jax.Array) -> jax.Array:
+    return jnp.zeros((batch, width), like.dtype)
 
 
-def _gate_scale(tanh_gate: int, H: int, G: int) -> jax.Array:
-    # 0.5 for sigmoid gates (sigma(x) = 0.5 tanh(x / 2) + 0.5), 1 for the tanh gate.
-    s = jnp.full((G * H,), 0.5, jnp.float32)
-    return s.at[tanh_gate * H:(tanh_gate + 1) * H].set(1.0)
+def gru_kernel(w_i: jax.Array, w_h: jax.Array) -> jax.Array:
+    """Stack ``w_i`` (F, 3H) and ``w_h`` (H, 3H) into (F+H, 4H), blocks [r, z, n_x, n_h]."""
+    F, H = w_i.shape[0], w_h.shape[0]
+    top = jnp.concatenate([w_i, jnp.zeros((F, H), w_i.dtype)], axis=1)
+    bottom = jnp.concatenate([w_h[:, :2 * H], jnp.zeros((H, H), w_h.dtype), w_h[:, 2 * H:]],
+                             axis=1)
+    return jnp.concatenate([top, bottom], axis=0)
+
+
+def _backward_kernel(w: jax.Array, F: int, input_grad: bool) -> jax.Array:
+    # Without an input gradient (first layer: x is data) only the recurrent rows are needed.
+    return w.T if input_grad else w[F:].T
+
+
+def _input_part(dxh: jax.Array, F: int, H: int) -> jax.Array | None:
+    return dxh[:, :F] if dxh.shape[-1] == F + H else None
+
+
+def _input_grad(dx: jax.Array | None, dhs: jax.Array, F: int, input_grad: bool) -> jax.Array:
+    if input_grad:
+        return dx
+    return jnp.zeros((*dhs.shape[:-1], F), dhs.dtype)
 
 
 # ---------------------------------------------------------------- Elman RNN
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def rnn_scan(xp: jax.Array, w_h: jax.Array, unroll: int = 1) -> jax.Array:
-    """Elman recurrence h_t = tanh(xp_t + h_{t-1} W_h); returns hs (T, B, H)."""
-    return _rnn_fwd(xp, w_h, unroll)[0]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def rnn_layer(x: jax.Array, w: jax.Array, b: jax.Array, unroll: int = 1,
+               input_grad: bool = True) -> jax.Array:
+    """h_t = tanh([x_t, h_{t-1}] @ W + b); ``w`` (F+H, H), ``b`` (H,); returns (T, B, H)."""
+    return _rnn_fwd(x, w, b, unroll, input_grad)[0]
 
 
-def _rnn_fwd(xp: jax.Array, w_h: jax.Array, unroll: int):
-    def step(h, x):
-        h = jnp.tanh(x + h @ w_h)
-        return h, h
+def _rnn_fwd(x: jax.Array, w: jax.Array, b: jax.Array, unroll: int, input_grad: bool):
+    def step(h, xt):
+        xh = jnp.concatenate([xt, h], axis=-1)
+        h = jnp.tanh(xh @ w + b)
+        return h, (h, xh)
 
-    h0 = jnp.zeros((*xp.shape[1:-1], w_h.shape[0]), xp.dtype)
-    _, hs = jax.lax.scan(step, h0, xp, unroll=unroll)
-    return hs, (hs, w_h)
-
-
-def _rnn_bwd(unroll: int, res, dhs: jax.Array):
-    hs, w_h = res
-    w_t = w_h.T
-
-    def step(dh_next, inp):
-        dh_out, h = inp
-        da = (dh_out + dh_next) * (1.0 - h * h)
-        return da @ w_t, da
-
-    _, da = jax.lax.scan(step, jnp.zeros_like(dhs[0]), (dhs, hs), reverse=True, unroll=unroll)
-    return da, _kernel_grad(hs, da)
+    hs, xhs = jax.lax.scan(step, _zeros(x.shape[1], w.shape[1], x), x, unroll=unroll)[1]
+    return hs, (hs, xhs, w)
 
 
-rnn_scan.defvjp(_rnn_fwd, _rnn_bwd)
+def _rnn_bwd(unroll: int, input_grad: bool, res, dhs: jax.Array):
+    hs, xhs, w = res
+    H = w.shape[1]
+    F = w.shape[0] - H
+    w_t = _backward_kernel(w, F, input_grad)
+
+    def step(carry, inp):
+        dh_next, dw, db = carry
+        dh_out, h, xh = inp
+        dz = (dh_out + dh_next) * (1.0 - h * h)
+        dxh = dz @ w_t
+        return (dxh[:, -H:], dw + xh.T @ dz, db + dz.sum(0)), _input_part(dxh, F, H)
+
+    init = (_zeros(dhs.shape[1], H, dhs), jnp.zeros_like(w), jnp.zeros((H,), w.dtype))
+    (_, dw, db), dx = jax.lax.scan(step, init, (dhs, hs, xhs), reverse=True, unroll=unroll)
+    return _input_grad(dx, dhs, F, input_grad), dw, db
+
+
+rnn_layer.defvjp(_rnn_fwd, _rnn_bwd)
 
 
 # ---------------------------------------------------------------- GRU
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def gru_scan(xp: jax.Array, w_h: jax.Array, b_hn: jax.Array, unroll: int = 1) -> jax.Array:
-    """GRU recurrence (PyTorch/Flax form) over xp = [x W_ir + b_r, x W_iz + b_z, x W_in + b_n]."""
-    return _gru_fwd(xp, w_h, b_hn, unroll)[0]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def gru_layer(x: jax.Array, w: jax.Array, b: jax.Array, unroll: int = 1,
+               input_grad: bool = True) -> jax.Array:
+    """GRU over ``x`` with the stacked kernel ``w`` = :func:`gru_kernel` (F+H, 4H) and bias
+    ``b`` = [b_r, b_z, b_in, b_hn] (4H,); returns (T, B, H)."""
+    return _gru_fwd(x, w, b, unroll, input_grad)[0]
 
 
-def _gru_fwd(xp: jax.Array, w_h: jax.Array, b_hn: jax.Array, unroll: int):
-    H = w_h.shape[0]
+def _gru_fwd(x: jax.Array, w: jax.Array, b: jax.Array, unroll: int, input_grad: bool):
+    H = w.shape[1] // 4
 
-    def step(h, x):
-        hp = h @ w_h
-        rz = 0.5 * jnp.tanh(0.5 * (x[..., :2 * H] + hp[..., :2 * H])) + 0.5
-        r, z = rz[..., :H], rz[..., H:]
-        hn = hp[..., 2 * H:] + b_hn
-        n = jnp.tanh(x[..., 2 * H:] + r * hn)
-        h = n + z * (h - n)
-        return h, (h, rz, n, hn)
+    def step(h, xt):
+        xh = jnp.concatenate([xt, h], axis=-1)
+        zz = xh @ w + b
+        rz = _sigmoid(zz[:, :2 * H])
+        hn = zz[:, 3 * H:]
+        r, u = rz[:, :H], rz[:, H:]
+        n = jnp.tanh(zz[:, 2 * H:3 * H] + r * hn)
+        h = n + u * (h - n)
+        return h, (h, (xh, r, u, n, hn))  # gates as separate arrays: see _lstm_fwd
 
-    h0 = jnp.zeros((*xp.shape[1:-1], H), xp.dtype)
-    _, (hs, rz, n, hn) = jax.lax.scan(step, h0, xp, unroll=unroll)
-    return hs, (hs, rz, n, hn, w_h)
+    hs, saved = jax.lax.scan(step, _zeros(x.shape[1], H, x), x, unroll=unroll)[1]
+    return hs, (saved, w)
 
 
-def _gru_bwd(unroll: int, res, dhs: jax.Array):
-    hs, rz, n, hn, w_h = res
-    H = w_h.shape[0]
-    w_t = w_h.T
-    h_prev = _prev(hs)
+def _gru_bwd(unroll: int, input_grad: bool, res, dhs: jax.Array):
+    saved, w = res
+    H = w.shape[1] // 4
+    F = w.shape[0] - H
+    w_t = _backward_kernel(w, F, input_grad)
 
-    def step(dh_next, inp):
-        dh_out, h_p, rz_t, n_t, hn_t = inp
+    def step(carry, inp):
+        dh_next, dw, db = carry
+        dh_out, (xh, r, u, n, hn) = inp
         dh = dh_out + dh_next
-        r, z = rz_t[..., :H], rz_t[..., H:]
-        dan = dh * (1.0 - z) * (1.0 - n_t * n_t)
-        dar = dan * hn_t * r * (1.0 - r)
-        daz = dh * (h_p - n_t) * z * (1.0 - z)
-        dhn = dan * r
-        d_hp = jnp.concatenate([dar, daz, dhn], axis=-1)
-        dh_prev = dh * z + d_hp @ w_t
-        return dh_prev, (jnp.concatenate([dar, daz, dan], axis=-1), d_hp)
+        dan = dh * (1.0 - u) * (1.0 - n * n)  # d pre-activation of n
+        dz = jnp.concatenate([dan * hn * r * (1.0 - r), dh * (xh[:, F:] - n) * u * (1.0 - u),
+                              dan, dan * r], axis=-1)
+        dxh = dz @ w_t
+        carry = (dxh[:, -H:] + dh * u, dw + xh.T @ dz, db + dz.sum(0))
+        return carry, _input_part(dxh, F, H)
 
-    _, (dxp, d_hp) = jax.lax.scan(step, jnp.zeros_like(dhs[0]), (dhs, h_prev, rz, n, hn),
-                                  reverse=True, unroll=unroll)
-    dw = jnp.einsum("tbh,tbg->hg", h_prev, d_hp)
-    db_hn = d_hp[..., 2 * H:].sum(axis=tuple(range(d_hp.ndim - 1)))
-    return dxp, dw, db_hn
+    init = (_zeros(dhs.shape[1], H, dhs), jnp.zeros_like(w), jnp.zeros((4 * H,), w.dtype))
+    (_, dw, db), dx = jax.lax.scan(step, init, (dhs, saved), reverse=True, unroll=unroll)
+    return _input_grad(dx, dhs, F, input_grad), dw, db
 
 
-gru_scan.defvjp(_gru_fwd, _gru_bwd)
+gru_layer.defvjp(_gru_fwd, _gru_bwd)
 
 
 # ---------------------------------------------------------------- LSTM
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def lstm_scan(xp: jax.Array, w_h: jax.Array, unroll: int = 1) -> jax.Array:
-    """LSTM recurrence over xp = x W_i + b (gates i, f, g, o); returns hs (T, B, H)."""
-    return _lstm_fwd(xp, w_h, unroll)[0]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def lstm_layer(x: jax.Array, w: jax.Array, b: jax.Array, unroll: int = 1,
+               input_grad: bool = True) -> jax.Array:
+    """LSTM over ``x`` with ``w`` (F+H, 4H) = [W_i; W_h], gates (i, f, g, o); returns (T, B, H)."""
+    return _lstm_fwd(x, w, b, unroll, input_grad)[0]
 
 
-def _lstm_fwd(xp: jax.Array, w_h: jax.Array, unroll: int):
-    H = w_h.shape[0]
-    scale = _gate_scale(2, H, 4)
-    shift = 0.5 - 0.5 * (scale == 1.0)  # 0.5 for sigmoid gates, 0 for g
+def _lstm_fwd(x: jax.Array, w: jax.Array, b: jax.Array, unroll: int, input_grad: bool):
+    H = w.shape[1] // 4
+    # One tanh over all four gates: sigma(z) = 0.5 tanh(z/2) + 0.5 for i, f, o; tanh for g.
+    scale = jnp.full((4 * H,), 0.5, w.dtype).at[2 * H:3 * H].set(1.0)
+    shift = jnp.full((4 * H,), 0.5, w.dtype).at[2 * H:3 * H].set(0.0)
 
-    def step(carry, x):
-        c, h = carry
-        a = jnp.tanh((x + h @ w_h) * scale) * scale + shift  # [i, f, g, o] activated
-        c = a[..., H:2 * H] * c + a[..., :H] * a[..., 2 * H:3 * H]
-        tc = jnp.tanh(c)
-        h = a[..., 3 * H:] * tc
-        return (c, h), (h, a, c, tc)
+    def step(carry, xt):
+        c_prev, h = carry
+        xh = jnp.concatenate([xt, h], axis=-1)
+        a = jnp.tanh((xh @ w + b) * scale) * scale + shift
+        i, f, g, o = a[:, :H], a[:, H:2 * H], a[:, 2 * H:3 * H], a[:, 3 * H:]
+        c = f * c_prev + i * g
+        h = o * jnp.tanh(c)
+        # Gates saved as separate (B, H) arrays: the backward step's fusions then read
+        # contiguous rows (column slices of a (B, 4H) array are several times slower there).
+        return (c, h), (h, (xh, i, f, g, o, c_prev))
 
-    zeros = jnp.zeros((*xp.shape[1:-1], H), xp.dtype)
-    _, (hs, acts, cs, tcs) = jax.lax.scan(step, (zeros, zeros), xp, unroll=unroll)
-    return hs, (hs, acts, cs, tcs, w_h)
+    zeros = _zeros(x.shape[1], H, x)
+    hs, saved = jax.lax.scan(step, (zeros, zeros), x, unroll=unroll)[1]
+    return hs, (saved, w)
 
 
-def _lstm_bwd(unroll: int, res, dhs: jax.Array):
-    hs, acts, cs, tcs, w_h = res
-    H = w_h.shape[0]
-    w_t = w_h.T
-    c_prev = _prev(cs)
+def _lstm_bwd(unroll: int, input_grad: bool, res, dhs: jax.Array):
+    saved, w = res
+    H = w.shape[1] // 4
+    F = w.shape[0] - H
+    w_t = _backward_kernel(w, F, input_grad)
 
     def step(carry, inp):
-        dh_next, dc_next = carry
-        dh_out, a, c_p, tc = inp
-        i, f, g, o = a[..., :H], a[..., H:2 * H], a[..., 2 * H:3 * H], a[..., 3 * H:]
+        dh_next, dc_next, dw, db = carry
+        dh_out, (xh, i, f, g, o, c_prev) = inp
+        tc = jnp.tanh(f * c_prev + i * g)  # recomputed: cheaper than saving tanh(c_t)
         dh = dh_out + dh_next
         dc = dc_next + dh * o * (1.0 - tc * tc)
-        dz = jnp.concatenate([dc * g * i * (1.0 - i), dc * c_p * f * (1.0 - f),
+        dz = jnp.concatenate([dc * g * i * (1.0 - i), dc * c_prev * f * (1.0 - f),
                               dc * i * (1.0 - g * g), dh * tc * o * (1.0 - o)], axis=-1)
-        return (dz @ w_t, dc * f), dz
+        dxh = dz @ w_t
+        return (dxh[:, -H:], dc * f, dw + xh.T @ dz, db + dz.sum(0)), _input_part(dxh, F, H)
 
-    zeros = jnp.zeros_like(dhs[0])
-    _, dz = jax.lax.scan(step, (zeros, zeros), (dhs, acts, c_prev, tcs), reverse=True,
-                         unroll=unroll)
-    return dz, _kernel_grad(hs, dz)
-
-
-lstm_scan.defvjp(_lstm_fwd, _lstm_bwd)
+    zeros = _zeros(dhs.shape[1], H, dhs)
+    init = (zeros, zeros, jnp.zeros_like(w), jnp.zeros((4 * H,), w.dtype))
+    (_, _, dw, db), dx = jax.lax.scan(step, init, (dhs, saved), reverse=True, unroll=unroll)
+    return _input_grad(dx, dhs, F, input_grad), dw, db
 
 
-# ---------------------------------------------------------------- references
-def reference_scan(cell: str, xp: jax.Array, w_h: jax.Array,
-                   b_hn: jax.Array | None = None) -> jax.Array:
-    """The same recurrences written plainly and differentiated by JAX (for tests)."""
+lstm_layer.defvjp(_lstm_fwd, _lstm_bwd)
+
+LAYERS = {"rnn": rnn_layer, "gru": gru_layer, "lstm": lstm_layer}
+
+
+# ---------------------------------------------------------------- reference
+def reference_layer(cell: str, x: jax.Array, w_i: jax.Array, w_h: jax.Array, b: jax.Array,
+                    b_hn: jax.Array | None = None) -> jax.Array:
+    """The same recurrences written plainly, per gate, and differentiated by JAX (for tests).
+
+    ``w_i`` (F, G*H), ``w_h`` (H, G*H), ``b`` (G*H,), ``b_hn`` (H,) for the GRU.
+    """
     H = w_h.shape[0]
     sig = jax.nn.sigmoid
 
-    def step(carry, x):
+    def step(carry, xt):
         if cell == "rnn":
-            h = jnp.tanh(x + carry @ w_h)
+            h = jnp.tanh(xt @ w_i + b + carry @ w_h)
             return h, h
+        gx, gh = xt @ w_i + b, carry[-1] @ w_h if cell == "lstm" else carry @ w_h
         if cell == "gru":
-            hp = carry @ w_h
-            r = sig(x[..., :H] + hp[..., :H])
-            z = sig(x[..., H:2 * H] + hp[..., H:2 * H])
-            n = jnp.tanh(x[..., 2 * H:] + r * (hp[..., 2 * H:] + b_hn))
+            r = sig(gx[:, :H] + gh[:, :H])
+            z = sig(gx[:, H:2 * H] + gh[:, H:2 * H])
+            n = jnp.tanh(gx[:, 2 * H:] + r * (gh[:, 2 * H:] + b_hn))
             h = (1 - z) * n + z * carry
             return h, h
         c, h = carry
-        zz = x + h @ w_h
-        i, f, o = sig(zz[..., :H]), sig(zz[..., H:2 * H]), sig(zz[..., 3 * H:])
-        c = f * c + i * jnp.tanh(zz[..., 2 * H:3 * H])
+        zz = gx + gh
+        i, f, o = sig(zz[:, :H]), sig(zz[:, H:2 * H]), sig(zz[:, 3 * H:])
+        c = f * c + i * jnp.tanh(zz[:, 2 * H:3 * H])
         h = o * jnp.tanh(c)
         return (c, h), h
 
-    zeros = jnp.zeros((*xp.shape[1:-1], H), xp.dtype)
-    return jax.lax.scan(step, (zeros, zeros) if cell == "lstm" else zeros, xp)[1]
+    zeros = jnp.zeros((x.shape[1], H), x.dtype)
+    return jax.lax.scan(step, (zeros, zeros) if cell == "lstm" else zeros, x)[1]

@@ -9,7 +9,7 @@ import pytest
 
 from gpp_models.config import ModelConfig
 from gpp_models.models import build_model, init_params
-from gpp_models.recurrence import gru_scan, lstm_scan, reference_scan, rnn_scan
+from gpp_models.recurrence import LAYERS, gru_kernel, reference_layer
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -121,16 +121,25 @@ def test_dropout_only_in_training() -> None:
 @pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
 def test_hand_written_backward_equals_autodiff(cell: str) -> None:
     rng = np.random.default_rng(1)
-    T, B, H = 9, 3, 5
+    T, B, F, H = 9, 3, 4, 5
     G = {"rnn": 1, "gru": 3, "lstm": 4}[cell]
-    xp = jnp.asarray(rng.normal(size=(T, B, G * H)), jnp.float32)
-    w = jnp.asarray(0.5 * rng.normal(size=(H, G * H)), jnp.float32)
-    b = jnp.asarray(rng.normal(size=H), jnp.float32)
+    x = jnp.asarray(rng.normal(size=(T, B, F)), jnp.float32)
+    w_i = jnp.asarray(0.5 * rng.normal(size=(F, G * H)), jnp.float32)
+    w_h = jnp.asarray(0.5 * rng.normal(size=(H, G * H)), jnp.float32)
+    b = jnp.asarray(rng.normal(size=G * H), jnp.float32)
+    b_hn = jnp.asarray(rng.normal(size=H), jnp.float32)
     ct = jnp.asarray(rng.normal(size=(T, B, H)), jnp.float32)  # cotangent of every h_t
-    fused = {"rnn": lambda xp, w, b: rnn_scan(xp, w),
-             "gru": lambda xp, w, b: gru_scan(xp, w, b),
-             "lstm": lambda xp, w, b: lstm_scan(xp, w)}[cell]
-    got = jax.grad(lambda *a: jnp.sum(fused(*a) * ct), (0, 1, 2))(xp, w, b)
-    want = jax.grad(lambda *a: jnp.sum(reference_scan(cell, *a) * ct), (0, 1, 2))(xp, w, b)
+
+    def fused(x, w_i, w_h, b, b_hn):
+        if cell == "gru":
+            return LAYERS[cell](x, gru_kernel(w_i, w_h), jnp.concatenate([b, b_hn]))
+        return LAYERS[cell](x, jnp.concatenate([w_i, w_h]), b)
+
+    args = (x, w_i, w_h, b, b_hn)
+    got = jax.grad(lambda *a: jnp.sum(fused(*a) * ct), range(5))(*args)
+    want = jax.grad(lambda *a: jnp.sum(reference_layer(cell, *a) * ct), range(5))(*args)
+    np.testing.assert_allclose(fused(*args), reference_layer(cell, *args), atol=1e-5)
     for g, r in zip(got, want, strict=True):
         np.testing.assert_allclose(np.asarray(g), np.asarray(r), atol=1e-5, rtol=1e-5)
+    if cell != "gru":  # b_hn is the GRU's only
+        assert not np.any(np.asarray(got[4]))
