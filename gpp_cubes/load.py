@@ -362,7 +362,7 @@ def _load_odc(groups: list[list[pystac.Item]], bands: Sequence[str], grid: SiteG
 
 @lru_cache(maxsize=1)
 def _retry_classes() -> dict[str, type]:
-    """odc-stac reader classes whose reads are retried (built lazily: odc imports slowly)."""
+    """odc-stac / stackstac readers whose reads are retried (built lazily: slow imports)."""
     from odc.loader import RioDriver, RioReader
 
     class RetryingRioReader(RioReader):
@@ -379,14 +379,30 @@ def _retry_classes() -> dict[str, type]:
         def open(self, src: Any, ctx: Any) -> Any:
             return RetryingRioReader(src, ctx)
 
-    for cls in (RetryingRioReader, RetryingRioDriver):
+    from stackstac.rio_reader import AutoParallelRioReader
+
+    class RetryingStackstacReader(AutoParallelRioReader):
+        """stackstac's reader, each read retried (reopening the file) after a failure."""
+
+        def read(self, window: Any, **kwargs: Any) -> Any:
+            def attempt() -> Any:
+                try:
+                    return AutoParallelRioReader.read(self, window, **kwargs)
+                except Exception:
+                    self.close()  # the retry opens the file again
+                    raise
+
+            return _read_with_retries(self.url, attempt)
+
+    classes = (RetryingRioReader, RetryingRioDriver, RetryingStackstacReader)
+    for cls in classes:
         # Picklable by reference (Dask workers): module __getattr__ below rebuilds them.
         cls.__module__, cls.__qualname__ = __name__, cls.__name__
-    return {c.__name__: c for c in (RetryingRioReader, RetryingRioDriver)}
+    return {c.__name__: c for c in classes}
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("RetryingRioReader", "RetryingRioDriver"):
+    if name in ("RetryingRioReader", "RetryingRioDriver", "RetryingStackstacReader"):
         return _retry_classes()[name]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
@@ -423,6 +439,7 @@ def _load_stackstac(groups: list[list[pystac.Item]], bands: Sequence[str], grid:
         rescale=False, xy_coords="center", chunksize=(1, 1, cy, cx),
         sortby_date=False, properties=False, band_coords=False,
         errors_as_nodata=(),  # never turn read errors into nodata silently
+        reader=_retry_classes()["RetryingStackstacReader"],
     )
     da = da.drop_vars([c for c in da.coords if c not in ("time", "band", "x", "y")])
     if len(flat) != len(groups):

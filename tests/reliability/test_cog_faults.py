@@ -106,16 +106,18 @@ def test_reset_mid_body_is_explicit_never_silent(served_demo, grid, reference, p
         np.testing.assert_array_equal(ds[b].values, ref[b].values[keep])
 
 
-@pytest.mark.parametrize("precheck", [True, False], ids=["checked", "odc-read-only"])
-def test_reset_mid_body_recovered(precheck, served_demo, grid, reference, proxy_factory,
-                                  caplog):
+@pytest.mark.parametrize(("engine", "precheck"), [("odc", True), ("odc", False),
+                                                  ("stackstac", False)],
+                         ids=["checked", "odc-read-only", "stackstac-read-only"])
+def test_reset_mid_body_recovered(engine, precheck, served_demo, grid, reference,
+                                  proxy_factory, caplog):
     """Cut transfers are retried after clearing GDAL's cache of the URL: by the pre-check,
-    and (precheck=False) by the odc-stac read itself."""
+    and (precheck=False) by the odc-stac or stackstac read itself."""
     _, ref = reference
     caplog.set_level(logging.INFO, logger="gpp_cubes.load")
     with through_proxy(served_demo, proxy_factory, "reset-body", rate=0.3) as (url, fp):
         ds = load_items(_search(url, grid), BANDS, grid, site_id="DE-Hai", precheck=precheck,
-                        max_failed_fraction=1.0).compute()
+                        engine=engine, max_failed_fraction=1.0).compute()
         cut = [f for f in fp.faults() if f["key"].startswith("GET ")]
     assert cut, "no transfer was cut"
     assert "retrying read of http://127.0.0.1" in caplog.text
