@@ -10,6 +10,11 @@ A run directory holds ``config.json``, ``metrics.csv`` (one row per epoch),
 ``checkpoints/`` (orbax, the full training state every ``checkpoint_every`` epochs; a rerun
 with the same config resumes from the latest one) and ``best/`` (orbax, best parameters).
 
+Importing this module tunes glibc's allocator for the process (:func:`tune_glibc_malloc`;
+``GPP_MODELS_MALLOC=system`` leaves it alone): with glibc's defaults a training step spends a
+large share of its time in page faults, because XLA's working buffers (tens of MB) are
+returned to the kernel after every step and faulted in again on the next one.
+
 References
 ----------
 Montero, D. et al. (2024), section 2.2 (Adam, MAE loss, 300 epochs, best checkpoint).
@@ -19,10 +24,13 @@ Kingma, D. P. & Ba, J. (2015). Adam: a method for stochastic optimization. ICLR.
 from __future__ import annotations
 
 import collections
+import ctypes
 import functools
 import json
 import logging
 import math
+import os
+import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -44,6 +52,44 @@ from gpp_models.data import Cube, Prepared, gather_windows_time_major, open_cube
 from gpp_models.models import build_model, init_params
 
 logger = logging.getLogger("gpp_models")
+
+# glibc mallopt parameters (malloc.h).
+_M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
+
+
+def tune_glibc_malloc() -> bool:
+    """Keep freed memory in the process for reuse instead of returning it to the kernel.
+
+    Sets glibc's ``M_MMAP_MAX=0`` (large buffers come from the heap, not fresh ``mmap``
+    pages), ``M_TRIM_THRESHOLD=1 GiB`` (the heap is not shrunk after every step) and
+    ``M_ARENA_MAX=1`` (XLA's worker threads share the main heap instead of per-thread heaps
+    that glibc unmaps whenever they fall empty). Measured on the 2-core benchmark machine:
+    a 47 MB XLA buffer costs 12 000 page faults (about 20 ms) per use with the defaults and
+    none after this; a JAX LSTM training step ran about 1.4x faster and a PyTorch one about
+    1.7x. Must run before the JAX backend starts (its threads pick their heap on first use),
+    hence at import. The process keeps its peak heap until exit.
+
+    Returns
+    -------
+    bool
+        True when the settings were applied (glibc on Linux and ``GPP_MODELS_MALLOC`` is not
+        ``system``).
+
+    References
+    ----------
+    mallopt(3), The GNU C Library manual, section 3.2.3.8 "Malloc Tunable Parameters".
+    """
+    if os.environ.get("GPP_MODELS_MALLOC", "tuned") == "system" or sys.platform != "linux":
+        return False
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):  # not glibc (e.g. musl)
+        return False
+    return all([mallopt(_M_MMAP_MAX, 0) == 1, mallopt(_M_TRIM_THRESHOLD, 1 << 30) == 1,
+                mallopt(_M_ARENA_MAX, 1) == 1])
+
+
+MALLOC_TUNED = tune_glibc_malloc()
 
 # Number of times each jitted function was traced (a trace precedes every compilation).
 TRACE_COUNTS: collections.Counter[str] = collections.Counter()

@@ -143,3 +143,69 @@ def test_hand_written_backward_equals_autodiff(cell: str) -> None:
         np.testing.assert_allclose(np.asarray(g), np.asarray(r), atol=1e-5, rtol=1e-5)
     if cell != "gru":  # b_hn is the GRU's only
         assert not np.any(np.asarray(got[4]))
+
+
+def stock_to_fused(cell: str, stock: dict) -> dict:
+    """The fused layer's parameters (same values) from a stock Flax cell's, layer by layer."""
+    out = {}
+    for name, p in stock.items():
+        if not name.startswith("layer_"):
+            out[name] = p
+            continue
+        q = fused_params(cell, p)
+        out[name] = {"input_kernel": q["W_i"], "bias": q["b"], "recurrent_kernel": q["W_h"]}
+        if cell == "gru":
+            out[name]["recurrent_bias"] = q["b_hn"]
+    return jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float32), out)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+def test_fused_default_equals_stock_flax_cells(cell: str) -> None:
+    """The default (fused) network equals Flax's stock cells: outputs and every gradient."""
+    stock_cfg = ModelConfig(cell=cell, layers=2, units=8, impl="flax", init="flax_default")
+    fused_cfg = ModelConfig(cell=cell, layers=2, units=8, init="flax_default")
+    assert fused_cfg.impl == "fused"
+    stock = init_params(stock_cfg, jax.random.PRNGKey(5), n_features=3, window=11)
+    leaves, tree = jax.tree_util.tree_flatten(stock)  # non-zero biases
+    keys = jax.random.split(jax.random.PRNGKey(6), len(leaves))
+    stock = jax.tree_util.tree_unflatten(tree, [
+        leaf + 0.3 * jax.random.normal(k, leaf.shape) if leaf.ndim == 1 else leaf
+        for leaf, k in zip(leaves, keys, strict=True)])
+    fused = stock_to_fused(cell, stock)
+    rng = np.random.default_rng(2)
+    x = jnp.asarray(rng.normal(size=(11, 6, 3)), jnp.float32)
+    y = jnp.asarray(rng.normal(size=6), jnp.float32)
+    drop = {"dropout": jax.random.PRNGKey(7)}  # same masks: dropout is shared code
+
+    def loss(cfg, params, train):
+        pred = build_model(cfg).apply({"params": params}, x, train=train,
+                                      rngs=drop if train else None)
+        return jnp.mean((pred - y) ** 2), pred  # smooth: no sign ties in the head bias
+
+    for train in (False, True):
+        (l_s, p_s), g_s = jax.value_and_grad(loss, argnums=1, has_aux=True)(stock_cfg, stock,
+                                                                             train)
+        (l_f, p_f), g_f = jax.value_and_grad(loss, argnums=1, has_aux=True)(fused_cfg, fused,
+                                                                             train)
+        np.testing.assert_allclose(p_f, p_s, atol=1e-5, rtol=1e-5)
+        np.testing.assert_allclose(l_f, l_s, atol=1e-6)
+        want = stock_to_fused(cell, g_s)
+        assert jax.tree_util.tree_structure(g_f) == jax.tree_util.tree_structure(want)
+        for (path, g), w in zip(jax.tree_util.tree_leaves_with_path(g_f),
+                                jax.tree_util.tree_leaves(want), strict=True):
+            assert np.any(np.asarray(g) != 0), jax.tree_util.keystr(path)
+            np.testing.assert_allclose(g, w, atol=1e-5, rtol=1e-4,
+                                       err_msg=jax.tree_util.keystr(path))
+
+
+def test_dropout16_rate_and_scale() -> None:
+    from gpp_models.models import Dropout16
+
+    x = jnp.ones((90, 256, 13))  # odd size: the last 16-bit draw is discarded
+    y = np.asarray(Dropout16(0.2).apply({}, x, deterministic=False,
+                                        rngs={"dropout": jax.random.PRNGKey(0)}))
+    dropped = np.mean(y == 0)
+    # Binomial sd for n = 299 520 draws is 0.0007: a 5 sd band around 0.2.
+    assert abs(dropped - 0.2) < 0.0037, dropped
+    np.testing.assert_allclose(y[y != 0], 1 / 0.8, rtol=1e-6)
+    np.testing.assert_array_equal(Dropout16(0.2).apply({}, x, deterministic=True), x)

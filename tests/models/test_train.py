@@ -54,12 +54,12 @@ def test_one_step_changes_every_leaf_and_second_step_reuses_compilation(prepared
 def test_ensemble_members_differ(prepared) -> None:
     cfg = TrainConfig(model=ModelConfig(cell="rnn", layers=1, units=5), window=30, ensemble=3)
     state = create_train_state(cfg, prepared.Z.shape[-1])
-    k = np.asarray(state.params["layer_0"]["cell"]["i"]["kernel"])
+    k = np.asarray(state.params["layer_0"]["input_kernel"])
     assert k.shape[0] == 3 and not np.allclose(k[0], k[1])
     # Member 0 of an ensemble equals a single-seed run with the same seed.
     single = create_train_state(cfg.replace(ensemble=1), prepared.Z.shape[-1])
     np.testing.assert_array_equal(
-        np.asarray(single.params["layer_0"]["cell"]["i"]["kernel"])[0], k[0])
+        np.asarray(single.params["layer_0"]["input_kernel"])[0], k[0])
 
 
 def _params_equal(a, b) -> bool:
