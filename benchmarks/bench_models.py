@@ -5,18 +5,24 @@ Setting (docs/dependency-facts.md, "CPU training throughput"): sequence-to-one, 
 step per call; windows are gathered from a (site, time, feature) array by index arithmetic in
 both frameworks. Prints samples/s for
 
-* JAX ``flax`` (gpp_models default: stock nn.SimpleCell / nn.GRUCell / nn.OptimizedLSTMCell,
-  gates fused per step, driven by nn.RNN),
-* JAX ``fused`` (input projection hoisted out of the scan, one-tanh gates, hand-written
-  backward pass: gpp_models.recurrence),
-* PyTorch ``torch.nn.RNN/GRU/LSTM`` with the same number of threads,
+* JAX ``fused`` (gpp_models default: gpp_models.recurrence, one stacked [x_t, h] @ W matmul
+  per step and a hand-written backward pass),
+* JAX ``flax`` (stock nn.SimpleCell / nn.GRUCell / nn.OptimizedLSTMCell driven by nn.RNN),
+* PyTorch ``torch.nn.RNN/GRU/LSTM`` (oneDNN kernels on CPU),
 
-the JAX/PyTorch ratios (target >= 1.0) and the fraction of the machine's float32 matmul peak
-(measured here with a 2048^2 matmul) reached by the default implementation's matmul FLOPs.
-Frameworks are measured in alternating rounds and the best round counts, so load from other
-processes on a shared machine hurts both alike.
+the JAX/PyTorch ratios of the default (target >= 1.0) and the fraction of the machine's
+float32 matmul peak (a 2048^2 matmul on the same cores) reached by the default's matmul FLOPs.
 
-Run: ``pip install -e .[bench] && python benchmarks/bench_models.py [--rounds 3] [--steps 8]``
+Same threads: ``--threads N`` pins the whole process to N cores (``sched_setaffinity``) before
+either framework starts, so XLA's and PyTorch's thread pools (``torch.set_num_threads(N)``)
+see the same cores; XLA otherwise sizes its pool from all cores. Same allocator: importing
+gpp_models.train tunes glibc malloc for the process (``--malloc tuned``, both frameworks gain
+from it, PyTorch more); ``--malloc system`` keeps glibc's defaults for both. Frameworks run
+in alternating rounds; the table gives the median round (wall clock) and the ratio is also
+printed on CPU time (less sensitive to other processes on a shared machine). The load
+average is printed before and after: figures taken with load > cores are not comparable.
+
+Run: ``pip install -e .[bench] && python benchmarks/bench_models.py --threads 1``
 """
 
 from __future__ import annotations
@@ -26,22 +32,42 @@ import os
 import sys
 import time
 
-if __name__ == "__main__" and "--threads" in sys.argv:
-    # XLA reads its thread settings once, at backend start: set them before importing jax.
-    _n = int(sys.argv[sys.argv.index("--threads") + 1])
-    if _n == 1:
+
+def _early_args(argv: list[str]) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--steps", type=int, default=6, help="optimiser steps per round")
+    ap.add_argument("--cells", default="rnn,gru,lstm")
+    ap.add_argument("--unroll", type=int, default=1)
+    ap.add_argument("--no-stock", action="store_true", help="skip impl='flax'")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="cores for both frameworks (process pinned to them); default: all")
+    ap.add_argument("--malloc", choices=("tuned", "system"), default="tuned",
+                    help="glibc allocator settings for the whole process (both frameworks)")
+    return ap.parse_args(argv)
+
+
+ARGS = _early_args(sys.argv[1:]) if __name__ == "__main__" else None
+if ARGS is not None:
+    # Before jax/torch start their thread pools and pick their heaps.
+    cores = sorted(os.sched_getaffinity(0))
+    THREADS = min(ARGS.threads or len(cores), len(cores))
+    os.sched_setaffinity(0, cores[:THREADS])
+    if THREADS == 1:
         os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                                    + " --xla_cpu_multi_thread_eigen=false").strip()
-        for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-            os.environ[_var] = "1"
+    for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[_var] = str(THREADS)
+    if ARGS.malloc == "system":
+        os.environ["GPP_MODELS_MALLOC"] = "system"
 
-import jax
-import jax.numpy as jnp
-import numpy as np
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
 
-from gpp_models.config import ModelConfig, TrainConfig
-from gpp_models.models import GATES
-from gpp_models.train import create_train_state, train_step
+from gpp_models.config import ModelConfig, TrainConfig  # noqa: E402
+from gpp_models.models import GATES  # noqa: E402
+from gpp_models.train import MALLOC_TUNED, create_train_state, train_step  # noqa: E402
 
 B, T, F, H, L = 256, 90, 25, 128, 2
 SITES, DAYS = 4, 1000
@@ -85,16 +111,17 @@ class JaxBench:
         self.i = 0
         self.run(2)  # compile + warm up
 
-    def run(self, steps: int) -> float:
+    def run(self, steps: int) -> tuple[float, float]:
+        """Wall-clock and CPU seconds of ``steps`` optimiser steps."""
         loss = None
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for _ in range(steps):
             k = self.i % 64
             self.state, loss = train_step(self.state, self.X, self.Y, self.s[k], self.t[k],
                                           self.w, model_cfg=self.cfg.model, window=T)
             self.i += 1
         loss.block_until_ready()
-        return steps * B / (time.perf_counter() - t0)
+        return time.perf_counter() - t0, time.process_time() - c0
 
 
 class TorchBench:
@@ -118,9 +145,10 @@ class TorchBench:
         self.i = 0
         self.run(2)
 
-    def run(self, steps: int) -> float:
+    def run(self, steps: int) -> tuple[float, float]:
+        """Wall-clock and CPU seconds of ``steps`` optimiser steps."""
         torch = self.torch
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for _ in range(steps):
             k = self.i % 64
             s, t = self.s[k], self.t[k]
@@ -134,49 +162,45 @@ class TorchBench:
             loss.backward()
             self.opt.step()
             self.i += 1
-        return steps * B / (time.perf_counter() - t0)
+        return time.perf_counter() - t0, time.process_time() - c0
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--steps", type=int, default=8, help="optimiser steps per round")
-    ap.add_argument("--cells", default="rnn,gru,lstm")
-    ap.add_argument("--unroll", type=int, default=ModelConfig().unroll)
-    ap.add_argument("--no-fused", action="store_true", help="skip impl='fused'")
-    ap.add_argument("--threads", type=int, default=0,
-                    help="threads for both frameworks: 1 pins both to one thread (stable on a "
-                         "shared machine); default: all cores")
-    args = ap.parse_args()
-
+    args = ARGS
     import torch
 
-    threads = args.threads or os.cpu_count() or 1
-    torch.set_num_threads(threads)
-    if threads == 1:
-        torch.set_num_interop_threads(1)
+    torch.set_num_threads(THREADS)
+    torch.set_num_interop_threads(THREADS)
+    load0 = os.getloadavg()
     peak = matmul_peak()
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}, torch {torch.__version__}, "
-          f"threads {threads} (torch) / {threads} (XLA)")
-    print(f"float32 matmul peak: {peak / 1e9:.1f} GFLOP/s")
-    print(f"setting: batch {B}, {T} steps, {F} features, {L} layers x {H} units, MAE + Adam\n")
-    header = (f"{'cell':5} {'JAX flax':>10} {'JAX fused':>10} {'PyTorch':>10} "
-              f"{'flax/torch':>10} {'fused/torch':>11} {'% peak':>7}")
+          f"{THREADS} core(s) pinned for both (torch threads {torch.get_num_threads()}), "
+          f"malloc {'tuned' if MALLOC_TUNED else 'system'}")
+    print(f"load average before: {' '.join(f'{v:.2f}' for v in load0)} "
+          f"({os.cpu_count()} cores on the machine)")
+    print(f"float32 matmul peak on {THREADS} core(s): {peak / 1e9:.1f} GFLOP/s")
+    print(f"setting: batch {B}, {T} steps, {F} features, {L} layers x {H} units, MAE + Adam, "
+          f"{args.rounds} rounds x {args.steps} steps, median round\n")
+    header = (f"{'cell':5} {'JAX fused':>10} {'JAX flax':>9} {'PyTorch':>8} "
+              f"{'fused/torch':>11} {'(CPU time)':>10} {'flax/torch':>10} {'% peak':>7}")
     print(header + "\n" + "-" * len(header))
     for cell in args.cells.split(","):
-        benches = {"flax": JaxBench(cell, "flax", args.unroll), "torch": TorchBench(cell)}
-        if not args.no_fused:
-            benches["fused"] = JaxBench(cell, "fused", args.unroll)
-        best = dict.fromkeys(benches, 0.0)
+        benches = {"fused": JaxBench(cell, "fused", args.unroll), "torch": TorchBench(cell)}
+        if not args.no_stock:
+            benches["flax"] = JaxBench(cell, "flax", args.unroll)
+        times: dict[str, list[tuple[float, float]]] = {name: [] for name in benches}
         for _ in range(args.rounds):
             for name, bench in benches.items():
-                best[name] = max(best[name], bench.run(args.steps))
-        frac = best["flax"] * train_flops_per_sample(cell) / peak
-        fused = best.get("fused", float("nan"))
-        print(f"{cell:5} {best['flax']:10.0f} {fused:10.0f} {best['torch']:10.0f} "
-              f"{best['flax'] / best['torch']:10.2f} {fused / best['torch']:11.2f} "
-              f"{100 * frac:6.0f}%", flush=True)
-    print("\nsamples/s (higher is better); ratios >= 1.0 mean JAX trains faster than PyTorch.")
+                times[name].append(bench.run(args.steps))
+        wall = {k: args.steps * B / float(np.median([w for w, _ in v])) for k, v in times.items()}
+        cpu = {k: args.steps * B / float(np.median([c for _, c in v])) for k, v in times.items()}
+        frac = wall["fused"] * train_flops_per_sample(cell) / peak
+        stock = wall.get("flax", float("nan"))
+        print(f"{cell:5} {wall['fused']:10.0f} {stock:9.0f} {wall['torch']:8.0f} "
+              f"{wall['fused'] / wall['torch']:11.2f} {cpu['fused'] / cpu['torch']:10.2f} "
+              f"{stock / wall['torch']:10.2f} {100 * frac:6.0f}%", flush=True)
+    print(f"\nload average after: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    print("samples/s (higher is better); ratios >= 1.0 mean JAX trains faster than PyTorch.")
 
 
 if __name__ == "__main__":

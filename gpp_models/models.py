@@ -7,10 +7,11 @@ and both kernels stacked, the kernel gradient accumulated in the backward loop, 
 activations saved as separate arrays. ``impl="flax"`` drives Flax's stock cells
 (``nn.SimpleCell``, ``nn.GRUCell``, ``nn.OptimizedLSTMCell``) with ``nn.RNN``; it is kept as
 the reference the fused layers are tested against (forward and gradients). On the 2-core
-XLA:CPU machine of benchmarks/bench_models.py the fused layers trained 1.2x (LSTM) to 1.3x
-(RNN, GRU) faster than the stock cells. Inputs are time-major ``(time, batch, feature)`` so
-the scan slices without transposes. The network's input is data: no gradient flows to it
-(``stop_gradient``), which lets the first fused layer skip its input gradient.
+XLA:CPU machine of benchmarks/bench_models.py (one pinned core) the fused layers trained
+1.0x (RNN), 1.2x (GRU) and 1.4-1.5x (LSTM) as fast as the stock cells. Inputs are
+time-major ``(time, batch, feature)`` so the scan slices without transposes. The network's
+input is data: no gradient flows to it (``stop_gradient``), which lets the first fused layer
+skip its input gradient.
 
 Equations (x_t input, h_{t-1} previous state, sigma the logistic function):
 

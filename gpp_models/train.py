@@ -65,9 +65,10 @@ def tune_glibc_malloc() -> bool:
     ``M_ARENA_MAX=1`` (XLA's worker threads share the main heap instead of per-thread heaps
     that glibc unmaps whenever they fall empty). Measured on the 2-core benchmark machine:
     a 47 MB XLA buffer costs 12 000 page faults (about 20 ms) per use with the defaults and
-    none after this; a JAX LSTM training step ran about 1.4x faster and a PyTorch one about
-    1.7x. Must run before the JAX backend starts (its threads pick their heap on first use),
-    hence at import. The process keeps its peak heap until exit.
+    none after this; the benchmark's LSTM training step (benchmarks/bench_models.py) ran
+    about 1.5x faster, in JAX and in PyTorch alike. Must run before the JAX backend starts
+    (its threads pick their heap on first use), hence at import. The process keeps its peak
+    heap until exit.
 
     Returns
     -------
