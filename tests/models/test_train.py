@@ -25,7 +25,7 @@ def prepared(features: Path):
 
 
 @pytest.mark.parametrize(("cell", "impl"), [("rnn", "flax"), ("gru", "flax"), ("lstm", "flax"),
-                                           ("gru", "fused"), ("lstm", "fused")])
+                                           ("rnn", "fused"), ("gru", "fused"), ("lstm", "fused")])
 def test_one_step_changes_every_leaf_and_second_step_reuses_compilation(prepared, cell,
                                                                         impl) -> None:
     # 7 units: a shape no other test compiles, so the first call must trace.
