@@ -8,12 +8,6 @@ the tower and nearest-neighbour resampling is exact. Fractions are then worked o
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +25,7 @@ from gpp_cubes.corine import (
     read_corine,
     to_clc_codes,
 )
+from gpp_cubes.demo.serve import serve_files
 from gpp_cubes.errors import SiteError
 from gpp_cubes.fluxnet import fluxnet_filename, write_fluxnet
 from gpp_cubes.grid import site_grid
@@ -263,35 +258,14 @@ def test_unreadable_fluxnet_fails_criterion(corine, tmp_path):
     assert "NEE_VUT_REF_QC" in table.loc[0, "reason"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def test_read_corine_over_http_range_requests(corine):
     # GDAL's /vsicurl/ path, as for the real EEA/S3 raster, against a local Range server
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "RangeHTTPServer", str(port), "--bind", "127.0.0.1"],
-        cwd=corine["clc"].parent, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
-                break
-            except OSError:
-                time.sleep(0.05)
+    with serve_files(corine["clc"].parent) as server:
         g = _laea_grid("XC-Urb")
-        url = f"http://127.0.0.1:{port}/{corine['clc'].name}"
-        remote = read_corine(url, g)
+        remote = read_corine(f"{server.url}/{corine['clc'].name}", g)
         local = read_corine(corine["clc"], g)
         np.testing.assert_array_equal(remote.values, local.values)
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=10)
 
 
 @pytest.mark.network

@@ -14,10 +14,7 @@ import json
 import re
 import shlex
 import shutil
-import socket
 import subprocess
-import sys
-import time
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +24,8 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
+
+from gpp_cubes.demo.serve import serve_files
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKER = ROOT / "docker"
@@ -357,35 +356,13 @@ def test_allowed_extensions_cover_the_real_data_assets() -> None:
             assert href.endswith(tuple(allowed)), f"{path.name}: asset {key} ({href}) excluded"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture
 def range_server(tmp_path: Path):
     """A Range-capable HTTP server over tmp_path, as a subprocess (GDAL stalls on in-process
     servers, see shared/notes/dependency-facts.md)."""
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "RangeHTTPServer", str(port), "--bind", "127.0.0.1"],
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
-                break
-            except OSError:
-                time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    with serve_files(tmp_path) as server:
+        yield server.url
 
 
 def test_gdal_defaults_read_a_signed_cog_over_http(

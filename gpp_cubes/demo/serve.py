@@ -173,20 +173,84 @@ def serve_world(world: World, *, timeout: float = 60.0) -> Iterator[ServedWorld]
     with ExitStack() as stack:
         tmp = Path(tempfile.mkdtemp(prefix="gpp-demo-serve-"))
         stack.callback(shutil.rmtree, tmp, True)
-        files_port, stac_port = free_port(), free_port()
-        files_url = f"http://127.0.0.1:{files_port}"
+        files = stack.enter_context(serve_files(world.root, timeout=timeout, probe=MARKER))
+        stac_port = free_port()
         stac_url = f"http://127.0.0.1:{stac_port}"
-        files = _start([sys.executable, "-m", "RangeHTTPServer", str(files_port),
-                        "--bind", "127.0.0.1"], tmp / "files.log", cwd=world.root)
-        stack.callback(_stop, files)
-        paths = write_served_items(world, files_url, stac_url, tmp)
-        stac = _start([_rustac(), "serve", "--addr", f"127.0.0.1:{stac_port}",
-                       *map(str, paths)], tmp / "stac.log")
-        stack.callback(_stop, stac)
-        _wait(f"{files_url}/{MARKER}", files, "the file server (RangeHTTPServer)", timeout)
-        _wait(f"{stac_url}/collections", stac, "the STAC API (rustac serve)", timeout)
-        yield ServedWorld(stac_url=stac_url, files_url=files_url, world=world,
+        paths = write_served_items(world, files.url, stac_url, tmp)
+        stac = stack.enter_context(serve_stac(paths, port=stac_port, timeout=timeout))
+        yield ServedWorld(stac_url=stac.url, files_url=files.url, world=world,
                           pids=(files.pid, stac.pid))
+
+
+@dataclass(frozen=True)
+class LocalServer:
+    """A server subprocess on 127.0.0.1: its root URL and process id."""
+
+    url: str
+    pid: int
+
+
+@contextmanager
+def _serve(args: list[str], port: int, probe_url: str, name: str, timeout: float,
+           cwd: Path | None = None) -> Iterator[LocalServer]:
+    with tempfile.TemporaryDirectory(prefix="gpp-serve-") as logs:
+        proc = _start(args, Path(logs) / "server.log", cwd=cwd)
+        try:
+            _wait(probe_url, proc, name, timeout)
+            yield LocalServer(url=f"http://127.0.0.1:{port}", pid=proc.pid)
+        finally:
+            _stop(proc)
+
+
+@contextmanager
+def serve_files(directory: str | Path, *, port: int | None = None, timeout: float = 60.0,
+                probe: str = "") -> Iterator[LocalServer]:
+    """Serve a directory over HTTP, with Range requests, on 127.0.0.1.
+
+    GDAL's ``/vsicurl/`` needs Range requests (Python's ``http.server`` ignores them), and
+    the server must be another process: in-process servers stall GDAL, which holds the GIL
+    while probing side files.
+
+    Parameters
+    ----------
+    directory : path
+        Directory to serve.
+    port : int, optional
+        Port (default: a free one).
+    timeout : float, default 60
+        Seconds to wait for the server to answer [s].
+    probe : str, default ""
+        Path (relative to the root) that must answer 200 before the server counts as up.
+    """
+    port = port or free_port()
+    with _serve([sys.executable, "-m", "RangeHTTPServer", str(port), "--bind", "127.0.0.1"],
+                port, f"http://127.0.0.1:{port}/{probe}", "the file server (RangeHTTPServer)",
+                timeout, cwd=Path(directory)) as server:
+        yield server
+
+
+@contextmanager
+def serve_stac(paths: list[Path], *, port: int | None = None,
+               timeout: float = 60.0) -> Iterator[LocalServer]:
+    """Serve collections and item collections (JSON files) as a STAC API on 127.0.0.1.
+
+    ``rustac serve`` with its in-memory backend: core and item search (GET and POST), which
+    is what pystac-client's ``search`` needs.
+
+    Parameters
+    ----------
+    paths : list of Path
+        Collection JSON files and FeatureCollections of their items.
+    port : int, optional
+        Port (default: a free one).
+    timeout : float, default 60
+        Seconds to wait for the API to answer [s].
+    """
+    port = port or free_port()
+    with _serve([_rustac(), "serve", "--addr", f"127.0.0.1:{port}", *map(str, paths)], port,
+                f"http://127.0.0.1:{port}/collections", "the STAC API (rustac serve)",
+                timeout) as server:
+        yield server
 
 
 def serve_forever(world: World) -> None:

@@ -15,6 +15,7 @@ import rasterio
 import xarray as xr
 from rasterio.transform import from_origin
 
+from gpp_cubes.demo.serve import free_port
 from gpp_cubes.errors import AssetError, BuildError, ConfigError, EmptySearchError
 from gpp_cubes.load import load_items, load_report
 from gpp_cubes.providers import (
@@ -26,7 +27,7 @@ from gpp_cubes.reduce import apply_clear_rule, clear_fraction, masked_mean, radi
 from gpp_cubes.search import search_items
 from gpp_cubes.store import is_complete, provenance_base, write_zarr_atomic
 
-from .world import RES, Scene, band_values, free_port, make_world, serve, when, write_cog
+from .world import RES, Scene, band_values, make_world, serve, when, write_cog
 
 
 # ------------------------------------------------------------------------- providers

@@ -10,12 +10,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,6 +20,7 @@ import rasterio
 from pyproj import Transformer
 from rasterio.transform import from_origin
 
+from gpp_cubes.demo.serve import serve_files, serve_stac, serve_world
 from gpp_cubes.grid import SiteGrid, site_grid
 
 REF = Path(__file__).resolve().parents[1] / "data" / "reference"
@@ -147,90 +142,29 @@ def when(day: str, hour: int = 10, minute: int = 20) -> datetime:
 
 
 # ----------------------------------------------------------------- serving on 127.0.0.1
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait(port: int, timeout: float = 20.0) -> None:
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-            return
-        time.sleep(0.05)
-    raise RuntimeError(f"server on port {port} did not start")
-
-
 @contextlib.contextmanager
 def serve(root: Path, items: list[pystac.Item], fport: int,
           collection: str = "sentinel-2-l2a"):
     """Serve ``root`` over HTTP on ``fport`` and ``items`` as a STAC API; yields the API URL."""
-    sport = free_port()
-    procs = []
-    try:
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "RangeHTTPServer", str(fport), "--bind", "127.0.0.1"],
-            cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True))
-        coll = {"type": "Collection", "stac_version": "1.1.0", "id": collection,
-                "description": "test", "license": "proprietary", "links": [],
-                "extent": {"spatial": {"bbox": [[-180, -90, 180, 90]]},
-                           "temporal": {"interval": [[None, None]]}}}
-        (root / "collection.json").write_text(json.dumps(coll))
-        feats = []
-        for it in items:
-            d = it.to_dict(transform_hrefs=False)
-            d["collection"] = collection
-            d["links"] = []
-            feats.append(d)
-        (root / "items.json").write_text(json.dumps(
-            {"type": "FeatureCollection", "features": feats}))
-        procs.append(subprocess.Popen(
-            ["rustac", "serve", "--addr", f"127.0.0.1:{sport}", "collection.json",
-             "items.json"], cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True))
-        _wait(fport)
-        _wait(sport)
-        yield f"http://127.0.0.1:{sport}"
-    finally:
-        for p in procs:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(p.pid, signal.SIGTERM)
-            p.wait(timeout=10)
+    coll = {"type": "Collection", "stac_version": "1.1.0", "id": collection,
+            "description": "test", "license": "proprietary", "links": [],
+            "extent": {"spatial": {"bbox": [[-180, -90, 180, 90]]},
+                       "temporal": {"interval": [[None, None]]}}}
+    (root / "collection.json").write_text(json.dumps(coll))
+    feats = []
+    for it in items:
+        d = it.to_dict(transform_hrefs=False)
+        d["collection"] = collection
+        d["links"] = []
+        feats.append(d)
+    (root / "items.json").write_text(json.dumps({"type": "FeatureCollection", "features": feats}))
+    with serve_files(root, port=fport), \
+            serve_stac([root / "collection.json", root / "items.json"]) as stac:
+        yield stac.url
 
 
 @contextlib.contextmanager
 def serve_demo(world):
-    """Serve a :class:`gpp_cubes.demo.World` like ``gpp_cubes.demo.serve_world``, quietly.
-
-    ``serve_world`` pipes the servers' stderr without reading it: RangeHTTPServer logs one
-    line per request, and after ~64 KiB (a few hundred reads) the pipe is full and the file
-    server blocks forever. Here both servers write their logs to /dev/null. Yields
-    ``(stac_url, files_url)``.
-    """
-    import tempfile
-
-    from gpp_cubes.demo.serve import write_served_items
-
-    fport, sport = free_port(), free_port()
-    files_url, stac_url = f"http://127.0.0.1:{fport}", f"http://127.0.0.1:{sport}"
-    procs = []
-    with tempfile.TemporaryDirectory(prefix="gpp-s2-serve-") as tmp:
-        try:
-            procs.append(subprocess.Popen(
-                [sys.executable, "-m", "RangeHTTPServer", str(fport), "--bind", "127.0.0.1"],
-                cwd=world.root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                start_new_session=True))
-            paths = write_served_items(world, files_url, stac_url, Path(tmp))
-            procs.append(subprocess.Popen(
-                ["rustac", "serve", "--addr", f"127.0.0.1:{sport}", *map(str, paths)],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
-            _wait(fport)
-            _wait(sport)
-            yield stac_url, files_url
-        finally:
-            for p in procs:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(p.pid, signal.SIGTERM)
-                p.wait(timeout=10)
+    """Serve a :class:`gpp_cubes.demo.World`; yields ``(stac_url, files_url)``."""
+    with serve_world(world) as served:
+        yield served.stac_url, served.files_url
