@@ -20,6 +20,9 @@ ProtocolOption = typer.Option(
     "holdout", "--protocol",
     help="holdout: select on the last training year (default, honest); paper: select on the "
          "test years as the paper did (leaks; flagged in every output).")
+BatchSizeOption = typer.Option(256, "--batch-size", min=1)
+WindowOption = typer.Option(90, "--window", min=1, help="Sequence length [days].")
+SeedOption = typer.Option(0, "--seed")
 
 
 def _base_config(cell: str, protocol: str, epochs: int, batch_size: int, seed: int,
@@ -93,9 +96,9 @@ def register(app: typer.Typer) -> None:
         epochs: int = typer.Option(300, "--epochs", min=1, help="Full training epochs."),
         ensemble: int = typer.Option(1, "--ensemble", min=1, help="Seeds of the final run."),
         protocol: str = ProtocolOption,
-        batch_size: int = typer.Option(256, "--batch-size", min=1),
-        window: int = typer.Option(90, "--window", min=1, help="Sequence length [days]."),
-        seed: int = typer.Option(0, "--seed"),
+        batch_size: int = BatchSizeOption,
+        window: int = WindowOption,
+        seed: int = SeedOption,
         config: Path | None = ConfigOption,
         debug: bool = DebugOption,
     ) -> None:
@@ -140,14 +143,14 @@ def register(app: typer.Typer) -> None:
                                       "flax_default."),
         learning_rate: float = typer.Option(1e-3, "--learning-rate"),
         epochs: int = typer.Option(300, "--epochs", min=1),
-        batch_size: int = typer.Option(256, "--batch-size", min=1),
+        batch_size: int = BatchSizeOption,
         ensemble: int = typer.Option(1, "--ensemble", min=1,
                                      help="Seeds trained at once (jax.vmap)."),
         patience: int | None = typer.Option(None, "--patience", min=1,
                                             help="Early stopping patience [epochs]."),
         protocol: str = ProtocolOption,
-        window: int = typer.Option(90, "--window", min=1, help="Sequence length [days]."),
-        seed: int = typer.Option(0, "--seed"),
+        window: int = WindowOption,
+        seed: int = SeedOption,
         config: Path | None = ConfigOption,
         debug: bool = DebugOption,
     ) -> None:
@@ -195,7 +198,7 @@ def register(app: typer.Typer) -> None:
         runs: list[Path] = typer.Argument(..., help="Run directories (gpp train)."),
         out: Path = typer.Option(..., "--out", help="Results directory."),
         repeats: int = typer.Option(10, "--repeats", min=1, help="Shuffles per feature."),
-        seed: int = typer.Option(0, "--seed"),
+        seed: int = SeedOption,
         features: Path | None = typer.Option(None, "--features"),
         config: Path | None = ConfigOption,
         debug: bool = DebugOption,

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import rasterio
-from demo_fixtures import TEST_CONFIG, demo_world, served_demo  # noqa: F401
+from demo_fixtures import TEST_CONFIG
 from rasterio.windows import from_bounds
 
 from gpp_cubes.demo import DemoConfig, ServedWorld, World, generate_world, serve_world
@@ -44,7 +44,7 @@ def test_same_seed_same_bytes(offset_world: World, tmp_path: Path) -> None:
     assert _digest_tree(other.root) != a
 
 
-def test_cached_world_is_reused(demo_world: World) -> None:  # noqa: F811
+def test_cached_world_is_reused(demo_world: World) -> None:
     marker = demo_world.root / ".demo-world.json"
     before = marker.stat().st_mtime_ns
     again = generate_world(demo_world.root, TEST_CONFIG)
@@ -84,7 +84,7 @@ def test_boa_offset_from_baseline_04(offset_world: World) -> None:
         assert item["properties"]["proj:epsg"] == site.epsg
 
 
-def test_cogs_validate(demo_world: World) -> None:  # noqa: F811
+def test_cogs_validate(demo_world: World) -> None:
     from rio_cogeo.cogeo import cog_validate
 
     items = demo_world.items("sentinel-2-l2a")[:2]
@@ -100,7 +100,7 @@ def test_cogs_validate(demo_world: World) -> None:  # noqa: F811
         assert valid, (p, errors)
 
 
-def test_s2_item_schema_matches_planetary_computer(demo_world: World) -> None:  # noqa: F811
+def test_s2_item_schema_matches_planetary_computer(demo_world: World) -> None:
     real = json.loads((REFERENCE / "pc-sentinel-2-l2a-item-2019.json").read_text())
     ours = demo_world.items("sentinel-2-l2a")[0]
     # every property of the real item, and the band/SCL/granule assets with their fields
@@ -120,7 +120,7 @@ def test_s2_item_schema_matches_planetary_computer(demo_world: World) -> None:  
                         ours["id"])
 
 
-def test_search_returns_exactly_the_generated_items(served_demo: ServedWorld) -> None:  # noqa: F811
+def test_search_returns_exactly_the_generated_items(served_demo: ServedWorld) -> None:
     import pystac_client
 
     world = served_demo.world
@@ -141,7 +141,7 @@ def test_search_returns_exactly_the_generated_items(served_demo: ServedWorld) ->
         assert sorted(found) == sorted(expected), site.site_id
 
 
-def test_assets_readable_over_http(served_demo: ServedWorld) -> None:  # noqa: F811
+def test_assets_readable_over_http(served_demo: ServedWorld) -> None:
     import pystac_client
 
     world = served_demo.world
@@ -162,7 +162,7 @@ def test_assets_readable_over_http(served_demo: ServedWorld) -> None:  # noqa: F
     assert (block == row["dn"]).all()
 
 
-def test_odc_stac_load_returns_planted_values(served_demo: ServedWorld) -> None:  # noqa: F811
+def test_odc_stac_load_returns_planted_values(served_demo: ServedWorld) -> None:
     import odc.stac
     import pystac_client
 
@@ -198,7 +198,7 @@ def test_odc_stac_load_returns_planted_values(served_demo: ServedWorld) -> None:
                 assert (scl[core & ~inb] == 9).all()
 
 
-def test_granule_metadata_read_by_sen2nbar(served_demo: ServedWorld) -> None:  # noqa: F811
+def test_granule_metadata_read_by_sen2nbar(served_demo: ServedWorld) -> None:
     from sen2nbar.c_factor import c_factor_from_metadata
 
     world = served_demo.world
@@ -219,7 +219,7 @@ def test_granule_metadata_read_by_sen2nbar(served_demo: ServedWorld) -> None:  #
             truth["sun_zenith"], abs=1.0)
 
 
-def test_fluxnet_files_have_the_real_header(demo_world: World) -> None:  # noqa: F811
+def test_fluxnet_files_have_the_real_header(demo_world: World) -> None:
     header = (REFERENCE / "fluxnet2015-fullset-dd-header.csv").read_text().strip().split(",")
     assert len(header) == 201
     for site in demo_world.sites:
@@ -233,7 +233,7 @@ def test_fluxnet_files_have_the_real_header(demo_world: World) -> None:  # noqa:
         assert days.diff().dropna().eq(pd.Timedelta("1D")).all()
 
 
-def test_nothing_left_running(demo_world: World) -> None:  # noqa: F811
+def test_nothing_left_running(demo_world: World) -> None:
     with serve_world(demo_world) as served:
         ports = [int(u.rsplit(":", 1)[1]) for u in (served.stac_url, served.files_url)]
         pids = served.pids
@@ -247,7 +247,7 @@ def test_nothing_left_running(demo_world: World) -> None:  # noqa: F811
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
 
 
-def test_s1_tower_pixels_and_annulus(served_demo: ServedWorld) -> None:  # noqa: F811
+def test_s1_tower_pixels_and_annulus(served_demo: ServedWorld) -> None:
     import odc.stac
     import pystac_client
 
@@ -281,7 +281,7 @@ def test_s1_tower_pixels_and_annulus(served_demo: ServedWorld) -> None:  # noqa:
             sc.loc[it.id, "forest_vv_db"], abs=0.5)
 
 
-def test_modis_items_and_tower_pixel(served_demo: ServedWorld) -> None:  # noqa: F811
+def test_modis_items_and_tower_pixel(served_demo: ServedWorld) -> None:
     import pystac_client
 
     from gpp_cubes.lst import MODIS_ORIGIN_X, MODIS_PIXEL_M
@@ -315,7 +315,7 @@ def test_modis_items_and_tower_pixel(served_demo: ServedWorld) -> None:  # noqa:
     assert good.any() or row["day_good_3x3"] == 0
 
 
-def test_corine_agrees_with_scene_land_cover(demo_world: World) -> None:  # noqa: F811
+def test_corine_agrees_with_scene_land_cover(demo_world: World) -> None:
     from gpp_cubes.corine import artificial_mask, forest_mask, read_corine
     from gpp_cubes.demo.landscape import landcover
 
@@ -330,7 +330,7 @@ def test_corine_agrees_with_scene_land_cover(demo_world: World) -> None:  # noqa
         assert not artificial_mask(codes)[within].any()
 
 
-def test_gpp_is_the_known_function(demo_world: World) -> None:  # noqa: F811
+def test_gpp_is_the_known_function(demo_world: World) -> None:
     from gpp_cubes.extremes import detect_extremes
     from gpp_cubes.fluxnet import gpp_targets, read_fluxnet
 
@@ -355,7 +355,7 @@ def test_gpp_is_the_known_function(demo_world: World) -> None:  # noqa: F811
             assert ((events["start"] <= e) & (events["end"] >= s)).any(), (site.site_id, ev)
 
 
-def test_summary(served_demo: ServedWorld) -> None:  # noqa: F811
+def test_summary(served_demo: ServedWorld) -> None:
     from gpp_cubes.demo import summary
 
     table = summary(served_demo).set_index("site")

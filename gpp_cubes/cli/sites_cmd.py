@@ -18,6 +18,9 @@ sites_app = typer.Typer(
     no_args_is_help=True,
 )
 
+CatalogOption = typer.Option(
+    None, "--catalog", help="Another GeoJSON site catalog (default: the packaged one).")
+
 
 def _fmt(value, spec: str = "") -> str:
     """Format a table cell; unknown values stay empty, text is markup-escaped."""
@@ -37,8 +40,7 @@ def list_cmd(
     study: bool = typer.Option(
         False, "--study",
         help="List the study set that '--sites all' means (last selection, else candidates)."),
-    catalog: Path | None = typer.Option(
-        None, "--catalog", help="Another GeoJSON site catalog (default: the packaged one)."),
+    catalog: Path | None = CatalogOption,
     config: Path | None = ConfigOption,
     debug: bool = DebugOption,
 ) -> None:
@@ -122,8 +124,7 @@ def select_cmd(
              "~/.local/share/gpp-cubes/selection.csv)."),
     site: list[str] = typer.Option(
         [], "--site", metavar="SITE", help="Check only these stations (repeatable); default all."),
-    catalog: Path | None = typer.Option(
-        None, "--catalog", help="Another GeoJSON site catalog (default: the packaged one)."),
+    catalog: Path | None = CatalogOption,
     config: Path | None = ConfigOption,
     debug: bool = DebugOption,
 ) -> None:

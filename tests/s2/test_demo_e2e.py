@@ -13,7 +13,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
-from demo_fixtures import demo_world  # noqa: F401
 
 from gpp_cubes.demo import DemoConfig, World, generate_world
 from gpp_cubes.s2 import s2_cube, s2_features
@@ -26,7 +25,7 @@ START, END = "2018-01-01", "2018-12-31"
 
 
 @pytest.fixture(scope="module")
-def served(demo_world: World):  # noqa: F811
+def served(demo_world: World):
     with serve_demo(demo_world) as (stac_url, _files):
         yield demo_world, stac_url
 
