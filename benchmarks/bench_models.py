@@ -6,7 +6,8 @@ step per call; windows are gathered from a (site, time, feature) array by index 
 both frameworks. Prints samples/s for
 
 * JAX ``fused`` (gpp_models default: gpp_models.recurrence, one stacked [x_t, h] @ W matmul
-  per step and a hand-written backward pass),
+  per step and a hand-written backward pass; the batch split across the cores, one JAX CPU
+  device per core, as gpp_models.train does: gpp_models.parallel),
 * JAX ``flax`` (stock nn.SimpleCell / nn.GRUCell / nn.OptimizedLSTMCell driven by nn.RNN),
 * PyTorch ``torch.nn.RNN/GRU/LSTM`` (oneDNN kernels on CPU),
 
@@ -15,7 +16,8 @@ float32 matmul peak (a 2048^2 matmul on the same cores) reached by the default's
 
 Same threads: ``--threads N`` pins the whole process to N cores (``sched_setaffinity``) before
 either framework starts, so XLA's and PyTorch's thread pools (``torch.set_num_threads(N)``)
-see the same cores; XLA otherwise sizes its pool from all cores. Same allocator: importing
+see the same cores; XLA otherwise sizes its pool from all cores, and gpp_models asks JAX for
+one CPU device per pinned core. Same allocator: importing
 gpp_models.train tunes glibc malloc for the process (``--malloc tuned``, both frameworks gain
 from it, PyTorch more); ``--malloc system`` keeps glibc's defaults for both. Frameworks run
 in alternating rounds; the table gives the median round (wall clock) and the ratio is also
@@ -67,6 +69,7 @@ import numpy as np  # noqa: E402
 
 from gpp_models.config import ModelConfig, TrainConfig  # noqa: E402
 from gpp_models.models import GATES  # noqa: E402
+from gpp_models.parallel import batch_mesh, replicate  # noqa: E402
 from gpp_models.train import MALLOC_TUNED, create_train_state, train_step  # noqa: E402
 
 B, T, F, H, L = 256, 90, 25, 128, 2
@@ -107,7 +110,10 @@ class JaxBench:
         self.s = rng.integers(0, SITES, (64, B)).astype(np.int32)
         self.t = rng.integers(T, DAYS, (64, B)).astype(np.int32)
         self.w = np.ones(B, np.float32)
-        self.state = create_train_state(self.cfg, F)
+        # As gpp_models.train.train_and_evaluate: the batch split across the pinned cores.
+        self.mesh = batch_mesh(B)
+        self.X, self.Y = replicate((self.X, self.Y), self.mesh)
+        self.state = replicate(create_train_state(self.cfg, F), self.mesh)
         self.i = 0
         self.run(2)  # compile + warm up
 
@@ -118,7 +124,8 @@ class JaxBench:
         for _ in range(steps):
             k = self.i % 64
             self.state, loss = train_step(self.state, self.X, self.Y, self.s[k], self.t[k],
-                                          self.w, model_cfg=self.cfg.model, window=T)
+                                          self.w, model_cfg=self.cfg.model, window=T,
+                                          mesh=self.mesh)
             self.i += 1
         loss.block_until_ready()
         return time.perf_counter() - t0, time.process_time() - c0
@@ -179,6 +186,9 @@ def main() -> None:
     print(f"load average before: {' '.join(f'{v:.2f}' for v in load0)} "
           f"({os.cpu_count()} cores on the machine)")
     print(f"float32 matmul peak on {THREADS} core(s): {peak / 1e9:.1f} GFLOP/s")
+    mesh = batch_mesh(B)
+    print(f"JAX devices: {len(jax.devices())}; batch of {B} split over "
+          f"{1 if mesh is None else mesh.size} of them (gpp_models.parallel)")
     print(f"setting: batch {B}, {T} steps, {F} features, {L} layers x {H} units, MAE + Adam, "
           f"{args.rounds} rounds x {args.steps} steps, median round\n")
     header = (f"{'cell':5} {'JAX fused':>10} {'JAX flax':>9} {'PyTorch':>8} "

@@ -21,11 +21,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
+from jax.sharding import Mesh
 
 from gpp_models.config import ModelConfig
 from gpp_models.data import gather_windows_time_major
 from gpp_models.evaluate import nrmse
 from gpp_models.models import build_model
+from gpp_models.parallel import batch_mesh, replicate, split_batch
 from gpp_models.train import TrainResult
 
 PredictPermuted = Callable[[int | None, np.ndarray | None], np.ndarray]
@@ -97,15 +99,22 @@ def median_importance(summary: pd.DataFrame) -> pd.Series:
     return summary.groupby("feature")["fi_mean"].median().sort_values(ascending=False)
 
 
-@functools.partial(jax.jit, static_argnames=("model_cfg", "window"))
-def _predict_permuted_step(params: Any, X: jax.Array, s: jax.Array, t: jax.Array,
-                           s_src: jax.Array, t_src: jax.Array, f: jax.Array, *,
-                           model_cfg: ModelConfig, window: int) -> jax.Array:
-    xw = gather_windows_time_major(X, s, t, window)
-    col = gather_windows_time_major(jnp.take(X, f, axis=2)[..., None], s_src, t_src, window)
-    xw = jax.lax.dynamic_update_slice_in_dim(xw, col, f, axis=2)
+@functools.partial(jax.jit, static_argnames=("model_cfg", "window", "mesh"))
+def _predict_permuted_step(params: Any, X: jax.Array, f: jax.Array, s: jax.Array,
+                           t: jax.Array, s_src: jax.Array, t_src: jax.Array, *,
+                           model_cfg: ModelConfig, window: int, mesh: Mesh | None) -> jax.Array:
     model = build_model(model_cfg)
-    return jax.vmap(lambda p: model.apply({"params": p}, xw, train=False))(params).mean(0)
+
+    def ensemble_mean(params: Any, X: jax.Array, f: jax.Array, s: jax.Array, t: jax.Array,
+                      s_src: jax.Array, t_src: jax.Array) -> jax.Array:
+        xw = gather_windows_time_major(X, s, t, window)
+        col = gather_windows_time_major(jnp.take(X, f, axis=2)[..., None], s_src, t_src,
+                                        window)
+        xw = jax.lax.dynamic_update_slice_in_dim(xw, col, f, axis=2)
+        return jax.vmap(lambda p: model.apply({"params": p}, xw, train=False))(params).mean(0)
+
+    return split_batch(ensemble_mean, mesh, (False,) * 3 + (True,) * 4, out_batch_dim=0)(
+        params, X, f, s, t, s_src, t_src)
 
 
 def model_predictor(params: Any, Z: np.ndarray, site_idx: np.ndarray, time_idx: np.ndarray, *,
@@ -116,7 +125,8 @@ def model_predictor(params: Any, Z: np.ndarray, site_idx: np.ndarray, time_idx: 
     Windows are gathered on the device; feature f's window of sample i is gathered from
     sample ``perm[i]`` (one compiled function for all features and repeats).
     """
-    X = jnp.asarray(Z)
+    mesh = batch_mesh(batch)
+    params, X = replicate((params, jnp.asarray(Z)), mesh)
     n = len(site_idx)
     nb = max(1, math.ceil(n / batch))
     pad = nb * batch - n
@@ -127,8 +137,8 @@ def model_predictor(params: Any, Z: np.ndarray, site_idx: np.ndarray, time_idx: 
         src = np.arange(n) if perm is None else np.asarray(perm)
         src = np.concatenate([src, np.zeros(pad, int)])
         fi = jnp.asarray(0 if f is None else f, jnp.int32)
-        out = [_predict_permuted_step(params, X, s[sl], t[sl], s[src[sl]], t[src[sl]], fi,
-                                      model_cfg=model_cfg, window=window)
+        out = [_predict_permuted_step(params, X, fi, s[sl], t[sl], s[src[sl]], t[src[sl]],
+                                      model_cfg=model_cfg, window=window, mesh=mesh)
                for sl in (slice(i * batch, (i + 1) * batch) for i in range(nb))]
         return np.concatenate([np.asarray(o) for o in out])[:n] * y_std + y_mean
 

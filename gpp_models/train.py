@@ -13,7 +13,11 @@ with the same config resumes from the latest one) and ``best/`` (orbax, best par
 Importing this module tunes glibc's allocator for the process (:func:`tune_glibc_malloc`;
 ``GPP_MODELS_MALLOC=system`` leaves it alone): with glibc's defaults a training step spends a
 large share of its time in page faults, because XLA's working buffers (tens of MB) are
-returned to the kernel after every step and faulted in again on the next one.
+returned to the kernel after every step and faulted in again on the next one. It also asks
+JAX for one CPU device per core (:func:`gpp_models.parallel.configure_cpu_devices`;
+``GPP_MODELS_CPU_DEVICES=1`` opts out): training and prediction split each batch across the
+devices (``mesh`` argument of the steps), which on CPU is faster than XLA's threads inside
+each operation.
 
 References
 ----------
@@ -45,11 +49,19 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 import pandas as pd
+from jax.sharding import Mesh
 
 from gpp_cubes.errors import ConfigError
 from gpp_models.config import ModelConfig, TrainConfig
 from gpp_models.data import Cube, Prepared, gather_windows_time_major, open_cube, prepare_for
 from gpp_models.models import build_model, init_params
+from gpp_models.parallel import (
+    BATCH_AXIS,
+    batch_mesh,
+    configure_cpu_devices,
+    replicate,
+    split_batch,
+)
 
 logger = logging.getLogger("gpp_models")
 
@@ -91,6 +103,8 @@ def tune_glibc_malloc() -> bool:
 
 
 MALLOC_TUNED = tune_glibc_malloc()
+# One JAX CPU device per core, so that batches can be split across cores (gpp_models.parallel).
+CPU_DEVICES = configure_cpu_devices()
 
 # Number of times each jitted function was traced (a trace precedes every compilation).
 TRACE_COUNTS: collections.Counter[str] = collections.Counter()
@@ -140,16 +154,53 @@ def create_train_state(config: TrainConfig, n_features: int) -> TrainState:
                       key=drop_keys)
 
 
-def masked_mae(pred: jax.Array, y: jax.Array, weight: jax.Array) -> jax.Array:
-    """Mean absolute error over samples with weight > 0 [g C m-2 d-1]."""
+def masked_mae(pred: jax.Array, y: jax.Array, weight: jax.Array,
+               total_weight: jax.Array | None = None) -> jax.Array:
+    """Mean absolute error over samples with weight > 0 [g C m-2 d-1].
+
+    ``total_weight`` (default ``weight.sum()``) is the denominator; on a slice of a batch it
+    is the whole batch's weight, so the slices' losses add up to the batch loss.
+    """
     err = jnp.where(weight > 0, jnp.abs(pred - jnp.nan_to_num(y)), 0.0)
-    return jnp.sum(err * weight) / jnp.maximum(jnp.sum(weight), 1e-12)
+    total = jnp.sum(weight) if total_weight is None else total_weight
+    return jnp.sum(err * weight) / jnp.maximum(total, 1e-12)
 
 
-@functools.partial(jax.jit, static_argnames=("model_cfg", "window"), donate_argnames=("state",))
+def _adam_step(state: TrainState, X: jax.Array, Y: jax.Array, site_idx: jax.Array,
+               time_idx: jax.Array, weight: jax.Array, *, model_cfg: ModelConfig, window: int,
+               axis: str | None) -> tuple[TrainState, jax.Array]:
+    """One Adam step of every member on (a slice of) a batch; ``axis`` names the devices
+    whose slices make up the batch (their losses and gradients are summed), None for one."""
+    model = build_model(model_cfg)
+    tx = make_optimizer()
+    xw = gather_windows_time_major(X, site_idx, time_idx, window)
+    y = Y[site_idx, time_idx]
+    total = jnp.sum(weight) if axis is None else jax.lax.psum(jnp.sum(weight), axis)
+
+    def one(member: TrainState) -> tuple[TrainState, jax.Array]:
+        dkey = jax.random.fold_in(member.key, member.step)
+        if axis is not None:  # each slice draws its own dropout masks
+            dkey = jax.random.fold_in(dkey, jax.lax.axis_index(axis))
+
+        def loss_fn(params: Any) -> jax.Array:
+            pred = model.apply({"params": params}, xw, train=True, rngs={"dropout": dkey})
+            return masked_mae(pred, y, weight, total)
+
+        loss, grads = jax.value_and_grad(loss_fn)(member.params)
+        if axis is not None:
+            loss, grads = jax.lax.psum((loss, grads), axis)
+        updates, opt_state = tx.update(grads, member.opt_state, member.params)
+        params = optax.apply_updates(member.params, updates)
+        return member.replace(step=member.step + 1, params=params, opt_state=opt_state), loss
+
+    return jax.vmap(one)(state)
+
+
+@functools.partial(jax.jit, static_argnames=("model_cfg", "window", "mesh"),
+                   donate_argnames=("state",))
 def train_step(state: TrainState, X: jax.Array, Y: jax.Array, site_idx: jax.Array,
                time_idx: jax.Array, weight: jax.Array, *, model_cfg: ModelConfig,
-               window: int) -> tuple[TrainState, jax.Array]:
+               window: int, mesh: Mesh | None = None) -> tuple[TrainState, jax.Array]:
     """One Adam step on a batch for all K ensemble members; returns (state, loss [K]).
 
     Parameters
@@ -162,36 +213,34 @@ def train_step(state: TrainState, X: jax.Array, Y: jax.Array, site_idx: jax.Arra
         GPP [g C m-2 d-1] (NaN where missing; such samples must have weight 0).
     site_idx, time_idx, weight : arrays, shape (batch,)
         Target samples and their loss weights (0 for padding).
+    mesh : Mesh, optional
+        Split the batch over these devices (:func:`gpp_models.parallel.batch_mesh`); the
+        state, ``X`` and ``Y`` must then be replicated on them
+        (:func:`gpp_models.parallel.replicate`) or not yet placed.
     """
     TRACE_COUNTS["train_step"] += 1
-    model = build_model(model_cfg)
-    tx = make_optimizer()
-    xw = gather_windows_time_major(X, site_idx, time_idx, window)
-    y = Y[site_idx, time_idx]
-
-    def one(member: TrainState) -> tuple[TrainState, jax.Array]:
-        dkey = jax.random.fold_in(member.key, member.step)
-
-        def loss_fn(params: Any) -> jax.Array:
-            pred = model.apply({"params": params}, xw, train=True, rngs={"dropout": dkey})
-            return masked_mae(pred, y, weight)
-
-        loss, grads = jax.value_and_grad(loss_fn)(member.params)
-        updates, opt_state = tx.update(grads, member.opt_state, member.params)
-        params = optax.apply_updates(member.params, updates)
-        return member.replace(step=member.step + 1, params=params, opt_state=opt_state), loss
-
-    return jax.vmap(one)(state)
+    step = functools.partial(_adam_step, model_cfg=model_cfg, window=window,
+                             axis=None if mesh is None else BATCH_AXIS)
+    step = split_batch(step, mesh, (False, False, False, True, True, True), out_batch_dim=None)
+    return step(state, X, Y, site_idx, time_idx, weight)
 
 
-@functools.partial(jax.jit, static_argnames=("model_cfg", "window"))
+@functools.partial(jax.jit, static_argnames=("model_cfg", "window", "mesh"))
 def predict_step(params: Any, X: jax.Array, site_idx: jax.Array, time_idx: jax.Array, *,
-                 model_cfg: ModelConfig, window: int) -> jax.Array:
-    """Predictions [g C m-2 d-1] of all K members, shape (K, batch), dropout off."""
+                 model_cfg: ModelConfig, window: int, mesh: Mesh | None = None) -> jax.Array:
+    """Predictions [g C m-2 d-1] of all K members, shape (K, batch), dropout off.
+
+    ``mesh`` splits the batch over devices, as in :func:`train_step`.
+    """
     TRACE_COUNTS["predict_step"] += 1
-    xw = gather_windows_time_major(X, site_idx, time_idx, window)
     model = build_model(model_cfg)
-    return jax.vmap(lambda p: model.apply({"params": p}, xw, train=False))(params)
+
+    def members(params: Any, X: jax.Array, s: jax.Array, t: jax.Array) -> jax.Array:
+        xw = gather_windows_time_major(X, s, t, window)
+        return jax.vmap(lambda p: model.apply({"params": p}, xw, train=False))(params)
+
+    return split_batch(members, mesh, (False, False, True, True), out_batch_dim=1)(
+        params, X, site_idx, time_idx)
 
 
 def eval_step(params: Any, X: jax.Array, Y: jax.Array, site_idx: np.ndarray,
@@ -210,8 +259,10 @@ def predict(params: Any, X: jax.Array, site_idx: np.ndarray, time_idx: np.ndarra
     pad = nb * batch - n
     s = np.concatenate([site_idx, np.zeros(pad, np.int32)]).astype(np.int32)
     t = np.concatenate([time_idx, np.full(pad, window - 1, np.int32)]).astype(np.int32)
+    mesh = batch_mesh(batch)
+    params, X = replicate((params, X), mesh)
     out = [predict_step(params, X, s[i * batch:(i + 1) * batch], t[i * batch:(i + 1) * batch],
-                        model_cfg=model_cfg, window=window) for i in range(nb)]
+                        model_cfg=model_cfg, window=window, mesh=mesh) for i in range(nb)]
     return np.concatenate([np.asarray(o) for o in out], axis=1)[:, :n]
 
 
@@ -351,7 +402,9 @@ def train_and_evaluate(
     K, B = config.ensemble, config.batch_size
     cfg_m, W = config.model, config.window
 
-    state = create_train_state(config, n_features)
+    mesh = batch_mesh(B)
+    X, Y = replicate((X, Y), mesh)
+    state = replicate(create_train_state(config, n_features), mesh)
     best = {"params": jax.tree_util.tree_map(jnp.copy, state.params),
             "loss": np.full(K, np.inf, np.float32), "epoch": np.full(K, -1, np.int32)}
     start, since_best, rows = 0, 0, []
@@ -410,7 +463,7 @@ def train_and_evaluate(
         for b in range(nb):
             sl = order[b * B:(b + 1) * B]
             state, loss = train_step(state, X, Y, s_fit[sl], t_fit[sl], weight[b * B:(b + 1) * B],
-                                     model_cfg=cfg_m, window=W)
+                                     model_cfg=cfg_m, window=W, mesh=mesh)
             losses.append(loss)
         w_b = weight.reshape(nb, B).sum(1)
         train_mae = np.asarray(jnp.stack(losses)).T @ w_b / w_b.sum() * y_std  # (K,)
