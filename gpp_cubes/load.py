@@ -7,11 +7,12 @@ mosaicked, first valid pixel wins), and per-time coordinates ``items`` (space-se
 of the scenes in that step) and any requested item properties.
 
 Failed scenes are never turned silently into nodata (odc-stac ``fail_on_error=False`` and
-stackstac ``errors_as_nodata`` do exactly that): every asset is opened before the load, an
-item that cannot be read is dropped, logged with its id and the reason, and listed in
-``ds.attrs["dropped_items"]`` (JSON) so provenance counts it; the site fails with
-:class:`~gpp_cubes.errors.BuildError` when more than ``max_failed_fraction`` of its items
-failed.
+stackstac ``errors_as_nodata`` do exactly that): either every asset is opened before the load
+(``precheck=True``), or the load is computed by :func:`compute_dropping_failures`, which
+finds the failing time steps when a read fails. Either way an item that cannot be read is
+dropped, logged with its id and the reason, and listed in ``ds.attrs["dropped_items"]``
+(JSON) so provenance counts it; the site fails with :class:`~gpp_cubes.errors.BuildError`
+when more than ``max_failed_fraction`` of its items failed.
 """
 
 from __future__ import annotations
@@ -338,6 +339,68 @@ def load_items(
     return xr.Dataset(ds.data_vars, coords={k: v for k, v in ds.coords.items()
                                             if k in ("time", "x", "y", "items", *properties)},
                       attrs=ds.attrs)
+
+
+def compute_dropping_failures(ds: xr.Dataset, *, max_failed_fraction: float = 0.2,
+                              site_id: str | None = None) -> xr.Dataset:
+    """Compute a lazy :func:`load_items` cube; drop the time steps whose reads fail.
+
+    The cheap alternative to ``precheck=True`` (which opens every asset once more before the
+    load): the cube is computed whole, and only when a read fails (after the retries every
+    read gets) are its time steps computed one by one to find the failing ones. Their items
+    are dropped, logged and added to ``attrs["dropped_items"]``.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        From :func:`load_items` (any ``precheck``), not yet computed.
+    max_failed_fraction : float, default 0.2
+        Fail when more than this fraction of the cube's items (including those dropped
+        before) was dropped.
+    site_id : str, optional
+        Name used in messages.
+
+    Returns
+    -------
+    xarray.Dataset
+        In memory, without the failed time steps; ``stac_items``/``dropped_items`` updated.
+
+    Raises
+    ------
+    BuildError
+        No readable time step, or too many failed items.
+    """
+    import xarray as xr
+
+    from gpp_cubes.secrets import redact
+
+    try:
+        return ds.compute()
+    except Exception as err:  # some read failed: find which time steps, one by one
+        log.info("site %s: a read failed (%s); loading time steps one by one",
+                 site_id or "?", type(err).__name__)
+    where = f"site {site_id!r}" if site_id else "site"
+    report = load_report(ds)
+    parts = []
+    for i in range(ds.sizes["time"]):
+        try:
+            parts.append(ds.isel(time=[i]).compute())
+        except Exception as err:  # RasterioIOError, CPLE_*, ... after retries
+            why = f"unreadable: {type(err).__name__}: {redact(str(err))[:200]}"
+            ids = str(ds["items"].values[i]).split()
+            log.warning("%s: dropping time step of %s: %s", where, " ".join(ids), why)
+            report.dropped.update({iid: why for iid in ids})
+    report.used = [u for u in report.used if u not in report.dropped]
+    if report.failed_fraction > max_failed_fraction:
+        raise BuildError(
+            f"{where}: {len(report.dropped)} of {len(report.used) + len(report.dropped)} "
+            f"scenes failed (more than {max_failed_fraction:.0%}); first: "
+            + "; ".join(f"{k}: {v}" for k, v in list(report.dropped.items())[:3]))
+    if not parts:
+        raise BuildError(f"{where}: no readable STAC item among {len(report.dropped)}")
+    out = xr.concat(parts, dim="time") if len(parts) > 1 else parts[0]
+    out.attrs = {**ds.attrs, **report.to_attrs()}
+    return out
 
 
 def _load_odc(groups: list[list[pystac.Item]], bands: Sequence[str], grid: SiteGrid,

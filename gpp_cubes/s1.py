@@ -239,7 +239,7 @@ def s1_features_from_items(items: Sequence[Any], grid: SiteGrid, forest: xr.Data
     """
     import json
 
-    from gpp_cubes.load import load_items
+    from gpp_cubes.load import compute_dropping_failures, load_items
 
     groups: dict[str, list[Any]] = {}
     for it in items:
@@ -248,7 +248,8 @@ def s1_features_from_items(items: Sequence[Any], grid: SiteGrid, forest: xr.Data
     for key in sorted(groups):
         cube = load_items(groups[key], list(S1_BANDS), grid, engine=engine, dtype="float32",
                           nodata=np.nan, groupby="solar_day", resampling="nearest",
-                          site_id=site_id).compute()
+                          site_id=site_id, precheck="assets")
+        cube = compute_dropping_failures(cube, site_id=site_id)
         used += json.loads(cube.attrs.get("stac_items", "[]"))
         per_pass = s1_features_from_cube(cube["vv"], cube["vh"], forest, grid,
                                          min_valid_fraction=min_valid_fraction)

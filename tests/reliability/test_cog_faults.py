@@ -20,7 +20,7 @@ import pytest
 
 from gpp_cubes.errors import BuildError
 from gpp_cubes.grid import site_grid
-from gpp_cubes.load import load_items, load_report
+from gpp_cubes.load import compute_dropping_failures, load_items, load_report
 from gpp_cubes.search import search_items
 
 from .conftest import Proxy
@@ -136,6 +136,34 @@ def test_truncated_cog_dropped_by_load_items(served_demo, grid, reference, proxy
         ds = load_items(_search(url, grid), BANDS, grid, site_id="DE-Hai",
                         max_failed_fraction=0.5).compute()
     assert list(load_report(ds).dropped) == [items_ref[1].id]
+
+
+def test_truncated_cog_dropped_at_compute_without_precheck(served_demo, grid, reference,
+                                                           proxy_factory, caplog):
+    """compute_dropping_failures (S1 and LST: no pre-check) finds the failing time step
+    only when a read fails, drops and names it, and keeps the others' values."""
+    items_ref, ref = reference
+    victim = items_ref[1]
+    name = victim.assets["B8A"].href.rsplit("/", 1)[1]
+    with through_proxy(served_demo, proxy_factory, "truncate", rate=1.0, match=name) as (
+            url, _fp):
+        lazy = load_items(_search(url, grid), BANDS, grid, site_id="DE-Hai", precheck="assets")
+        assert not load_report(lazy).dropped  # nothing opened yet
+        ds = compute_dropping_failures(lazy, site_id="DE-Hai", max_failed_fraction=0.5)
+    rep = load_report(ds)
+    assert list(rep.dropped) == [victim.id] and "unreadable" in rep.dropped[victim.id]
+    assert victim.id in caplog.text and "DE-Hai" in caplog.text
+    assert sorted(rep.used) == sorted(i.id for i in items_ref if i.id != victim.id)
+    keep = [i for i, ids in enumerate(ref["items"].values) if victim.id not in str(ids)]
+    for b in BANDS:
+        np.testing.assert_array_equal(ds[b].values, ref[b].values[keep])
+    # Too many failures fail the site, naming it and the item.
+    with through_proxy(served_demo, proxy_factory, "truncate", rate=1.0, match="_B8A_") as (
+            url, _fp), pytest.raises(BuildError) as err:
+        compute_dropping_failures(load_items(_search(url, grid), BANDS, grid,
+                                             site_id="DE-Hai", precheck="assets"),
+                                  site_id="DE-Hai", max_failed_fraction=0.2)
+    assert "DE-Hai" in str(err.value) and "unreadable" in str(err.value)
 
 
 def _s2(url: str, tmp_path, **kw):
