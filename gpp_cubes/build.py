@@ -239,10 +239,10 @@ SENSORS = ("s2", "s1", "lst", "target")
 
 
 @contextlib.contextmanager
-def _task_env() -> Iterator[None]:
+def _task_env() -> Iterator[int]:
     """Inner Dask computations of a task use as many threads as the worker has (one by
     default): a worker stands for a core, and parallelism comes from running tasks side by
-    side on many workers."""
+    side on many workers. Yields that number of threads."""
     import dask
 
     n = 1
@@ -251,12 +251,13 @@ def _task_env() -> Iterator[None]:
 
         n = int(get_worker().state.nthreads)
     with dask.config.set(scheduler="threads" if n > 1 else "synchronous", num_workers=n):
-        yield
+        yield n
 
 
-def _sensor_dataset(sensor: str, meta: SiteMeta, cfg: BuildConfig, summary: dict[str, Any]
-                    ) -> tuple[Any, dict[str, Any]]:
-    """Run one sensor stage of a site; return its intermediate Dataset and provenance."""
+def _sensor_dataset(sensor: str, meta: SiteMeta, cfg: BuildConfig, summary: dict[str, Any],
+                    threads: int = 1) -> tuple[Any, dict[str, Any]]:
+    """Run one sensor stage of a site with ``threads`` cores; return its intermediate
+    Dataset and provenance."""
     import xarray as xr
 
     from gpp_cubes.grid import site_grid
@@ -274,7 +275,7 @@ def _sensor_dataset(sensor: str, meta: SiteMeta, cfg: BuildConfig, summary: dict
             summary["forest_fraction"] = float(forest.mean())
     if sensor == "s2":
         with _stage(sid, "s2", summary):
-            s2 = _s2_index_table(meta, grid, cfg)  # reads CORINE itself
+            s2 = _s2_index_table(meta, grid, cfg, threads)  # reads CORINE itself
             summary.update(s2_found=s2.scenes_found, s2_kept=s2.scenes_kept,
                            clear_fraction=s2.clear_fraction)
         ds = xr.Dataset(
@@ -350,12 +351,12 @@ def run_sensor(meta: SiteMeta, cfg: BuildConfig, sensor: str) -> dict[str, Any]:
     sid = meta.site_id
     summary: dict[str, Any] = {"site": sid, "status": "ok", "error": None}
     t0 = time.perf_counter()
-    with site_log(cfg.log_path(sid)), _task_env():
+    with site_log(cfg.log_path(sid)), _task_env() as threads:
         try:
             configure_gdal()
             log.info("%s: phase 1 %s, %s..%s, provider %s %s", sid, sensor, cfg.start,
                      cfg.end, cfg.provider, cfg.stac_url or "")
-            ds, prov = _sensor_dataset(sensor, meta, cfg, summary)
+            ds, prov = _sensor_dataset(sensor, meta, cfg, summary, threads)
             summary[f"seconds_{sensor}"] = round(time.perf_counter() - t0, 2)
             log.info("%s: %s took %.1f s", sid, sensor, summary[f"seconds_{sensor}"])
             write_zarr_atomic(ds, cfg.phase1_store(sid, sensor), provenance={
@@ -395,8 +396,15 @@ class S2Table:
     params: dict[str, Any] = field(default_factory=dict)
 
 
-def _s2_index_table(meta: SiteMeta, grid: Any, cfg: BuildConfig) -> S2Table:
-    """Run :func:`gpp_cubes.s2.s2_features` and keep its daily spectral-index table."""
+def _s2_index_table(meta: SiteMeta, grid: Any, cfg: BuildConfig, threads: int = 1) -> S2Table:
+    """Run :func:`gpp_cubes.s2.s2_features` and keep its daily spectral-index table.
+
+    A batch build gets its parallelism from many tasks side by side, so each task keeps to
+    its worker's threads: as many blocks in flight, and two read threads per thread (one
+    decodes while the other waits on the network); ``s2_options`` may override both. With
+    the interactive defaults (2 blocks x 4 read threads, ~1.3 cores per site) two workers on
+    two cores measured each S2 task 1.3-1.4x slower than one worker alone.
+    """
     from types import SimpleNamespace
 
     from gpp_cubes.s2 import s2_features
@@ -404,7 +412,8 @@ def _s2_index_table(meta: SiteMeta, grid: Any, cfg: BuildConfig) -> S2Table:
     site = SimpleNamespace(id=meta.site_id, latitude=meta.latitude, longitude=meta.longitude)
     ds = s2_features(site, cfg.start, cfg.end, provider=cfg.provider, stac_url=cfg.stac_url,
                      corine=cfg.corine_source, engine=cfg.engine, grid=grid,
-                     **dict(cfg.s2_options))
+                     **{"blocks_in_flight": threads, "read_threads": 2 * threads,
+                        **dict(cfg.s2_options)})
     names = [n for n in str(ds.attrs.get("index_list", "")).split(",") if n]
     prov = json.loads(ds.attrs.get("provenance", "{}"))
     table = pd.DataFrame({n: ds[n].values.astype(np.float64) for n in names},

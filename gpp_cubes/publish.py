@@ -147,7 +147,9 @@ def _open_store(path: Path, require_complete: bool) -> xr.Dataset:
             "finish; rebuild the site before publishing it"
         )
     try:
-        ds = xr.open_zarr(path, decode_timedelta=False)
+        # No Dask: the extents below read every variable, and with a distributed Client
+        # active each read would become a task sent to the cluster.
+        ds = xr.open_zarr(path, decode_timedelta=False, chunks=None)
     except Exception as err:  # zarr raises many types for a non-store directory
         raise InputFormatError(f"cube store {path} cannot be opened as zarr: {err}") from err
     missing = [a for a in REQUIRED_ATTRS if a not in ds.attrs]

@@ -425,6 +425,7 @@ def reduce_cube(cube: xr.Dataset, bands: Sequence[str] = S2_BANDS, *, block: int
 
 def _stream_means(site_or_latlon: Any, start: str, end: str, *, block: int,
                   min_fraction: float, read_threads: int, max_failed_fraction: float,
+                  blocks_in_flight: int = 2,
                   provider: str | None = "planetary-computer", stac_url: str | None = None,
                   cloud_mask: str = "scl", cloud_model: Any = None, engine: str = "odc",
                   corine: Any = None, nbar: bool = True, snow: bool = True,
@@ -506,9 +507,9 @@ def _stream_means(site_or_latlon: Any, start: str, end: str, *, block: int,
     parts: list[xr.Dataset] = []
     used: list[str] = []
     dropped: dict[str, str] = {}
-    # Two blocks in flight: the reads of one overlap the CPU work of the other; memory
-    # stays bounded by two blocks whatever the number of years.
-    with ThreadPoolExecutor(max_workers=2) as pool:
+    # Two blocks in flight (default): the reads of one overlap the CPU work of the other;
+    # memory stays bounded by the blocks in flight whatever the number of years.
+    with ThreadPoolExecutor(max_workers=max(1, blocks_in_flight)) as pool:
         for res in pool.map(run_single, blocks):
             for means, u, d in res:
                 if means is not None:
@@ -534,6 +535,7 @@ def s2_features(
     max_failed_fraction: float = 0.2,
     stream: bool = True,
     read_threads: int = 4,
+    blocks_in_flight: int = 2,
     **cube_kwargs: Any,
 ) -> xr.Dataset:
     """Per-site Sentinel-2 features: mean NBAR over clear forest pixels and spectral indices.
@@ -557,7 +559,12 @@ def s2_features(
         block; a block that fails to read is retried time step by time step and only the
         failing steps are dropped. False: reduce the lazy :func:`s2_cube` (same values).
     read_threads : int, default 4
-        Threads reading COGs in the fast path, per block (two blocks are in flight).
+        Threads reading COGs in the fast path, per block.
+    blocks_in_flight : int, default 2
+        Blocks processed at once in the fast path: with 2, the reads of one block overlap
+        the CPU work of another, so a site uses up to ~1.3 cores. Batch builds pass the
+        number of threads of their Dask worker (1 by default), so that each worker keeps to
+        its core and workers side by side do not compete (gpp_cubes.build).
     **cube_kwargs
         Passed to :func:`s2_cube` (provider, stac_url, cloud_mask, engine, corine, ...).
 
@@ -576,6 +583,7 @@ def s2_features(
     if stream:
         means, attrs = _stream_means(site_or_latlon, start, end, block=block,
                                      min_fraction=min_fraction, read_threads=read_threads,
+                                     blocks_in_flight=blocks_in_flight,
                                      max_failed_fraction=max_failed_fraction, **cube_kwargs)
         failed: dict[str, str] = {}
     else:

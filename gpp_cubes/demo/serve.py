@@ -223,7 +223,8 @@ def serve_files(directory: str | Path, *, port: int | None = None, timeout: floa
         Path (relative to the root) that must answer 200 before the server counts as up.
     """
     port = port or free_port()
-    with _serve([sys.executable, "-m", "RangeHTTPServer", str(port), "--bind", "127.0.0.1"],
+    with _serve([sys.executable, "-m", "gpp_cubes.demo.fileserver", str(port), "--bind",
+                 "127.0.0.1", "--directory", str(Path(directory).absolute())],
                 port, f"http://127.0.0.1:{port}/{probe}", "the file server (RangeHTTPServer)",
                 timeout, cwd=Path(directory)) as server:
         yield server

@@ -102,9 +102,13 @@ def test_streamed_features_equal_lazy_cube_path(tmp_path):
     kw = dict(items=w.items, cache_dir=tmp_path / "c", index_list=["NDVI", "kNDVI", "EVI"])
     fast = s2_features((LAT, LON), "2018-01-01", "2022-12-31", block=2, **kw)
     slow = s2_features((LAT, LON), "2018-01-01", "2022-12-31", stream=False, **kw)
+    # A batch-build worker's settings (one block at a time, two read threads): same values.
+    serial = s2_features((LAT, LON), "2018-01-01", "2022-12-31", block=2, blocks_in_flight=1,
+                         read_threads=2, **kw)
     assert [str(t)[:10] for t in fast.time.values] == ["2018-05-01", "2018-05-04",
                                                        "2022-05-10"]
     xr.testing.assert_allclose(fast.drop_attrs(), slow.drop_attrs(), rtol=1e-6)
+    xr.testing.assert_identical(fast.drop_attrs(), serial.drop_attrs())
     pf, ps = (json.loads(d.attrs["provenance"]) for d in (fast, slow))
     assert pf["stac_items"] == ps["stac_items"] == ["A1", "A2", "A3", "A4", "A5"]
     assert pf["dropped_items"] == ps["dropped_items"] == {}
