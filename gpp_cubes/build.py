@@ -809,20 +809,25 @@ def _build_with_client(client: Any, metas: list[SiteMeta], cfg: BuildConfig, for
 
     # Phase 1: one task per site and sensor, skipping intermediates already complete.
     stamp = time.time_ns()
-    futures: dict[Any, tuple[SiteMeta, str]] = {}
-    # Longest tasks first (S2 > LST > S1 > target), in submission order too: the first
-    # tasks go straight to the workers, before the scheduler queues the group by priority.
+    plan: list[tuple[SiteMeta, str]] = []
+    # Longest tasks first (S2 > LST > S1 > target): the least idle time at the end.
     for sensor in sorted(SENSORS, key=lambda s: -SENSOR_PRIORITY[s]):
         for m in todo:
             if is_complete(cfg.phase1_store(m.site_id, sensor)):
                 for st in SENSOR_STAGES[sensor]:
                     note(m.site_id, st, "skip")
                 continue
-            # One key prefix ("phase1") for all: one task group, queued on the scheduler.
-            fut = client.submit(run_sensor, m, cfg, sensor, pure=False,
-                                key=f"phase1-{sensor}-{m.site_id}-{stamp}",
-                                priority=SENSOR_PRIORITY[sensor])
-            futures[fut] = (m, sensor)
+            plan.append((m, sensor))
+    # One key prefix ("phase1"): one task group, which the scheduler queues and hands out
+    # by priority, one task per free worker thread (see dask_client).
+    futures: dict[Any, tuple[SiteMeta, str]] = {}
+    for sensor in dict.fromkeys(sensor for _, sensor in plan):
+        metas_s = [m for m, s_ in plan if s_ == sensor]
+        futs = client.map(run_sensor, metas_s, [cfg] * len(metas_s),
+                          [sensor] * len(metas_s), pure=False,
+                          priority=SENSOR_PRIORITY[sensor],
+                          key=[f"phase1-{sensor}-{m.site_id}-{stamp}" for m in metas_s])
+        futures.update({f: (m, sensor) for f, m in zip(futs, metas_s, strict=True)})
     phase1: dict[str, dict[str, Any]] = {m.site_id: {"site": m.site_id, "status": "ok",
                                                      "error": None} for m in todo}
     for fut in as_completed(futures):
