@@ -198,6 +198,18 @@ def check_item(item: pystac.Item, bands: Sequence[str],
     return None
 
 
+def _check_failures(report: LoadReport, n_all: int, max_failed_fraction: float, where: str,
+                    *, any_left: bool) -> None:
+    """Raise BuildError when too many of ``n_all`` items were dropped, or none is left."""
+    if n_all and len(report.dropped) / n_all > max_failed_fraction:
+        raise BuildError(
+            f"{where}: {len(report.dropped)} of {n_all} scenes failed (more than "
+            f"{max_failed_fraction:.0%}); first: "
+            + "; ".join(f"{k}: {v}" for k, v in list(report.dropped.items())[:3]))
+    if not any_left:
+        raise BuildError(f"{where}: no readable STAC item among {n_all}")
+
+
 def _group(items: Sequence[pystac.Item], lon: float) -> list[list[pystac.Item]]:
     groups: dict[np.datetime64, list[pystac.Item]] = {}
     for it in sorted(items, key=lambda i: (item_datetime(i), i.id)):
@@ -305,13 +317,7 @@ def load_items(
                 report.dropped[it.id] = why
         good = [it for it in good if it.id not in report.dropped]
     n_all = len(items)
-    if n_all and len(report.dropped) / n_all > max_failed_fraction:
-        raise BuildError(
-            f"{where}: {len(report.dropped)} of {n_all} scenes failed (more than "
-            f"{max_failed_fraction:.0%}); first: "
-            + "; ".join(f"{k}: {v}" for k, v in list(report.dropped.items())[:3]))
-    if not good:
-        raise BuildError(f"{where}: no readable STAC item among {n_all}")
+    _check_failures(report, n_all, max_failed_fraction, where, any_left=bool(good))
 
     lon = _grid_lon(grid)
     groups = _group(good, lon) if groupby == "solar_day" else [[it] for it in sorted(
@@ -391,13 +397,8 @@ def compute_dropping_failures(ds: xr.Dataset, *, max_failed_fraction: float = 0.
             log.warning("%s: dropping time step of %s: %s", where, " ".join(ids), why)
             report.dropped.update({iid: why for iid in ids})
     report.used = [u for u in report.used if u not in report.dropped]
-    if report.failed_fraction > max_failed_fraction:
-        raise BuildError(
-            f"{where}: {len(report.dropped)} of {len(report.used) + len(report.dropped)} "
-            f"scenes failed (more than {max_failed_fraction:.0%}); first: "
-            + "; ".join(f"{k}: {v}" for k, v in list(report.dropped.items())[:3]))
-    if not parts:
-        raise BuildError(f"{where}: no readable STAC item among {len(report.dropped)}")
+    _check_failures(report, len(report.used) + len(report.dropped), max_failed_fraction, where,
+                    any_left=bool(parts))
     out = xr.concat(parts, dim="time") if len(parts) > 1 else parts[0]
     out.attrs = {**ds.attrs, **report.to_attrs()}
     return out
