@@ -23,13 +23,9 @@ from __future__ import annotations
 import argparse
 import os
 import resource
-import sys
 import tempfile
 import time
 from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
 
 BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12",
          "SCL")
@@ -58,9 +54,7 @@ def main() -> None:
     ap.add_argument("--world", default=None, help="world directory (default: cache)")
     args = ap.parse_args()
 
-    from s2.world import serve_demo  # quiet servers (see its docstring)
-
-    from gpp_cubes.demo import DemoConfig, generate_world
+    from gpp_cubes.demo import DemoConfig, generate_world, serve_world
     from gpp_cubes.grid import site_grid
     from gpp_cubes.providers import configure_gdal
     from gpp_cubes.s2 import s2_features
@@ -77,7 +71,8 @@ def main() -> None:
     site = world.site(args.site)
     grid = site_grid(site.latitude, site.longitude)
     env = configure_gdal()
-    with serve_demo(world) as (stac_url, _files), tempfile.TemporaryDirectory() as tmp:
+    with serve_world(world) as served, tempfile.TemporaryDirectory() as tmp:
+        stac_url = served.stac_url
         items = search_items("sentinel-2-l2a", grid, start, end, provider="custom",
                              stac_url=stac_url, site_id=args.site)
         print(f"site {args.site}: {len(items)} scenes over {args.years} years, "

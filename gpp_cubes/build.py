@@ -809,20 +809,20 @@ def _build_with_client(client: Any, metas: list[SiteMeta], cfg: BuildConfig, for
 
     # Phase 1: one task per site and sensor, skipping intermediates already complete.
     stamp = time.time_ns()
-    plan: list[tuple[SiteMeta, str]] = []
-    # Longest tasks first (S2 > LST > S1 > target): the least idle time at the end.
+    # Longest tasks first (S2 > LST > S1 > target): the least idle time at the end. One key
+    # prefix ("phase1"): one task group, which the scheduler queues and hands out by
+    # priority, one task per free worker thread (see dask_client).
+    futures: dict[Any, tuple[SiteMeta, str]] = {}
     for sensor in sorted(SENSORS, key=lambda s: -SENSOR_PRIORITY[s]):
+        metas_s = []
         for m in todo:
             if is_complete(cfg.phase1_store(m.site_id, sensor)):
                 for st in SENSOR_STAGES[sensor]:
                     note(m.site_id, st, "skip")
-                continue
-            plan.append((m, sensor))
-    # One key prefix ("phase1"): one task group, which the scheduler queues and hands out
-    # by priority, one task per free worker thread (see dask_client).
-    futures: dict[Any, tuple[SiteMeta, str]] = {}
-    for sensor in dict.fromkeys(sensor for _, sensor in plan):
-        metas_s = [m for m, s_ in plan if s_ == sensor]
+            else:
+                metas_s.append(m)
+        if not metas_s:
+            continue
         futs = client.map(run_sensor, metas_s, [cfg] * len(metas_s),
                           [sensor] * len(metas_s), pure=False,
                           priority=SENSOR_PRIORITY[sensor],

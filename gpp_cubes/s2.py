@@ -425,7 +425,7 @@ def reduce_cube(cube: xr.Dataset, bands: Sequence[str] = S2_BANDS, *, block: int
 
 def _stream_means(site_or_latlon: Any, start: str, end: str, *, block: int,
                   min_fraction: float, read_threads: int, max_failed_fraction: float,
-                  blocks_in_flight: int = 2,
+                  blocks_in_flight: int,
                   provider: str | None = "planetary-computer", stac_url: str | None = None,
                   cloud_mask: str = "scl", cloud_model: Any = None, engine: str = "odc",
                   corine: Any = None, nbar: bool = True, snow: bool = True,
@@ -507,8 +507,8 @@ def _stream_means(site_or_latlon: Any, start: str, end: str, *, block: int,
     parts: list[xr.Dataset] = []
     used: list[str] = []
     dropped: dict[str, str] = {}
-    # Two blocks in flight (default): the reads of one overlap the CPU work of the other;
-    # memory stays bounded by the blocks in flight whatever the number of years.
+    # With two blocks in flight the reads of one overlap the CPU work of the other; memory
+    # stays bounded by the blocks in flight whatever the number of years.
     with ThreadPoolExecutor(max_workers=max(1, blocks_in_flight)) as pool:
         for res in pool.map(run_single, blocks):
             for means, u, d in res:

@@ -31,19 +31,13 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from gpp_cubes.build import default_workers
+
 logger = logging.getLogger("gpp_models")
 
 BATCH_AXIS = "batch"
 MAX_CPU_DEVICES = 8
 MIN_SHARD = 16  # samples per device below which splitting a batch is not worth a device
-
-
-def usable_cores() -> int:
-    """Cores this process may run on (its CPU affinity), at least 1."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
 
 
 def configure_cpu_devices(count: int | None = None) -> int:
@@ -64,7 +58,8 @@ def configure_cpu_devices(count: int | None = None) -> int:
     """
     if count is None:
         env = os.environ.get("GPP_MODELS_CPU_DEVICES")
-        count = int(env) if env else min(usable_cores(), MAX_CPU_DEVICES)
+        # One device per core this process may use, as a batch build has one worker per core.
+        count = int(env) if env else min(default_workers(), MAX_CPU_DEVICES)
     configured = jax.config.jax_num_cpu_devices
     if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", "") or (
             configured not in (-1, None) and configured != count):

@@ -2,7 +2,10 @@
 
 Import them in ``conftest.py`` (or a test module) with::
 
-    from tests.demo_fixtures import demo_world, served_demo  # noqa: F401
+    from demo_fixtures import demo_world, served_demo  # noqa: F401
+
+(pytest puts ``tests/`` on ``sys.path`` for its conftest; this is a local module, not a
+package dependency).
 
 ``demo_world`` is generated once per test session into a directory shared by the
 pytest-xdist workers of the session (an exclusive file lock makes one worker generate it and
