@@ -396,7 +396,7 @@ def write_multisite_store(site_stores: Sequence[str | Path], out_dir: str | Path
     for p in site_stores:
         if not is_complete(p):
             raise BuildError(f"site store {p} is incomplete (no marker); cannot combine")
-        datasets.append(xr.open_zarr(p).load())
+        datasets.append(xr.open_zarr(p, chunks=None).load())
     combined = combine_sites(datasets)
     return write_zarr_atomic(combined, Path(out_dir) / MULTISITE_NAME,
                              provenance=json.loads(combined.attrs["provenance"]))

@@ -335,6 +335,27 @@ def _retrying_stac_io_class() -> type:
     return RetryingStacApiIO
 
 
+def gdal_settings(overrides: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The GDAL HTTP settings :func:`configure_gdal` would apply, without applying them.
+
+    Values already in the environment win over :data:`GDAL_DEFAULTS`; ``overrides`` win
+    over both.
+
+    Parameters
+    ----------
+    overrides : mapping, optional
+        Settings to force.
+
+    Returns
+    -------
+    dict
+        GDAL configuration option -> value.
+    """
+    settings = {k: os.environ.get(k, v) for k, v in GDAL_DEFAULTS.items()}
+    settings.update(overrides or {})
+    return settings
+
+
 def configure_gdal(overrides: Mapping[str, str] | None = None) -> dict[str, str]:
     """Set GDAL HTTP settings for this process and return them.
 
@@ -352,8 +373,7 @@ def configure_gdal(overrides: Mapping[str, str] | None = None) -> dict[str, str]
         The settings applied, to hand to Dask workers (:func:`gdal_worker_plugin`) or
         ``rasterio.Env(**settings)``.
     """
-    settings = {k: os.environ.get(k, v) for k, v in GDAL_DEFAULTS.items()}
-    settings.update(overrides or {})
+    settings = gdal_settings(overrides)
     os.environ.update(settings)
     try:  # odc-stac keeps its own rasterio config; make it agree.
         from odc.stac import configure_rio
@@ -370,7 +390,8 @@ def gdal_worker_plugin(settings: Mapping[str, str] | None = None) -> Any:
     Parameters
     ----------
     settings : mapping, optional
-        GDAL settings (default: :func:`configure_gdal` of this process).
+        GDAL settings (default: :func:`gdal_settings` of this process, which is left
+        unconfigured: the client of a build reads no rasters).
 
     Returns
     -------
@@ -379,7 +400,7 @@ def gdal_worker_plugin(settings: Mapping[str, str] | None = None) -> Any:
     """
     from distributed import WorkerPlugin
 
-    chosen = dict(settings) if settings is not None else configure_gdal()
+    chosen = dict(settings) if settings is not None else gdal_settings()
 
     class GdalSettings(WorkerPlugin):
         name = "gpp-cubes-gdal"

@@ -33,7 +33,7 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -251,9 +251,14 @@ def redact(text: str) -> str:
     >>> redact("https://x.blob.core.windows.net/a/B04.tif?st=2024&se=2025&sp=rl&sig=Ab%2Bc")
     'https://x.blob.core.windows.net/a/B04.tif?st=***&se=***&sp=***&sig=***'
     """
+    return _redact_known(text, _known_secrets())
+
+
+def _redact_known(text: Any, secrets: Sequence[str]) -> str:
+    """:func:`redact` with the known secrets listed once by the caller (for many texts)."""
     if not isinstance(text, str):
         text = str(text)
-    for secret in _known_secrets():
+    for secret in secrets:
         if secret in text:
             text = text.replace(secret, MASK)
     text = _PEM.sub(MASK, text)
@@ -279,16 +284,23 @@ def redact_mapping(obj: Any) -> Any:
     -------
     Same structure with secrets masked (tuples become lists, as in JSON).
     """
+    # The secrets are listed once: a provenance record holds thousands of strings (hrefs,
+    # item ids) and listing them scans the environment.
+    return _redact_tree(obj, _known_secrets())
+
+
+def _redact_tree(obj: Any, secrets: Sequence[str]) -> Any:
     if isinstance(obj, Mapping):
         out = {}
         for key, value in obj.items():
             secret_key = isinstance(key, str) and _SECRET_FIELD.search(key) is not None
-            out[key] = MASK if secret_key and value not in (None, "") else redact_mapping(value)
+            out[key] = (MASK if secret_key and value not in (None, "")
+                        else _redact_tree(value, secrets))
         return out
     if isinstance(obj, list | tuple):
-        return [redact_mapping(v) for v in obj]
+        return [_redact_tree(v, secrets) for v in obj]
     if isinstance(obj, str):
-        return redact(obj)
+        return _redact_known(obj, secrets)
     return obj
 
 

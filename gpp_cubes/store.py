@@ -225,7 +225,7 @@ def write_zarr_atomic(ds: xr.Dataset, path: str | Path, *, provenance: dict[str,
             warnings.filterwarnings("ignore", message="Consolidated metadata",
                                     category=UserWarning)
             out.to_zarr(tmp, mode="w", zarr_format=3, consolidated=True, encoding=encoding)
-        with xr.open_zarr(tmp, consolidated=True) as back:
+        with xr.open_zarr(tmp, consolidated=True, chunks=None) as back:
             problems = [name for name, var in out.variables.items()
                         if name not in back.variables
                         or back[name].shape != var.shape

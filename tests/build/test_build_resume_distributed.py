@@ -70,14 +70,18 @@ def test_build_killed_in_phase_2_and_restarted_equals_uninterrupted(
     # nothing half-written looks complete
     for p in out.glob(".*.zarr.tmp-*"):
         assert not is_complete(p)
-    phase1 = {p: (p / ".gpp-complete").read_text() for p in out.glob(".work/*/*.zarr")}
-    assert len(phase1) == 4 * len(sites)
+    # Phase 2 overlaps phase 1 (the cached sites are assembled once the PCA is fitted, while
+    # the last site's other sensors still run), so some of its intermediates may be missing.
+    phase1 = {p: (p / ".gpp-complete").read_text() for p in out.glob(".work/*/*.zarr")
+              if is_complete(p)}
+    assert len(phase1) >= 4 * (len(sites) - 1) + 1  # the cached ones and the last S2
 
     table = build_sites(sites, out, n_workers=2, **build_kwargs(build_served))
     expected = ["skipped" if d else "built" for d in done]
     assert list(table["status"]) == expected
-    # phase 1 was not redone
+    # complete intermediates were not redone; the missing ones were made
     assert {p: (p / ".gpp-complete").read_text() for p in phase1} == phase1
+    assert len(list(out.glob(".work/*/*.zarr"))) == 4 * len(sites)
     for s in [*sites, "features"]:
         assert_same_store(ref / f"{s}.zarr", out / f"{s}.zarr")
 
