@@ -859,9 +859,10 @@ def _run_phases(client: Any, todo: list[SiteMeta], metas: list[SiteMeta], cfg: B
     phase1 = {m.site_id: {"site": m.site_id, "status": "ok", "error": None} for m in todo}
     pending: dict[str, set[str]] = {m.site_id: set() for m in todo}  # phase-1 tasks running
     tasks: dict[Any, tuple[str, SiteMeta | None, str]] = {}  # future -> (kind, site, sensor)
-    # Longest tasks first (S2 > LST > S1 > target): the least idle time at the end. One key
-    # prefix ("phase1"): one task group, which the scheduler queues and hands out by
-    # priority, one task per free worker thread (see dask_client).
+    # Longest tasks first (S2 > LST > S1 > target): the least idle time at the end. Keys
+    # "phase1-<stamp>-...": Dask names task groups by the key's leading alphabetic words, so
+    # these make one group, which the scheduler queues and hands out by priority, one task
+    # per free worker thread (see dask_client).
     for sensor in sorted(SENSORS, key=lambda s: -SENSOR_PRIORITY[s]):
         metas_s = []
         for m in todo:
@@ -876,7 +877,7 @@ def _run_phases(client: Any, todo: list[SiteMeta], metas: list[SiteMeta], cfg: B
         futs = client.map(run_sensor, metas_s, [cfg] * len(metas_s),
                           [sensor] * len(metas_s), pure=False,
                           priority=SENSOR_PRIORITY[sensor],
-                          key=[f"phase1-{sensor}-{m.site_id}-{stamp}" for m in metas_s])
+                          key=[f"phase1-{stamp}-{sensor}-{m.site_id}" for m in metas_s])
         tasks.update({f: ("phase1", m, sensor) for f, m in zip(futs, metas_s, strict=True)})
     queue = as_completed(list(tasks))
     by_id = {m.site_id: m for m in todo}
@@ -884,11 +885,11 @@ def _run_phases(client: Any, todo: list[SiteMeta], metas: list[SiteMeta], cfg: B
     assembling: set[str] = set()
 
     def submit(kind: str, site: SiteMeta | None, fn: Callable[..., Any], *args: Any,
-               key: str, **kw: Any) -> None:
+               **kw: Any) -> None:
         # Phase-2 tasks go before the phase-1 tasks still queued: they are short, and the
         # multi-site store waits for all of them.
-        fut = client.submit(fn, *args, pure=False, key=f"{key}-{stamp}",
-                            priority=PHASE2_PRIORITY, **kw)
+        key = f"{kind}-{stamp}" + (f"-{site.site_id}" if site else "")
+        fut = client.submit(fn, *args, pure=False, key=key, priority=PHASE2_PRIORITY, **kw)
         tasks[fut] = (kind, site, "")
         queue.add(fut)
 
@@ -904,7 +905,7 @@ def _run_phases(client: Any, todo: list[SiteMeta], metas: list[SiteMeta], cfg: B
         # every site with S2 results, already built ones included, shares one PCA
         with_s2 = [m.site_id for m in metas if is_complete(cfg.phase1_store(m.site_id, "s2"))]
         pca["submitted"] = True
-        submit("pca", None, run_fit_pca, with_s2, cfg, refit=force, key="pca")
+        submit("pca", None, run_fit_pca, with_s2, cfg, refit=force)
 
     def advance(sid: str) -> None:
         """Settle a site whose phase 1 has ended: a failure row, or its assembly task."""
@@ -917,7 +918,7 @@ def _run_phases(client: Any, todo: list[SiteMeta], metas: list[SiteMeta], cfg: B
             note(sid, "pca", "fail")
         elif pca["done"]:
             assembling.add(sid)
-            submit("phase2", by_id[sid], run_phase2, by_id[sid], cfg, key=f"phase2-{sid}")
+            submit("phase2", by_id[sid], run_phase2, by_id[sid], cfg)
 
     start_pca_when_s2_ended()  # no S2 task at all: every S2 intermediate is complete
     for fut in queue:
