@@ -5,6 +5,7 @@ Prints the wall time of each, the speed-up (target >= 1.6x on 2 cores; the media
 process. The demo world is generated (cached) and served first; a
 warm-up build fills the OS and granule-metadata caches so neither timed run pays for them;
 the LocalCluster is started before the clock starts (its start-up is printed separately).
+The servers get a higher CPU priority when the user may raise it (see ``_prioritise``).
 
 Usage::
 
@@ -27,6 +28,22 @@ from pathlib import Path
 def _peak_rss() -> int:
     """Peak resident set size of this process [bytes] (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _prioritise(pids: tuple[int, ...]) -> bool:
+    """Give the demo's file and STAC servers a higher CPU priority, when allowed.
+
+    They stand in for remote object storage and a STAC API, which do not share the build's
+    cores. At equal priority on a 2-core machine their replies wait behind the workers'
+    CPU work, and the same 2-worker build measured anywhere between 13.5 and 17.9 s; with
+    the priority raised, 12.8-13.1 s. They still use the same cores (their CPU time counts).
+    """
+    try:
+        for pid in pids:
+            os.setpriority(os.PRIO_PROCESS, pid, -10)
+    except (PermissionError, OSError):
+        return False
+    return True
 
 
 def timed_build(n_workers: int, out: Path, sites: list[str], kwargs: dict) -> dict:
@@ -72,6 +89,9 @@ def main() -> None:
               f"(ready in {time.perf_counter() - t:.1f} s)")
         sites = [s.site_id for s in world.sites]
         with serve_world(world) as served:
+            raised = _prioritise(served.pids)
+            print("demo servers: " + ("scheduling priority raised (nice -10)" if raised else
+                                      "normal priority (raising it needs CAP_SYS_NICE)"))
             kwargs = {"start": config.start, "end": config.end, "provider": "custom",
                       "stac_url": served.stac_url, "corine_source": str(world.corine_path),
                       "fluxnet_dir": str(world.fluxnet_dir)}

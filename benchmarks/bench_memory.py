@@ -69,16 +69,13 @@ def _run(cfg, root: Path, years: int) -> dict:
 
 
 def _cluster(world_root: Path, memory_limit: str) -> None:
-    from distributed import Client, LocalCluster
-
-    from gpp_cubes.build import build_sites
+    from gpp_cubes.build import build_sites, dask_client
     from gpp_cubes.demo import generate_world, serve_world
     from gpp_cubes.features import SiteMeta
     from tests.demo_fixtures import TEST_CONFIG
 
     world = generate_world(world_root / "cluster-world", TEST_CONFIG)
-    with LocalCluster(n_workers=2, threads_per_worker=1, memory_limit=memory_limit,
-                      dashboard_address=None) as cluster, Client(cluster) as client, \
+    with dask_client(n_workers=2, memory_limit=memory_limit) as client, \
             serve_world(world) as served, tempfile.TemporaryDirectory() as out:
         metas = [SiteMeta(site_id=s.site_id, latitude=s.latitude, longitude=s.longitude,
                           elevation_m=s.elevation_m, igbp=s.igbp) for s in world.sites]

@@ -451,3 +451,24 @@ def test_hadolint_really_lints(tmp_path: Path) -> None:
     codes = {f["code"] for f in json.loads(result.stdout)}
     assert {"DL3007", "DL3008", "DL3015"} <= codes, codes
     assert result.returncode != 0
+
+
+@pytest.mark.parametrize("name", ["Dockerfile", "Dockerfile.cuda"])
+def test_workers_of_the_image_keep_glibcs_adaptive_mmap_threshold(name: str) -> None:
+    """The image installs a Dask config that unsets MALLOC_TRIM_THRESHOLD_ for workers,
+    the same setting as the LocalCluster of `gpp build`."""
+    import dask
+    import yaml
+    from distributed.nanny import _get_env_variables
+
+    from gpp_cubes.build import LOCAL_CLUSTER_CONFIG
+
+    copies = [shlex.split(v) for v in parse_stages(DOCKER / name)[-1].values("COPY")]
+    assert ["docker/dask.yaml", "/etc/dask/gpp-cubes.yaml"] in copies
+    config = yaml.safe_load((DOCKER / "dask.yaml").read_text())
+    key = "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_"
+    assert key in LOCAL_CLUSTER_CONFIG and LOCAL_CLUSTER_CONFIG[key] is None
+    with dask.config.set(dask.config.merge(dask.config.config, config)):  # as /etc/dask
+        env = _get_env_variables("distributed.nanny.pre-spawn-environ")
+    assert "MALLOC_TRIM_THRESHOLD_" not in env
+    assert env["OMP_NUM_THREADS"] == "1"  # Dask's other worker settings are kept
