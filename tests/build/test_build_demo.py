@@ -105,6 +105,40 @@ def test_failing_site_does_not_stop_the_others(local_build, build_served, tmp_pa
         assert list(ds["site"].values) == ["DE-Hai", "BE-Vie"]
 
 
+def test_pca_failure_fails_the_waiting_sites_and_a_rerun_recovers(
+        local_build, build_served, tmp_path, monkeypatch):
+    """Phase 2 is scheduled as phase 1 ends (see build._run_phases): a PCA that fails must
+    still settle every site, as failed with the reason, and write no store."""
+    from distributed import Client, LocalCluster
+
+    import gpp_cubes.build as build
+
+    _, ref = local_build
+    out = tmp_path / "out"
+    shutil.copytree(ref / ".work", out / ".work")  # phase 1 of every site is complete
+    (out / ".work" / "pca.json").unlink()
+    sites = [s.site_id for s in build_served.world.sites]
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("singular covariance")
+
+    # in-process workers, so the patched function is the one they run
+    with LocalCluster(n_workers=1, processes=False, protocol="tcp://", host="127.0.0.1",
+                      dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        monkeypatch.setattr(build, "run_fit_pca", broken)
+        table = build_sites(sites, out, client=client, **build_kwargs(build_served))
+        assert (table["status"] == "failed").all(), table.to_string()
+        assert table["error"].str.startswith("[pca] RuntimeError: singular covariance").all()
+        assert not any(is_complete(out / f"{s}.zarr") for s in sites)
+        assert not is_complete(out / "features.zarr")
+        monkeypatch.undo()
+        table = build_sites(sites, out, client=client, **build_kwargs(build_served))
+    assert (table["status"] == "built").all(), table.to_string()
+    for s in [*sites, "features"]:
+        assert_same_store(ref / f"{s}.zarr", out / f"{s}.zarr")
+
+
 def test_cli_build_exit_codes(local_build, build_served, tmp_path):
     from gpp_cubes.cli.app import app
 
