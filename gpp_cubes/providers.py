@@ -338,27 +338,6 @@ def _retrying_stac_io_class() -> type:
 def gdal_settings(overrides: Mapping[str, str] | None = None) -> dict[str, str]:
     """The GDAL HTTP settings :func:`configure_gdal` would apply, without applying them.
 
-    Values already in the environment win over :data:`GDAL_DEFAULTS`; ``overrides`` win
-    over both.
-
-    Parameters
-    ----------
-    overrides : mapping, optional
-        Settings to force.
-
-    Returns
-    -------
-    dict
-        GDAL configuration option -> value.
-    """
-    settings = {k: os.environ.get(k, v) for k, v in GDAL_DEFAULTS.items()}
-    settings.update(overrides or {})
-    return settings
-
-
-def configure_gdal(overrides: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Set GDAL HTTP settings for this process and return them.
-
     Values already in the environment win over :data:`GDAL_DEFAULTS` (a user may tune
     them); ``overrides`` win over both.
 
@@ -370,8 +349,27 @@ def configure_gdal(overrides: Mapping[str, str] | None = None) -> dict[str, str]
     Returns
     -------
     dict
-        The settings applied, to hand to Dask workers (:func:`gdal_worker_plugin`) or
-        ``rasterio.Env(**settings)``.
+        GDAL configuration option -> value, e.g. to hand to Dask workers
+        (:func:`gdal_worker_plugin`).
+    """
+    settings = {k: os.environ.get(k, v) for k, v in GDAL_DEFAULTS.items()}
+    settings.update(overrides or {})
+    return settings
+
+
+def configure_gdal(overrides: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Apply :func:`gdal_settings` to this process (its environment and odc-stac's rasterio
+    configuration) and return them.
+
+    Parameters
+    ----------
+    overrides : mapping, optional
+        Settings to force over the environment and :data:`GDAL_DEFAULTS`.
+
+    Returns
+    -------
+    dict
+        The settings applied, for ``rasterio.Env(**settings)``.
     """
     settings = gdal_settings(overrides)
     os.environ.update(settings)
