@@ -12,7 +12,9 @@ Two phases, because the Sentinel-2 PCA is fitted on *all* sites' training years:
 2. fit the PCA on the pooled training years of every site that has phase-1 results (saved
    in ``<out>/.work/pca.json`` and reused by later runs into the same directory), then per
    site in parallel: apply it, interpolate, write ``<out>/<SITE>.zarr``; finally the
-   multi-site ``<out>/features.zarr``.
+   multi-site ``<out>/features.zarr``. Phase 2 does not wait for all of phase 1: the PCA
+   starts when the last S2 task ends, a site's assembly when its own phase-1 tasks and the
+   PCA are done.
 
 Resumable: every store (intermediate or final) is written atomically with a completion
 marker (:func:`gpp_cubes.store.write_zarr_atomic`); a site whose final store is complete is
