@@ -2,9 +2,9 @@
 
 Prints the wall time of each, the speed-up (target >= 1.6x on 2 cores; the median over
 ``--repeats`` pairs of back-to-back runs) and the peak resident memory of each worker
-process. The demo world is generated (cached) and served first; a
-warm-up build fills the OS and granule-metadata caches so neither timed run pays for them;
-the LocalCluster is started before the clock starts (its start-up is printed separately).
+process. The demo world is generated (cached) and served first; a warm-up build fills the
+OS and granule-metadata caches so neither timed run pays for them; the LocalCluster is
+started before the clock starts (its start-up is printed separately).
 The servers get a higher CPU priority when the user may raise it (see ``_prioritise``).
 
 Usage::
@@ -41,7 +41,7 @@ def _prioritise(pids: tuple[int, ...]) -> bool:
     try:
         for pid in pids:
             os.setpriority(os.PRIO_PROCESS, pid, -10)
-    except (PermissionError, OSError):
+    except OSError:  # PermissionError without CAP_SYS_NICE
         return False
     return True
 
@@ -104,7 +104,7 @@ def main() -> None:
                      for i in range(args.repeats)]
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    print(f"{'pair':>4} {'workers':>7} {'wall [s]':>9} {'cluster start [s]':>18} "
+    print(f"{'pair':>4} {'workers':>7} {'wall [s]':>9} {'cluster start [s]':>18}  "
           "peak RSS per worker [MiB]")
     for i, pair in enumerate(pairs):
         for r in pair:

@@ -821,7 +821,8 @@ def _build_with_client(client: Any, metas: list[SiteMeta], cfg: BuildConfig, for
                                "site": m.site_id, "status": "skipped", "error": None}
             note(m.site_id, "write", "skip")
 
-    rows.update(_run_phases(client, todo, metas, cfg, force, note))
+    stamp = time.time_ns()  # one per build: the keys of its Dask tasks
+    rows.update(_run_phases(client, todo, metas, cfg, force, note, stamp))
 
     done = [m.site_id for m in metas if rows.get(m.site_id, {}).get("status")
             in ("built", "skipped")]
@@ -829,8 +830,7 @@ def _build_with_client(client: Any, metas: list[SiteMeta], cfg: BuildConfig, for
         multi = cfg.out / MULTISITE_NAME
         if not (is_complete(multi) and _multisite_sites(multi) == done
                 and all(rows[s]["status"] == "skipped" for s in done)):
-            client.submit(run_combine, done, cfg, pure=False,
-                          key=f"combine-{time.time_ns()}").result()
+            client.submit(run_combine, done, cfg, pure=False, key=f"combine-{stamp}").result()
         # every build leaves a STAC collection of its cubes, so other tools can find them
         from gpp_cubes.publish import update_cube_catalog
 
@@ -844,7 +844,7 @@ def _build_with_client(client: Any, metas: list[SiteMeta], cfg: BuildConfig, for
 
 
 def _run_phases(client: Any, todo: list[SiteMeta], metas: list[SiteMeta], cfg: BuildConfig,
-                force: bool, note: ProgressFn) -> dict[str, dict[str, Any]]:
+                force: bool, note: ProgressFn, stamp: int) -> dict[str, dict[str, Any]]:
     """Run phase 1 and phase 2 of the ``todo`` sites; their table rows by site id.
 
     Phase 2 starts as soon as it can rather than after all of phase 1: the PCA once the last
@@ -856,7 +856,6 @@ def _run_phases(client: Any, todo: list[SiteMeta], metas: list[SiteMeta], cfg: B
 
     from gpp_cubes.store import is_complete
 
-    stamp = time.time_ns()
     rows: dict[str, dict[str, Any]] = {}
     phase1 = {m.site_id: {"site": m.site_id, "status": "ok", "error": None} for m in todo}
     pending: dict[str, set[str]] = {m.site_id: set() for m in todo}  # phase-1 tasks running
