@@ -429,13 +429,23 @@ def _retry_classes() -> dict[str, type]:
     """odc-stac / stackstac readers whose reads are retried (built lazily: slow imports)."""
     from odc.loader import RioDriver, RioReader
 
+    from gpp_cubes.upsample import read_upsampled
+
     class RetryingRioReader(RioReader):
-        """odc-stac's rasterio reader, each read retried by :func:`_read_with_retries`."""
+        """odc-stac's rasterio reader, each read retried by :func:`_read_with_retries`;
+        integer up-samplings (S2's 20 m and 60 m bands on the 10 m grid) are read without
+        GDAL's warper (:mod:`gpp_cubes.upsample`)."""
 
         def read(self, cfg: Any, dst_geobox: Any, *, dst: Any = None,
                  selection: Any = None) -> Any:
-            return _read_with_retries(self._src.uri, lambda: RioReader.read(
-                self, cfg, dst_geobox, dst=dst, selection=selection))
+            def attempt() -> Any:
+                if dst is None and selection is None:
+                    fast = read_upsampled(self._src, cfg, dst_geobox)
+                    if fast is not None:
+                        return fast
+                return RioReader.read(self, cfg, dst_geobox, dst=dst, selection=selection)
+
+            return _read_with_retries(self._src.uri, attempt)
 
     class RetryingRioDriver(RioDriver):
         """odc-stac's rasterio driver with :class:`RetryingRioReader` (same metadata)."""
