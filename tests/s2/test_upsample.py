@@ -7,6 +7,7 @@ same pixels, and must step aside whenever the grids are not an exact integer up-
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -144,3 +145,47 @@ def test_axis_windows_by_hand() -> None:
     assert axis_windows(5, 6, 2, 8) == (slice(0, 2), slice(4, 5), 0)
     assert axis_windows(5, 6, 2, 10) is None
     assert axis_windows(5, 3, 2, -3) is None
+
+
+def test_s2_features_use_it_and_equal_the_warper_path(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Through the S2 builder: the 9 coarser assets of every scene take the fast path (the
+    item's projection extension gives their footprint), and the features are identical to a
+    build whose reads all go through odc-stac's warper."""
+    import gpp_cubes.upsample as upsample
+    from gpp_cubes.s2 import s2_features
+
+    from .world import LAT, LON, REF, RES, Scene, make_world, when
+
+    w = make_world(tmp_path / "w", [Scene("A1", when("2018-05-01"), scl={(60, 60): 9}),
+                                    Scene("A2", when("2018-05-11")),
+                                    Scene("A3", when("2018-05-21"), baseline="04.00")])
+    template = json.loads((REF / "pc-sentinel-2-l2a-item-2019.json").read_text())
+    for item in w.items:  # declared as on Planetary Computer, so odc-stac reads proj:*
+        item.stac_extensions = list(template["stac_extensions"])
+    kw = dict(items=w.items, cache_dir=tmp_path / "c", index_list=["NDVI", "kNDVI", "EVI"])
+    served: list[bool] = []
+
+    def counting(*args: object) -> object:
+        out = read_upsampled(*args)
+        served.append(out is not None)
+        return out
+
+    def build(replacement: object) -> object:
+        monkeypatch.setattr(upsample, "read_upsampled", replacement)
+        _retry_classes.cache_clear()  # the reader class binds read_upsampled when built
+        return s2_features((LAT, LON), "2018-01-01", "2018-12-31", **kw)
+
+    try:
+        fast = build(counting)
+        warped = build(lambda *args: None)
+    finally:
+        _retry_classes.cache_clear()
+    coarse = sum(r > 10 for r in RES.values())
+    assert coarse == 9
+    assert sum(served) == 3 * coarse and len(served) == 3 * len(RES)
+    xr_fast, xr_warped = fast.drop_attrs(), warped.drop_attrs()
+    assert list(xr_fast.data_vars) == list(xr_warped.data_vars)
+    for name in xr_fast.data_vars:
+        np.testing.assert_array_equal(xr_fast[name].values, xr_warped[name].values,
+                                      err_msg=name)
