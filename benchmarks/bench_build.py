@@ -25,6 +25,7 @@ import os
 import resource
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -81,10 +82,11 @@ def main() -> None:
 
     from gpp_cubes.demo import DemoConfig, generate_world, serve_world
 
-    if args.quick:  # the world of the test suite (tests/demo_fixtures.py)
-        config = DemoConfig(sites=("DE-Hai", "BE-Vie", "FI-Var"), start="2018-01-01",
-                            end="2020-12-31", seed=0, s2_revisit_days=20,
-                            s1_revisit_days=24, modis_step_days=16)
+    if args.quick:  # the world of the test suite
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+        from tests.demo_fixtures import TEST_CONFIG
+
+        config = TEST_CONFIG
     else:  # what `gpp build --demo` builds (gpp_cubes.cli.build_cmd._demo_inputs)
         config = DemoConfig()
     tmp = Path(tempfile.mkdtemp(prefix="gpp-bench-build-"))
