@@ -9,6 +9,8 @@ local file. Reading the source window and repeating each pixel k x k times gives
 values as a nearest-neighbour warp, for ~0.05 ms (in a build over HTTP, ~0.8 ms of CPU less
 per read, ~10 % of a Sentinel-2 task). Anything else (another CRS, a rotation, a
 misaligned grid, other resampling, multi-band selections) goes to odc-stac's own read.
+It imports odc-stac at module level: :mod:`gpp_cubes.load` imports it only when it builds
+its reader, which needs odc-stac anyway.
 """
 
 from __future__ import annotations
@@ -16,6 +18,17 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import rasterio
+from odc.loader._rio import (
+    nodata_mask,
+    resolve_dst_dtype,
+    resolve_dst_nodata,
+    resolve_src_nodata,
+    rio_env,
+    same_nodata,
+)
+from rasterio.enums import MaskFlags
+from rasterio.windows import Window
 
 #: Relative tolerance on resolutions and on pixel offsets [1].
 ALIGN_TOL = 1e-6
@@ -105,25 +118,12 @@ def read_upsampled(src: Any, cfg: Any, dst_geobox: Any
             or not hasattr(footprint, "transform") or footprint.crs != dst_geobox.crs
             or integer_upsampling(footprint.transform, dst_geobox.transform) is None):
         return None
-    import rasterio
-    from odc.loader._rio import rio_env
-
     with rasterio.open(src.uri, "r", sharing=False) as rdr, rio_env(VSI_CACHE=False):
         return _read_open(rdr, src.band, cfg, dst_geobox)
 
 
 def _read_open(rdr: Any, bidx: int, cfg: Any, dst_geobox: Any
                ) -> tuple[tuple[slice, slice], np.ndarray] | None:
-    from odc.loader._rio import (
-        nodata_mask,
-        resolve_dst_dtype,
-        resolve_dst_nodata,
-        resolve_src_nodata,
-        same_nodata,
-    )
-    from rasterio.enums import MaskFlags
-    from rasterio.windows import Window
-
     flags = rdr.mask_flag_enums[bidx - 1]
     if rdr.crs is None or dst_geobox.crs != rdr.crs or not (
             MaskFlags.all_valid in flags or MaskFlags.nodata in flags):
