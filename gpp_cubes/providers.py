@@ -55,8 +55,8 @@ GDAL_DEFAULTS: Mapping[str, str] = MappingProxyType({
     # No directory listing or side-file probing on every /vsicurl/ open.
     "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
     "GDAL_HTTP_TIMEOUT": "60",  # [s]
-    # Parallel single-range requests, never one multi-range request (RangeHTTPServer and
-    # some object stores answer those with 400).
+    # Parallel single-range requests, never one multi-range request (the demo file server
+    # and some object stores refuse those).
     "GDAL_HTTP_MULTIRANGE": "YES",
     "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
     "VSI_CACHE": "TRUE",

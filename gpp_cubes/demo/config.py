@@ -13,6 +13,8 @@ from gpp_cubes.grid import site_grid
 from .granule import Tile, mgrs_tile
 from .landscape import FOREST_CLC, Patch, make_patches, site_rng
 
+# Modules of this package that serve a world but take no part in generating one.
+SERVING_MODULES = frozenset({"serve.py", "fileserver.py"})
 
 @dataclass(frozen=True)
 class DemoConfig:
@@ -67,10 +69,15 @@ class DemoConfig:
         return json.dumps(asdict(self), sort_keys=True)
 
     def digest(self) -> str:
-        """Hash of the config and of the generator's source code (regenerate on change)."""
+        """Hash of the config and of the generator's source code (regenerate on change).
+
+        The modules that only serve a world (``serve.py``, ``fileserver.py``) are left out:
+        a change to them does not change what is generated.
+        """
         h = hashlib.sha256(self.to_json().encode())
         here = Path(__file__).resolve().parent
-        for p in sorted([*here.glob("*.py"), here.parent / "clearsky.py"]):
+        sources = [p for p in here.glob("*.py") if p.name not in SERVING_MODULES]
+        for p in sorted([*sources, here.parent / "clearsky.py"]):
             h.update(p.name.encode())
             h.update(p.read_bytes())
         return h.hexdigest()[:16]

@@ -2,10 +2,10 @@
 
 Two subprocesses, each in its own session (process group):
 
-- ``python -m RangeHTTPServer PORT --bind 127.0.0.1`` in the world directory answers Range
-  requests with 206, so GDAL's ``/vsicurl/`` reads COG tiles as it does from cloud storage
-  (a server thread inside the reading process stalls GDAL: it probes side files while
-  holding the GIL);
+- ``python -m gpp_cubes.demo.fileserver PORT --bind 127.0.0.1`` answers Range requests on
+  the world directory with 206, so GDAL's ``/vsicurl/`` reads COG tiles as it does from cloud
+  storage (a server thread inside the reading process stalls GDAL: it probes side files
+  while holding the GIL);
 - ``rustac serve --addr 127.0.0.1:PORT <collections> <items>``: a real STAC API (core +
   item search, in-memory backend) answering pystac-client's ``/search``.
 
@@ -207,9 +207,9 @@ def serve_files(directory: str | Path, *, port: int | None = None, timeout: floa
                 probe: str = "") -> Iterator[LocalServer]:
     """Serve a directory over HTTP, with Range requests, on 127.0.0.1.
 
-    GDAL's ``/vsicurl/`` needs Range requests (Python's ``http.server`` ignores them), and
-    the server must be another process: in-process servers stall GDAL, which holds the GIL
-    while probing side files.
+    GDAL's ``/vsicurl/`` needs Range requests (Python's ``http.server`` ignores them), which
+    :mod:`gpp_cubes.demo.fileserver` answers. It runs as another process: in-process servers
+    stall GDAL, which holds the GIL while probing side files.
 
     Parameters
     ----------
@@ -225,7 +225,7 @@ def serve_files(directory: str | Path, *, port: int | None = None, timeout: floa
     port = port or free_port()
     with _serve([sys.executable, "-m", "gpp_cubes.demo.fileserver", str(port), "--bind",
                  "127.0.0.1", "--directory", str(Path(directory).absolute())],
-                port, f"http://127.0.0.1:{port}/{probe}", "the file server (RangeHTTPServer)",
+                port, f"http://127.0.0.1:{port}/{probe}", "the demo file server",
                 timeout, cwd=Path(directory)) as server:
         yield server
 

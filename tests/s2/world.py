@@ -2,7 +2,7 @@
 
 Writes real COGs at the real band resolutions (10/20/60 m) with values that are a known
 function of band, scene and pixel, builds pystac Items after the real Planetary Computer
-schema, and can serve them on 127.0.0.1 (RangeHTTPServer + ``rustac serve`` subprocesses).
+schema, and can serve them on 127.0.0.1 (the demo file server and ``rustac serve``).
 """
 
 from __future__ import annotations
