@@ -67,20 +67,24 @@ def parse_range(header: str, size: int) -> tuple[int, int]:
     if unit.strip().lower() != "bytes" or "," in spec or not dash:
         raise RangeError(f"unsupported Range {header!r}: one byte range only")
     try:
-        if not first_text:  # a suffix: the last n bytes
-            suffix = int(last_text)
-            if suffix <= 0:
-                raise RangeError(f"empty suffix range {header!r}")
-            return max(size - suffix, 0), size - 1
-        first = int(first_text)
-        last = int(last_text) if last_text else size - 1
-    except ValueError as e:
-        if isinstance(e, RangeError):
-            raise
+        first = int(first_text) if first_text else None
+        last = int(last_text) if last_text else None
+    except ValueError:
         raise RangeError(f"malformed Range {header!r}") from None
+    if first is None:  # a suffix: the last n bytes
+        if last is None or last <= 0:
+            raise RangeError(f"empty suffix range {header!r}")
+        return max(size - last, 0), size - 1
+    last = size - 1 if last is None else last
     if first < 0 or first > last or first >= size:
         raise RangeError(f"Range {header!r} is outside a file of {size} bytes")
     return first, min(last, size - 1)
+
+
+def _head(status: bytes, length: int, close: bool, headers: bytes = b"") -> bytes:
+    """Status line and headers of an answer with a body of ``length`` bytes."""
+    return b"HTTP/1.1 %s\r\nContent-Length: %d\r\n%s%s\r\n" % (
+        status, length, headers, b"Connection: close\r\n" if close else b"")
 
 
 class Request(NamedTuple):
@@ -176,11 +180,10 @@ class RangeProtocol(asyncio.Protocol):
                 content_range = b"Content-Range: bytes %d-%d/%d\r\n" % (first, last, st.st_size)
             length = last - first + 1
             content_type = mimetypes.guess_type(path)[0] or "application/octet-stream"
-            head = (b"HTTP/1.1 %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n"
-                    b"Accept-Ranges: bytes\r\nLast-Modified: %s\r\n%s%s\r\n") % (
-                status, content_type.encode(), length,
-                formatdate(st.st_mtime, usegmt=True).encode(), content_range,
-                b"Connection: close\r\n" if close else b"")
+            head = _head(status, length, close, b"Content-Type: %s\r\nAccept-Ranges: bytes\r\n"
+                         b"Last-Modified: %s\r\n%s" % (
+                             content_type.encode(),
+                             formatdate(st.st_mtime, usegmt=True).encode(), content_range))
             if req.method == b"HEAD":
                 self._write(head, close=close)
             elif length <= CHUNK:
@@ -219,9 +222,7 @@ class RangeProtocol(asyncio.Protocol):
         """A directory's entries, one per line, sub-directories ending in ``/``."""
         names = sorted(e.name + "/" if e.is_dir() else e.name for e in os.scandir(path))
         body = "".join(f"{n}\n" for n in names).encode()
-        head = (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\n"
-                b"Content-Length: %d\r\n%s\r\n") % (
-            len(body), b"Connection: close\r\n" if close else b"")
+        head = _head(b"200 OK", len(body), close, b"Content-Type: text/plain; charset=utf-8\r\n")
         self._write(head + (body if req.method == b"GET" else b""), close=close)
 
     def _path(self, url: bytes) -> str | None:
@@ -240,8 +241,7 @@ class RangeProtocol(asyncio.Protocol):
 
     def _reply(self, status: bytes, *, close: bool, extra: bytes = b"") -> None:
         """An answer without a body."""
-        self._write(b"HTTP/1.1 %s\r\nContent-Length: 0\r\n%s%s\r\n"
-                    % (status, extra, b"Connection: close\r\n" if close else b""), close=close)
+        self._write(_head(status, 0, close, extra), close=close)
 
 
 async def serve(directory: str, host: str, port: int) -> None:
