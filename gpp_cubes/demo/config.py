@@ -16,6 +16,7 @@ from .landscape import FOREST_CLC, Patch, make_patches, site_rng
 # Modules of this package that serve a world but take no part in generating one.
 SERVING_MODULES = frozenset({"serve.py", "fileserver.py"})
 
+
 @dataclass(frozen=True)
 class DemoConfig:
     """What the demo world holds.
