@@ -5,9 +5,18 @@ Prints the wall time of each, the speed-up (target >= 1.6x on 2 cores; the media
 process. The demo world is generated (cached) and served first; a warm-up build fills the
 OS and granule-metadata caches so neither timed run pays for them; the LocalCluster is
 started before the clock starts (its start-up is printed separately).
-The servers get a higher CPU priority when the user may raise it (see ``_prioritise``), and
-the CPU time they spend during each timed build is printed: they stand in for remote storage
-but share the build's cores.
+The servers get a higher CPU priority when the user may raise it (see ``_prioritise``).
+
+The CPU time of each timed build is printed by process: the workers, this process (the
+LocalCluster's scheduler and the client) and the demo's servers, which stand in for remote
+storage but share the build's cores. From it come the cores each build kept busy and the
+bound on the speed-up: the 1-worker wall time over the 2-worker build's CPU time spread over
+all cores. A lone worker already keeps more than one core busy (its S2 read threads, the
+scheduler, the servers), so the bound lies below 2x; and since a shared host's CPU cost per
+unit of work drifts from one build to the next, the bound moves with it, pair by pair.
+A machine reference is measured before and after the builds: the speed-up of a fixed
+CPU workload that shares nothing (``machine_scaling``), 2 processes vs 1, which is what the
+host's two cores give at best to work shaped like the build's.
 
 The default world is the one ``gpp build --demo`` (and ``gpp demo``) builds: 3 sites,
 2016-2020, the demo's default revisits. ``--quick`` times the smaller world of the test
@@ -61,6 +70,50 @@ def _cpu_seconds(pids: tuple[int, ...]) -> float:
     return sum(sum(psutil.Process(pid).cpu_times()[:2]) for pid in pids)
 
 
+def _parallel_unit(_: int) -> float:
+    """A fixed piece of CPU work shaped like the build's: inflate tiles, reduce arrays [s]."""
+    import zlib
+
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    tile = zlib.compress(rng.integers(0, 4000, 1 << 20, dtype=np.uint16).tobytes(), 6)
+    block = rng.random((1200, 1200))  # 11 MB: beyond the core's L2 cache, as the builds' arrays
+    t = time.perf_counter()
+    for _ in range(12):
+        zlib.decompress(tile)
+        np.nanmean(np.where(block > 0.1, block, np.nan).reshape(600, -1), axis=1)
+    return time.perf_counter() - t
+
+
+def machine_scaling(rounds: int = 3) -> float:
+    """Speed-up of an embarrassingly parallel CPU workload on 2 vs 1 processes (median).
+
+    The reference for the build's ratio: what this machine's two cores give work that
+    shares nothing. On a shared VM it lies below 2x when the cores slow each other down.
+    """
+    import multiprocessing
+
+    units = [0] * 8
+    ratios = []
+    context = multiprocessing.get_context("spawn")
+    for _ in range(rounds):
+        walls = []
+        for n in (1, 2):
+            with context.Pool(n) as pool:
+                pool.map(_parallel_unit, range(n))  # imports and first use, untimed
+                t = time.perf_counter()
+                pool.map(_parallel_unit, units, chunksize=1)
+                walls.append(time.perf_counter() - t)
+        ratios.append(walls[0] / walls[1])
+    return statistics.median(ratios)
+
+
+def _cpu_total(run: dict) -> float:
+    """CPU time of a timed build: workers, scheduler and client, demo servers [s]."""
+    return run["worker_cpu_s"] + run["client_cpu_s"] + run["server_cpu_s"]
+
+
 def timed_build(n_workers: int, out: Path, sites: list[str], kwargs: dict,
                 server_pids: tuple[int, ...] = ()) -> dict:
     from gpp_cubes.build import build_sites, dask_client
@@ -69,15 +122,20 @@ def timed_build(n_workers: int, out: Path, sites: list[str], kwargs: dict,
     with dask_client(n_workers=n_workers) as client:
         started = time.perf_counter() - t0
         server_cpu = _cpu_seconds(server_pids)
+        worker_pids = tuple(client.run(os.getpid).values())
+        worker_cpu = _cpu_seconds(worker_pids)
+        own_cpu = _cpu_seconds((os.getpid(),))
         t1 = time.perf_counter()
         table = build_sites(sites, out, client=client, **kwargs)
         wall = time.perf_counter() - t1
         server_cpu = _cpu_seconds(server_pids) - server_cpu
+        worker_cpu = _cpu_seconds(worker_pids) - worker_cpu
+        own_cpu = _cpu_seconds((os.getpid(),)) - own_cpu
         peaks = client.run(_peak_rss)
     if (table["status"] != "built").any():
         raise SystemExit(f"build failed:\n{table.to_string()}")
     return {"workers": n_workers, "wall_s": wall, "startup_s": started,
-            "server_cpu_s": server_cpu,
+            "server_cpu_s": server_cpu, "worker_cpu_s": worker_cpu, "client_cpu_s": own_cpu,
             "peak_rss_mib": sorted(v / 2**20 for v in peaks.values())}
 
 
@@ -117,26 +175,44 @@ def main() -> None:
             kwargs = {"start": config.start, "end": config.end, "provider": "custom",
                       "stac_url": served.stac_url, "corine_source": str(world.corine_path),
                       "fluxnet_dir": str(world.fluxnet_dir)}
+            references = [machine_scaling()]
+            print(f"machine reference: a CPU workload that shares nothing runs "
+                  f"{references[0]:.2f}x as fast on 2 processes as on 1")
             warm = timed_build(2, tmp / "warm-up", sites, kwargs)
             print(f"warm-up (2 workers, untimed): {warm['wall_s']:.1f} s")
             # Pairs of runs back to back, so that a slow spell of a shared machine
             # weighs on both sides of a ratio alike.
             pairs = [[timed_build(n, tmp / f"out-{i}-{n}", sites, kwargs, served.pids)
                       for n in (1, 2)] for i in range(args.repeats)]
+        references.append(machine_scaling())  # the host may have changed meanwhile
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    print("CPU-s: the workers, this process (scheduler and client), the demo servers")
     print(f"{'pair':>4} {'workers':>7} {'wall [s]':>9} {'cluster start [s]':>18} "
-          f"{'servers [CPU-s]':>16}  peak RSS per worker [MiB]")
+          f"{'workers [CPU-s]':>16} {'client [CPU-s]':>15} {'servers [CPU-s]':>16}  "
+          "peak RSS per worker [MiB]")
     for i, pair in enumerate(pairs):
         for r in pair:
             rss = ", ".join(f"{v:.0f}" for v in r["peak_rss_mib"])
             print(f"{i + 1:>4} {r['workers']:>7} {r['wall_s']:>9.1f} {r['startup_s']:>18.1f} "
+                  f"{r['worker_cpu_s']:>16.1f} {r['client_cpu_s']:>15.1f} "
                   f"{r['server_cpu_s']:>16.1f}  {rss}")
+    cores = len(os.sched_getaffinity(0))
     ratios = sorted(one["wall_s"] / two["wall_s"] for one, two in pairs)
     print("speed-up 2 vs 1 workers per pair: " + ", ".join(f"{r:.2f}x" for r in ratios))
+    # What the two cores allow: a lone worker's build already keeps more than one core busy
+    # (its S2 read threads, the scheduler, the servers), so 2x is out of reach; the bound is
+    # the 1-worker wall time over the 2-worker build's CPU time spread over both cores.
+    for label, key in (("1 worker", 0), ("2 workers", 1)):
+        used = [_cpu_total(pair[key]) / pair[key]["wall_s"] for pair in pairs]
+        print(f"cores in use, {label}: " + ", ".join(f"{u:.2f}" for u in used))
+    bounds = sorted(one["wall_s"] / (_cpu_total(two) / cores) for one, two in pairs)
+    print(f"bound on the speed-up with {cores} cores (median of {len(bounds)} pairs): "
+          f"{statistics.median(bounds):.2f}x")
+    print("machine reference (shared-nothing CPU work, 2 vs 1 processes) before / after: "
+          + " / ".join(f"{r:.2f}x" for r in references))
     print(f"speed-up 2 vs 1 workers (median of {len(ratios)} pairs): "
           f"{statistics.median(ratios):.2f}x (target >= 1.6x on 2 cores)")
-    cores = len(os.sched_getaffinity(0))
     if idle_load > 0.5:  # measured before anything of ours ran
         print(f"note: the 1-minute load average was {idle_load:.1f} on {cores} cores before the "
               "benchmark started: other processes competed for the CPU")
