@@ -139,6 +139,21 @@ def timed_build(n_workers: int, out: Path, sites: list[str], kwargs: dict,
             "peak_rss_mib": sorted(v / 2**20 for v in peaks.values())}
 
 
+def print_scaling(pairs: list[list[dict]], references: list[float], cores: int) -> None:
+    """Per pair: speed-up, cores in use, the bound and how much of it was reached."""
+    ratios = [one["wall_s"] / two["wall_s"] for one, two in pairs]
+    # The bound: the 1-worker wall time over the 2-worker build's CPU time on all cores.
+    bounds = [one["wall_s"] / (_cpu_total(two) / cores) for one, two in pairs]
+    for i, ((one, two), ratio, bound) in enumerate(zip(pairs, ratios, bounds, strict=True)):
+        busy = " / ".join(f"{_cpu_total(r) / r['wall_s']:.2f}" for r in (one, two))
+        print(f"pair {i + 1}: speed-up {ratio:.2f}x, cores in use {busy} (1 / 2 workers), "
+              f"bound {bound:.2f}x, reached {ratio / bound:.0%} of it")
+    print("machine reference (shared-nothing CPU work, 2 vs 1 processes) before / after: "
+          + " / ".join(f"{r:.2f}x" for r in references))
+    print(f"speed-up 2 vs 1 workers (median of {len(ratios)} pairs): "
+          f"{statistics.median(ratios):.2f}x (target >= 1.6x on 2 cores)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
@@ -198,21 +213,7 @@ def main() -> None:
                   f"{r['worker_cpu_s']:>16.1f} {r['client_cpu_s']:>15.1f} "
                   f"{r['server_cpu_s']:>16.1f}  {rss}")
     cores = len(os.sched_getaffinity(0))
-    ratios = sorted(one["wall_s"] / two["wall_s"] for one, two in pairs)
-    print("speed-up 2 vs 1 workers per pair: " + ", ".join(f"{r:.2f}x" for r in ratios))
-    # What the two cores allow: a lone worker's build already keeps more than one core busy
-    # (its S2 read threads, the scheduler, the servers), so 2x is out of reach; the bound is
-    # the 1-worker wall time over the 2-worker build's CPU time spread over both cores.
-    for label, key in (("1 worker", 0), ("2 workers", 1)):
-        used = [_cpu_total(pair[key]) / pair[key]["wall_s"] for pair in pairs]
-        print(f"cores in use, {label}: " + ", ".join(f"{u:.2f}" for u in used))
-    bounds = sorted(one["wall_s"] / (_cpu_total(two) / cores) for one, two in pairs)
-    print(f"bound on the speed-up with {cores} cores (median of {len(bounds)} pairs): "
-          f"{statistics.median(bounds):.2f}x")
-    print("machine reference (shared-nothing CPU work, 2 vs 1 processes) before / after: "
-          + " / ".join(f"{r:.2f}x" for r in references))
-    print(f"speed-up 2 vs 1 workers (median of {len(ratios)} pairs): "
-          f"{statistics.median(ratios):.2f}x (target >= 1.6x on 2 cores)")
+    print_scaling(pairs, references, cores)
     if idle_load > 0.5:  # measured before anything of ours ran
         print(f"note: the 1-minute load average was {idle_load:.1f} on {cores} cores before the "
               "benchmark started: other processes competed for the CPU")
