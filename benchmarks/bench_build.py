@@ -121,21 +121,17 @@ def timed_build(n_workers: int, out: Path, sites: list[str], kwargs: dict,
     t0 = time.perf_counter()
     with dask_client(n_workers=n_workers) as client:
         started = time.perf_counter() - t0
-        server_cpu = _cpu_seconds(server_pids)
-        worker_pids = tuple(client.run(os.getpid).values())
-        worker_cpu = _cpu_seconds(worker_pids)
-        own_cpu = _cpu_seconds((os.getpid(),))
+        processes = {"worker_cpu_s": tuple(client.run(os.getpid).values()),
+                     "client_cpu_s": (os.getpid(),), "server_cpu_s": server_pids}
+        cpu_before = {role: _cpu_seconds(pids) for role, pids in processes.items()}
         t1 = time.perf_counter()
         table = build_sites(sites, out, client=client, **kwargs)
         wall = time.perf_counter() - t1
-        server_cpu = _cpu_seconds(server_pids) - server_cpu
-        worker_cpu = _cpu_seconds(worker_pids) - worker_cpu
-        own_cpu = _cpu_seconds((os.getpid(),)) - own_cpu
+        cpu = {role: _cpu_seconds(pids) - cpu_before[role] for role, pids in processes.items()}
         peaks = client.run(_peak_rss)
     if (table["status"] != "built").any():
         raise SystemExit(f"build failed:\n{table.to_string()}")
-    return {"workers": n_workers, "wall_s": wall, "startup_s": started,
-            "server_cpu_s": server_cpu, "worker_cpu_s": worker_cpu, "client_cpu_s": own_cpu,
+    return {"workers": n_workers, "wall_s": wall, "startup_s": started, **cpu,
             "peak_rss_mib": sorted(v / 2**20 for v in peaks.values())}
 
 
