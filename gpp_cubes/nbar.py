@@ -5,9 +5,10 @@ asset, ``MTD_TL.xml``, 5 km angle grids) give, per band, the c-factor
 ``c = BRDF(sun, view=0) / BRDF(sun, view)`` of the RossThick-LiSparse model with the fixed
 coefficients of Roy et al. (2017) (:func:`sen2nbar.c_factor.c_factor_from_metadata`). The
 23 x 23 grid is filled by nearest neighbour where detectors leave gaps (sen2nbar's
-``_extrapolate_c_factor``), reprojected if the granule's CRS differs from the cube's, and
-interpolated bilinearly (extrapolating at the edges) to the cube's pixel centres, as
-sen2nbar's ``nbar_stac`` does. NBAR = c * reflectance.
+``_extrapolate_c_factor``) and interpolated bilinearly (extrapolating at the edges, at most
+one node step) at the cube's pixel centres, as sen2nbar's ``nbar_stac`` does, the centres
+being transformed into the granule's CRS first (a tile of the neighbouring UTM zone).
+NBAR = c * reflectance.
 
 Traps handled here:
 
@@ -214,13 +215,7 @@ def read_angles(metadata: str | Path, bands: Sequence[str] | None = None) -> xr.
 
     where = str(metadata)
     text = Path(metadata).read_bytes()
-    code = re.search(rb"<HORIZONTAL_CS_CODE>\s*EPSG:(\d+)\s*</HORIZONTAL_CS_CODE>", text)
-    pos = re.search(rb"<Geoposition\b[^>]*>\s*<ULX>\s*([-+\d.eE]+)\s*</ULX>\s*"
-                    rb"<ULY>\s*([-+\d.eE]+)\s*</ULY>", text)
-    if code is None or pos is None:
-        raise ValueError(f"{where}: no Tile_Geocoding (HORIZONTAL_CS_CODE EPSG, ULX/ULY): "
-                         "not an L2A MTD_TL.xml")
-    ulx, uly = float(pos.group(1)), float(pos.group(2))
+    epsg, ulx, uly = _geocoding(text, where)
     order = ["Sun", *(b for b in _BAND_ORDER if bands is None or b in bands)]
     per: dict[str, dict[str, list[np.ndarray]]] = {
         k: {"Zenith": [], "Azimuth": []} for k in order}
@@ -243,12 +238,29 @@ def read_angles(metadata: str | Path, bands: Sequence[str] | None = None) -> xr.
             warnings.simplefilter("ignore", category=RuntimeWarning)
             stacked.append([np.nanmean(np.array(per[k][a]), axis=0)
                             for a in ("Zenith", "Azimuth")])
-    y = np.arange(uly, uly - _ANGLE_STEP * _ANGLE_N, -_ANGLE_STEP) - _ANGLE_STEP / 2
-    x = np.arange(ulx, ulx + _ANGLE_STEP * _ANGLE_N, _ANGLE_STEP) + _ANGLE_STEP / 2
+    x, y = _node_coords(ulx, uly)
     da = xr.DataArray(np.array(stacked), dims=["band", "angle", "y", "x"],
                       coords={"band": order, "angle": ["Zenith", "Azimuth"], "x": x, "y": y})
-    da.attrs["epsg"] = int(code.group(1))
+    da.attrs["epsg"] = epsg
     return da
+
+
+def _geocoding(text: bytes, where: str) -> tuple[int, float, float]:
+    """(EPSG code, ULX, ULY [m]) of a granule's ``Tile_Geocoding``."""
+    code = re.search(rb"<HORIZONTAL_CS_CODE>\s*EPSG:(\d+)\s*</HORIZONTAL_CS_CODE>", text)
+    pos = re.search(rb"<Geoposition\b[^>]*>\s*<ULX>\s*([-+\d.eE]+)\s*</ULX>\s*"
+                    rb"<ULY>\s*([-+\d.eE]+)\s*</ULY>", text)
+    if code is None or pos is None:
+        raise ValueError(f"{where}: no Tile_Geocoding (HORIZONTAL_CS_CODE EPSG, ULX/ULY): "
+                         "not an L2A MTD_TL.xml")
+    return int(code.group(1)), float(pos.group(1)), float(pos.group(2))
+
+
+def _node_coords(ulx: float, uly: float) -> tuple[np.ndarray, np.ndarray]:
+    """x, y [m] of the 23 x 23 angle-grid nodes: upper-left corner + half a step (sen2nbar)."""
+    x = np.arange(ulx, ulx + _ANGLE_STEP * _ANGLE_N, _ANGLE_STEP) + _ANGLE_STEP / 2
+    y = np.arange(uly, uly - _ANGLE_STEP * _ANGLE_N, -_ANGLE_STEP) - _ANGLE_STEP / 2
+    return x, y
 
 
 def c_factor_from_angles(angles: xr.DataArray) -> xr.DataArray:
@@ -334,34 +346,167 @@ def c_factor_native(metadata: str | Path) -> xr.DataArray:
     return c
 
 
+#: Default upper limit of the sun zenith angle at the tower [degrees], where the c-factor
+#: model stops being a small angular correction. With the Roy et al. (2017) coefficients
+#: the c-factor of any Sentinel-2 geometry (view zenith <= 12 deg) stays in [0.91, 1.07] up
+#: to a sun zenith of 70 deg and [0.83, 1.18] up to 80 deg, then the kernels diverge
+#: (-90..1134 at 85 deg), and the archive has scenes up to 85 deg at northern sites since
+#: Sentinel-2B's low-illumination acquisitions began on 23 Oct 2019 (ESA news, 17 Oct
+#: 2019, "Copernicus Sentinel-2 observation in low illumination conditions over Northern
+#: Europe and Arctic Areas"). Stricter: ESA's L2A Data Quality Report advises against
+#: quantitative use of L2A above 70 deg (same source); 80 keeps the winter scenes of
+#: central European sites (sun zenith 72-78 deg at 50-51 N), which the paper used.
+MAX_SUN_ZENITH = 80.0
+#: Plausible c-factor range [1]: wider than anything the model gives for Sentinel-2's view
+#: zenith (<= 12 deg) at sun zenith <= 80 deg ([0.83, 1.18], see :data:`MAX_SUN_ZENITH`);
+#: a c-factor outside means diverged kernels or corrupt angle grids, not a BRDF effect.
+C_FACTOR_RANGE = (0.8, 1.25)
+
+
+def c_factor_problem(c: np.ndarray, bands: Sequence[str],
+                     valid_range: tuple[float, float] = C_FACTOR_RANGE) -> str | None:
+    """Why a scene's c-factors on the site grid cannot be used, or None if they can.
+
+    Parameters
+    ----------
+    c : numpy.ndarray
+        (band, y, x) c-factor [1] on the site grid (:func:`c_factor_block`).
+    bands : sequence of str
+        Band names of the first axis.
+    valid_range : (float, float)
+        Plausible c-factor range [1] (:data:`C_FACTOR_RANGE`).
+
+    Returns
+    -------
+    str or None
+        ``"no_coverage: ..."`` when the granule's angle grids do not reach the site (or a
+        band has no angles there), ``"c_factor: ..."`` when a band's c-factor leaves
+        ``valid_range`` anywhere on the grid; None otherwise. NaN pixels in a band that has
+        values elsewhere are not a problem of the scene: those pixels become invalid.
+    """
+    lo, hi = valid_range
+    for k, band in enumerate(bands):
+        finite = c[k][np.isfinite(c[k])]
+        if finite.size == 0:
+            return (f"no_coverage: the granule's {band} angle grid does not reach the site "
+                    f"(no c-factor)")
+        cmin, cmax = float(finite.min()), float(finite.max())
+        if cmin < lo or cmax > hi:
+            return (f"c_factor: {band} c-factor {cmin:.3g}..{cmax:.3g} outside the plausible "
+                    f"[{lo:g}, {hi:g}]")
+    return None
+
+
+#: How far beyond its outermost nodes an angle grid is extrapolated [m]: one node step. The
+#: nodes span the tile plus 5 km; farther out the granule does not describe the pixel.
+MAX_EXTRAPOLATION_M = _ANGLE_STEP
+
+
+def _interpolation_matrix(x: np.ndarray, y: np.ndarray, epsg: int, px: np.ndarray,
+                          py: np.ndarray, points_epsg: int) -> tuple[Any, np.ndarray]:
+    """Bilinear weights from the nodes of an angle grid to points.
+
+    The points are transformed into the granule's CRS first, so a tile of another UTM zone
+    than the site's grid is interpolated where its pixels really lie (the 23 x 23 grid is
+    never reprojected: reprojection rotates it and leaves NaN corners, which a weighted sum
+    spreads to every pixel). Linear extrapolation up to :data:`MAX_EXTRAPOLATION_M` beyond
+    the outermost nodes, as sen2nbar's ``interp`` with ``fill_value="extrapolate"`` does at
+    the tile edges.
+
+    Parameters
+    ----------
+    x, y : numpy.ndarray
+        Node coordinates [m] in the granule's CRS (regular, either order).
+    epsg : int
+        EPSG code of the granule's CRS.
+    px, py : numpy.ndarray
+        Point coordinates [m] in ``points_epsg`` (any shape; flattened).
+    points_epsg : int
+        EPSG code of the points' CRS.
+
+    Returns
+    -------
+    (weights, outside) : (scipy.sparse.csr_matrix, numpy.ndarray)
+        (points, nodes) weights, nodes in row-major (y, x) order, at most four non-zero per
+        row; ``outside`` (points,) bool: beyond the extrapolation limit (value NaN).
+    """
+    from scipy import sparse
+
+    px, py = np.ravel(px), np.ravel(py)
+    if epsg != points_epsg:
+        from pyproj import Transformer
+
+        px, py = Transformer.from_crs(points_epsg, epsg, always_xy=True).transform(px, py)
+    outside = np.zeros(px.size, bool)
+    axes = []
+    for nodes, at in ((y, py), (x, px)):
+        step = nodes[1] - nodes[0]
+        f = (at - nodes[0]) / step  # fractional node index
+        k = np.clip(np.floor(f).astype(np.intp), 0, len(nodes) - 2)
+        margin = MAX_EXTRAPOLATION_M / abs(step)
+        outside |= (f < -margin) | (f > len(nodes) - 1 + margin)
+        axes.append((k, f - k))
+    (ky, ty), (kx, tx) = axes
+    pix = np.arange(px.size)
+    rows, cols, weights = [], [], []
+    for dy, wy in ((0, 1.0 - ty), (1, ty)):
+        for dx, wx in ((0, 1.0 - tx), (1, tx)):
+            rows.append(pix)
+            cols.append((ky + dy) * len(x) + kx + dx)
+            weights.append(wy * wx)
+    w = sparse.csr_matrix((np.concatenate(weights), (np.concatenate(rows),
+                                                    np.concatenate(cols))),
+                          shape=(px.size, len(y) * len(x)))
+    w.eliminate_zeros()  # a NaN node with weight 0 must not reach a point
+    return w, outside
+
+
+def _interpolate(values: np.ndarray, x: np.ndarray, y: np.ndarray, epsg: int,
+                 px: np.ndarray, py: np.ndarray, points_epsg: int) -> np.ndarray:
+    """(..., y, x) node values -> (..., points) by :func:`_interpolation_matrix`."""
+    w, outside = _interpolation_matrix(x, y, epsg, px, py, points_epsg)
+    lead = values.shape[:-2]
+    out = np.asarray(w @ values.reshape(-1, values.shape[-2] * values.shape[-1]).T).T
+    out[:, outside] = np.nan
+    return out.reshape(*lead, -1)
+
+
 def _to_grid(c: xr.DataArray, epsg: int, grid: SiteGrid, bands: Sequence[str]) -> np.ndarray:
-    """Reproject (if needed) and interpolate (..., band, y, x) c-factors to the grid."""
-    import rioxarray  # noqa: F401  (registers .rio)
+    """Interpolate (..., band, y, x) c-factors from their nodes to the grid's pixel centres.
 
-    if epsg != grid.epsg:
-        c = c.rio.write_crs(f"EPSG:{epsg}").rio.reproject(
-            f"EPSG:{grid.epsg}").drop_vars("spatial_ref")
-        c = c.where(np.isfinite(c))
+    NaN where a pixel lies beyond the granule's angle grid (:data:`MAX_EXTRAPOLATION_M`)
+    or where one of its (at most four) nodes is NaN; never elsewhere.
+    """
     c = c.sel(band=list(bands)).transpose(..., "band", "y", "x")
-    # Bilinear interpolation (linear extrapolation at the edges) as separable weight
-    # matrices: the same as xarray's ``interp(method="linear", fill_value="extrapolate")``
-    # to ~1e-15, and ~50x faster for a block of scenes.
-    wy = _linear_weights(c.y.values, grid.y)
-    wx = _linear_weights(c.x.values, grid.x)
-    return np.einsum("iy,...yx,jx->...ij", wy, c.values, wx, optimize=True).astype(np.float32)
+    px, py = np.meshgrid(grid.x, grid.y)
+    vals = _interpolate(c.values, c.x.values, c.y.values, epsg, px, py, grid.epsg)
+    return vals.reshape(*c.shape[:-2], *grid.shape).astype(np.float32)
 
 
-def _linear_weights(nodes: np.ndarray, at: np.ndarray) -> np.ndarray:
-    """(len(at), len(nodes)) weights of 1-D linear inter/extrapolation between nodes."""
-    order = np.argsort(nodes)
-    xs = nodes[order].astype(float)
-    k = np.clip(np.searchsorted(xs, at) - 1, 0, len(xs) - 2)
-    t = (at - xs[k]) / (xs[k + 1] - xs[k])
-    w = np.zeros((len(at), len(xs)))
-    rows = np.arange(len(at))
-    w[rows, order[k]] += 1.0 - t
-    w[rows, order[k + 1]] += t
-    return w
+def sun_zenith_at(metadata: str | Path, x: float, y: float, epsg: int) -> float:
+    """Sun zenith angle of a granule at a point, from its 5 km sun-angle grid.
+
+    Parameters
+    ----------
+    metadata : str or Path
+        Local ``MTD_TL.xml``.
+    x, y : float
+        The point [m] in ``epsg`` (e.g. the tower on the site grid).
+    epsg : int
+        EPSG code of the point's CRS (may differ from the granule's).
+
+    Returns
+    -------
+    float
+        Sun zenith [degrees], bilinear between the grid nodes; NaN where the grid does not
+        reach the point.
+    """
+    text = Path(metadata).read_bytes()
+    g_epsg, ulx, uly = _geocoding(text, str(metadata))
+    sun = _between(text, b"<Sun_Angles_Grid>", b"</Sun_Angles_Grid>", str(metadata))
+    zen = _angle_grid(sun, "Zenith", str(metadata))
+    nx, ny = _node_coords(ulx, uly)
+    return float(_interpolate(zen, nx, ny, g_epsg, np.array([x]), np.array([y]), epsg)[0])
 
 
 def c_factor_on_grid(metadata: str | Path, grid: SiteGrid,
@@ -420,12 +565,7 @@ def c_factor_block(paths: Sequence[str | Path], grid: SiteGrid,
     for (epsg, _, _), members in frames.items():
         stack = xr.concat([a for _, a in members], dim="time")
         c = _fill_gaps(c_factor_from_angles(stack))
-        if epsg == grid.epsg:
-            vals = _to_grid(c, epsg, grid, bands)
-        else:  # rioxarray reprojects 2-D/3-D arrays: scene by scene
-            vals = np.stack([_to_grid(c.isel(time=k), epsg, grid, bands)
-                             for k in range(c.sizes["time"])])
-        out[[i for i, _ in members]] = vals
+        out[[i for i, _ in members]] = _to_grid(c, epsg, grid, bands)
     return out
 
 

@@ -25,13 +25,14 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from gpp_cubes.errors import BuildError, SiteError
+from gpp_cubes.nbar import C_FACTOR_RANGE, MAX_SUN_ZENITH
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -56,6 +57,52 @@ def baseline_offset(baseline: Any) -> float:
         return BASELINE_04_OFFSET if float(baseline) >= 4.0 else 0.0
     except (TypeError, ValueError) as err:
         raise BuildError(f"bad s2:processing_baseline {baseline!r}") from err
+
+
+def drop_duplicates(items: Sequence[Any]) -> tuple[list[Any], dict[str, str]]:
+    """Keep one item per scene where the archive holds the same scene processed twice.
+
+    The real archive serves some datatakes twice: the original processing (baseline 02.xx)
+    and ESA's Collection-1 reprocessing (05.xx), under different item ids. Loading both
+    would mosaic two offsets into one time step. A scene is the sensing time and the MGRS
+    tile; of its items the highest processing baseline is kept, then the latest
+    generation time.
+
+    Parameters
+    ----------
+    items : sequence of pystac.Item
+        Sentinel-2 L2A items (``s2:mgrs_tile``, ``s2:processing_baseline``,
+        ``s2:generation_time`` as in Planetary Computer's schema; items without a tile are
+        never treated as duplicates).
+
+    Returns
+    -------
+    (kept, superseded) : (list, dict)
+        Items kept in their input order, and superseded item id -> reason
+        (``"duplicate: ..."``).
+    """
+    def rank(it: Any) -> tuple[float, str]:
+        try:
+            baseline = float(it.properties.get("s2:processing_baseline"))
+        except (TypeError, ValueError):
+            baseline = -1.0
+        return baseline, str(it.properties.get("s2:generation_time", ""))
+
+    scenes: dict[tuple[Any, str], list[Any]] = {}
+    for it in items:
+        tile = it.properties.get("s2:mgrs_tile")
+        key = (it.datetime, str(tile)) if tile else (it.id, "")
+        scenes.setdefault(key, []).append(it)
+    superseded: dict[str, str] = {}
+    for group in scenes.values():
+        best = max(group, key=rank)
+        for it in group:
+            if it is not best:
+                superseded[it.id] = (
+                    f"duplicate: same scene as {best.id} (baseline "
+                    f"{best.properties.get('s2:processing_baseline')} kept over "
+                    f"{it.properties.get('s2:processing_baseline')})")
+    return [it for it in items if it.id not in superseded], superseded
 
 
 def to_reflectance(ds: xr.Dataset, bands: Sequence[str] = S2_BANDS,
@@ -127,6 +174,8 @@ def s2_cube(
     max_failed_fraction: float = 0.2,
     items: Sequence[Any] | None = None,
     grid: SiteGrid | None = None,
+    max_sun_zenith: float = MAX_SUN_ZENITH,
+    c_factor_range: tuple[float, float] = C_FACTOR_RANGE,
 ) -> xr.Dataset:
     """Lazy per-pixel Sentinel-2 L2A cube around a tower, with masks as variables.
 
@@ -169,15 +218,23 @@ def s2_cube(
         Use these items instead of searching.
     grid : SiteGrid, optional
         Override the site grid.
+    max_sun_zenith : float, default :data:`gpp_cubes.nbar.MAX_SUN_ZENITH` (80)
+        Scenes whose sun zenith at the tower exceeds this [degrees] are excluded: the
+        c-factor kernels diverge beyond ~80 deg; ESA advises against quantitative use of
+        L2A above 70 deg (the stricter choice).
+    c_factor_range : (float, float), default :data:`gpp_cubes.nbar.C_FACTOR_RANGE`
+        Scenes with a c-factor outside this range anywhere on the grid are excluded [1].
 
     Returns
     -------
     xarray.Dataset
         (time, y, x): reflectance or NBAR bands [1] (float32, NaN = nodata), ``SCL``, and
-        bool masks ``cloud``, ``shadow``, ``snow``, ``valid`` (data present), ``clear``
-        (valid, not cloud/shadow/snow, forest, in circle); (y, x): ``forest``, ``buffer``.
-        Attrs: ``site_id``, ``stac_items``/``dropped_items`` (JSON), ``cloud_mask``,
-        ``nbar``, ``forest_mask``, ``radius_m``.
+        bool masks ``cloud``, ``shadow``, ``snow``, ``valid`` (every band, after NBAR, has
+        a value), ``clear`` (valid, not cloud/shadow/snow, forest, in circle); (y, x):
+        ``forest``, ``buffer``. Attrs: ``site_id``, ``stac_items``/``dropped_items``
+        (read failures)/``excluded_items`` (scenes excluded by a rule: duplicate, sun
+        zenith, c-factor, no coverage; JSON), ``cloud_mask``, ``nbar``, ``forest_mask``,
+        ``radius_m``.
 
     Raises
     ------
@@ -185,7 +242,8 @@ def s2_cube(
     """
     prep = _prepare(site_or_latlon, start, end, provider=provider, stac_url=stac_url,
                     nbar=nbar, max_cloud=max_cloud, radius_m=radius_m, cache_dir=cache_dir,
-                    max_failed_fraction=max_failed_fraction, items=items, grid=grid)
+                    max_failed_fraction=max_failed_fraction, items=items, grid=grid,
+                    max_sun_zenith=max_sun_zenith, c_factor_range=c_factor_range)
     raw = _load(prep, bands, engine, chunks, precheck=True,
                 max_failed_fraction=max_failed_fraction)
     c = None
@@ -215,12 +273,16 @@ class _Prepared:
     dropped: dict[str, str]
     mtd: dict[str, Path]
     sign: Any = None  # the provider's signing function (re-signs expired SAS tokens)
+    excluded: dict[str, str] = field(default_factory=dict)  # by a rule, not a failure
+    rules: dict[str, Any] = field(default_factory=dict)  # the rules' parameters
 
 
 def _prepare(site_or_latlon: Any, start: str, end: str, *, provider: str | None,
              stac_url: str | None, nbar: bool, max_cloud: float | None, radius_m: float,
              cache_dir: str | Path | None, max_failed_fraction: float,
-             items: Sequence[Any] | None, grid: SiteGrid | None) -> _Prepared:
+             items: Sequence[Any] | None, grid: SiteGrid | None,
+             max_sun_zenith: float = MAX_SUN_ZENITH,
+             c_factor_range: tuple[float, float] = C_FACTOR_RANGE) -> _Prepared:
     from gpp_cubes.grid import site_grid
     from gpp_cubes.providers import resign_expired, resolve_provider
     from gpp_cubes.search import _public_url, search_items
@@ -235,6 +297,7 @@ def _prepare(site_or_latlon: Any, start: str, end: str, *, provider: str | None,
     if prov.sign is not None:  # tokens of items given by the caller may have expired
         items = [resign_expired(it, prov.sign) for it in items]
     n_all = len(items)
+    items, excluded = drop_duplicates(items)
     dropped: dict[str, str] = {}
     mtd: dict[str, Path] = {}
     if nbar:
@@ -247,8 +310,69 @@ def _prepare(site_or_latlon: Any, start: str, end: str, *, provider: str | None,
     if n_all and len(dropped) / n_all > max_failed_fraction:
         raise BuildError(f"site {site_id!r}: {len(dropped)} of {n_all} scenes without "
                          f"granule metadata; first: {next(iter(dropped.values()))}")
+    excluded.update(_screen_scenes(items, mtd, grid, nbar=nbar, max_sun_zenith=max_sun_zenith,
+                                   c_factor_range=c_factor_range, cache_dir=cache_dir))
+    for iid, why in excluded.items():
+        log.info("site %s: excluding STAC item %s: %s", site_id, iid, why)
+    if excluded:
+        counts: dict[str, int] = {}
+        for why in excluded.values():
+            counts[why.split(":")[0]] = counts.get(why.split(":")[0], 0) + 1
+        log.warning("site %s: %d of %d scenes excluded by rule (%s)", site_id, len(excluded),
+                    n_all, ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
+    items = [it for it in items if it.id not in excluded]
+    rules = {"max_sun_zenith": max_sun_zenith, "c_factor_range": list(c_factor_range)}
     return _Prepared(site_id, lat, lon, grid, _public_url(prov.url), items, n_all, dropped,
-                     mtd, prov.sign)
+                     mtd, prov.sign, excluded, rules)
+
+
+def _sun_zenith(item: Any, mtd: Path | None, grid: SiteGrid) -> float | None:
+    """Sun zenith at the tower [degrees]: from the granule's sun-angle grid, else from the
+    item's scene mean (``s2:mean_solar_zenith`` or ``view:sun_elevation``), else None."""
+    if mtd is not None:
+        from gpp_cubes.nbar import sun_zenith_at
+
+        return sun_zenith_at(mtd, grid.tower_x, grid.tower_y, grid.epsg)
+    props = item.properties
+    if props.get("s2:mean_solar_zenith") is not None:
+        return float(props["s2:mean_solar_zenith"])
+    if props.get("view:sun_elevation") is not None:
+        return 90.0 - float(props["view:sun_elevation"])
+    return None
+
+
+def _screen_scenes(items: Sequence[Any], mtd: dict[str, Path], grid: SiteGrid, *, nbar: bool,
+                   max_sun_zenith: float, c_factor_range: tuple[float, float],
+                   cache_dir: str | Path | None, block: int = 16) -> dict[str, str]:
+    """Scenes that cannot give valid (NBAR) reflectance at the site, with the reason.
+
+    Sun zenith at the tower above ``max_sun_zenith`` (``"sun_zenith: ..."``); with NBAR, a
+    granule whose angle grids do not reach the site (``"no_coverage: ..."``) or whose
+    c-factor leaves ``c_factor_range`` (``"c_factor: ..."``), see
+    :func:`gpp_cubes.nbar.c_factor_problem`. The c-factors computed here land in the on-disk
+    cache, where the pixel stage finds them again.
+    """
+    out: dict[str, str] = {}
+    for it in items:
+        sza = _sun_zenith(it, mtd.get(it.id), grid)
+        if sza is not None and not np.isfinite(sza):
+            out[it.id] = "no_coverage: the granule's sun-angle grid does not reach the site"
+        elif sza is not None and sza > max_sun_zenith:
+            out[it.id] = (f"sun_zenith: {sza:.1f} deg at the tower > limit "
+                          f"{max_sun_zenith:g} deg")
+    if nbar:
+        from gpp_cubes.nbar import BRDF_BANDS, c_factor_block_cached, c_factor_problem
+
+        todo = [it for it in items if it.id not in out]
+        for s in range(0, len(todo), block):
+            part = todo[s:s + block]
+            c = c_factor_block_cached([mtd[it.id] for it in part], [it.id for it in part],
+                                      grid, BRDF_BANDS, cache_dir)
+            for it, ci in zip(part, c, strict=True):
+                why = c_factor_problem(ci, BRDF_BANDS, c_factor_range)
+                if why is not None:
+                    out[it.id] = why
+    return out
 
 
 def _load(prep: _Prepared, bands: Sequence[str], engine: str,
@@ -308,17 +432,19 @@ def _assemble(raw: xr.Dataset, prep: _Prepared, bands: Sequence[str], c: xr.Data
     ds = to_reflectance(raw, bands)
     scl = raw["SCL"]
     cloud, shadow = cloud_masks(cloud_mask, ds[list(bands)], scl, cloud_model)
-    valid = ~scl.isin(list(SCL_INVALID))
-    for b in bands:
-        valid = valid & ds[b].notnull()
     if snow:
         from gpp_cubes.snow import fmask_snow
 
         snow_m = fmask_snow(ds["B03"], ds["B08"], ds["B11"])
     else:
-        snow_m = xr.zeros_like(valid)
+        snow_m = xr.zeros_like(scl, dtype=bool)
     if c is not None:
         ds = apply_c_factor(ds, c)
+    # Valid after NBAR: a pixel counts only where every band has a value, so each band's
+    # mean is over the same pixels as n_clear (band-dependent swath edges, c-factor gaps).
+    valid = ~scl.isin(list(SCL_INVALID))
+    for b in bands:
+        valid = valid & ds[b].notnull()
     forest = forest.assign_coords(y=ds.y, x=ds.x)
     buffer = radial_mask(grid, radius_m).assign_coords(y=ds.y, x=ds.x)
     clear = valid & ~cloud & ~shadow & ~snow_m & forest & buffer
@@ -331,10 +457,12 @@ def _assemble(raw: xr.Dataset, prep: _Prepared, bands: Sequence[str], c: xr.Data
 
 
 def _attrs(prep: _Prepared, rep: Any, *, cloud_mask: str, snow: bool, nbar: bool,
-           forest_src: str, radius_m: float, engine: str) -> dict[str, Any]:
+           forest_src: str, radius_m: float, engine: str,
+           excluded: dict[str, str] | None = None) -> dict[str, Any]:
     return {
         "site_id": prep.site_id or "", "latitude": prep.lat, "longitude": prep.lon,
         "crs": f"EPSG:{prep.grid.epsg}", **rep.to_attrs(), "n_items_found": prep.n_all,
+        "excluded_items": json.dumps({**prep.excluded, **(excluded or {})}), **prep.rules,
         "cloud_mask": cloud_mask, "snow_mask": "Fmask v3.2 spectral test" if snow else "none",
         "nbar": "c-factor, sen2nbar (Roy et al. 2017)" if nbar else "none",
         "forest_mask": forest_src, "radius_m": radius_m, "engine": engine,
@@ -343,8 +471,13 @@ def _attrs(prep: _Prepared, rep: Any, *, cloud_mask: str, snow: bool, nbar: bool
 
 
 def reduce_cube(cube: xr.Dataset, bands: Sequence[str] = S2_BANDS, *, block: int = 16,
-                min_fraction: float = 0.01) -> tuple[xr.Dataset, dict[str, str]]:
+                min_fraction: float = 0.01
+                ) -> tuple[xr.Dataset, dict[str, str], dict[str, str]]:
     """Mean reflectance over the clear pixels, computed a block of time steps at a time.
+
+    A pixel counts where ``clear`` is True and every band has a value (``clear`` of
+    :func:`s2_cube` already requires that; a cube edited by hand may not), so every band's
+    mean divides its sum by the number of pixels summed, ``n_clear``.
 
     Parameters
     ----------
@@ -360,10 +493,13 @@ def reduce_cube(cube: xr.Dataset, bands: Sequence[str] = S2_BANDS, *, block: int
 
     Returns
     -------
-    (means, failed) : (xarray.Dataset, dict)
-        ``means``: (time) mean of each band [1] plus ``clear_fraction`` [1] and ``n_clear``;
-        ``failed``: item ids -> reason for time steps whose pixels could not be read (the
-        block is retried step by step; only the failing steps are dropped).
+    (means, failed, excluded) : (xarray.Dataset, dict, dict)
+        ``means``: (time) mean of each band [1] plus ``clear_fraction`` [1] (clear forest
+        pixels in the circle over all forest pixels in the circle) and ``n_clear``
+        (their number), for the kept time steps; ``failed``: item ids -> reason for time
+        steps whose pixels could not be read (the block is retried step by step; only the
+        failing steps are dropped); ``excluded``: item ids -> ``"clear_fraction: ..."``
+        for the time steps below ``min_fraction``.
     """
     import dask
     import xarray as xr
@@ -376,6 +512,8 @@ def reduce_cube(cube: xr.Dataset, bands: Sequence[str] = S2_BANDS, *, block: int
 
     def graph(sub: xr.Dataset) -> list[Any]:
         clear = sub["clear"]
+        for b in bands:
+            clear = clear & sub[b].notnull()
         n = clear.sum(("y", "x"))
         sums = [sub[b].where(clear).sum(("y", "x")) for b in bands]
         return [n, *sums]
@@ -407,20 +545,25 @@ def reduce_cube(cube: xr.Dataset, bands: Sequence[str] = S2_BANDS, *, block: int
     table = np.concatenate(rows) if rows else np.zeros((0, 1 + len(bands)))
     n_clear = table[:, 0]
     with np.errstate(invalid="ignore", divide="ignore"):
-        means = table[:, 1:] / n_clear[:, None]
+        means = table[:, 1:] / n_clear[:, None]  # NaN, never 0, where nothing is clear
     frac = n_clear / n_region
     times = cube.time.values[keep_t]
+    ids = cube["items"].values[keep_t]
     ok = frac >= min_fraction
+    excluded = {iid: (f"clear_fraction: {f:.1%} clear forest pixels in the circle < "
+                      f"{min_fraction:.0%}")
+                for f, group in zip(frac[~ok], ids[~ok], strict=True)
+                for iid in str(group).split(" ")}
     out = xr.Dataset(
         {b: ("time", means[ok, i].astype(np.float32),
              {"units": "1", "long_name": f"mean {b} over clear forest pixels"})
          for i, b in enumerate(bands)},
-        coords={"time": times[ok],
-                "items": ("time", cube["items"].values[keep_t][ok])})
+        coords={"time": times[ok], "items": ("time", ids[ok])})
     out["clear_fraction"] = ("time", frac[ok].astype(np.float32),
                              {"units": "1", "long_name": "clear forest fraction in circle"})
-    out["n_clear"] = ("time", n_clear[ok].astype(np.int32), {"units": "1"})
-    return out, failed
+    out["n_clear"] = ("time", n_clear[ok].astype(np.int32),
+                      {"units": "1", "long_name": "clear forest pixels in circle"})
+    return out, failed, excluded
 
 
 def _stream_means(site_or_latlon: Any, start: str, end: str, *, block: int,
@@ -432,7 +575,9 @@ def _stream_means(site_or_latlon: Any, start: str, end: str, *, block: int,
                   max_cloud: float | None = None, radius_m: float = 1000.0,
                   bands: Sequence[str] = S2_BANDS, chunks: dict[str, int] | None = None,
                   cache_dir: str | Path | None = None, items: Sequence[Any] | None = None,
-                  grid: SiteGrid | None = None) -> tuple[xr.Dataset, dict[str, Any]]:
+                  grid: SiteGrid | None = None, max_sun_zenith: float = MAX_SUN_ZENITH,
+                  c_factor_range: tuple[float, float] = C_FACTOR_RANGE
+                  ) -> tuple[xr.Dataset, dict[str, Any]]:
     """Mean reflectance per kept time step, streaming blocks of time steps (s2_features)."""
     from concurrent.futures import ThreadPoolExecutor
 
@@ -445,7 +590,8 @@ def _stream_means(site_or_latlon: Any, start: str, end: str, *, block: int,
     bands = list(bands)
     prep = _prepare(site_or_latlon, start, end, provider=provider, stac_url=stac_url,
                     nbar=nbar, max_cloud=max_cloud, radius_m=radius_m, cache_dir=cache_dir,
-                    max_failed_fraction=max_failed_fraction, items=items, grid=grid)
+                    max_failed_fraction=max_failed_fraction, items=items, grid=grid,
+                    max_sun_zenith=max_sun_zenith, c_factor_range=c_factor_range)
     forest, forest_src = _forest(prep, corine)
     brdf = [b for b in BRDF_BANDS if b in bands]
     groups = _group(prep.items, _grid_lon(prep.grid)) if prep.items else []
@@ -456,7 +602,7 @@ def _stream_means(site_or_latlon: Any, start: str, end: str, *, block: int,
     kw = dict(cloud_mask=cloud_mask, cloud_model=cloud_model, snow=snow, nbar=nbar,
               radius_m=radius_m, engine=engine, max_failed_fraction=1.0)
 
-    def one(gs: list[list[Any]]) -> tuple[xr.Dataset, list[str], dict[str, str]]:
+    def one(gs: list[list[Any]]) -> _BlockResult:
         its = [it for g in gs for it in g]
         raw = _load(prep, bands, engine, {"time": sub, **(chunks or {})}, precheck="assets",
                     max_failed_fraction=1.0, items=its)
@@ -470,58 +616,67 @@ def _stream_means(site_or_latlon: Any, start: str, end: str, *, block: int,
             c = xr.DataArray(vals, dims=("time", "band", "y", "x"),
                              coords={"band": brdf, "y": prep.grid.y, "x": prep.grid.x})
         cube = _assemble(raw, prep, bands, c, forest, forest_src, **kw)
-        means, _ = reduce_cube(cube, bands, block=len(gs), min_fraction=min_fraction)
-        return means, json.loads(raw.attrs["stac_items"]), json.loads(raw.attrs["dropped_items"])
+        means, _, excluded = reduce_cube(cube, bands, block=len(gs), min_fraction=min_fraction)
+        return _BlockResult(means, json.loads(raw.attrs["dropped_items"]), excluded)
 
-    def run(gs: list[list[Any]]) -> list[tuple[xr.Dataset | None, list[str], dict[str, str]]]:
+    def failure(gs: list[list[Any]], err: Exception) -> _BlockResult:
+        why = f"read failed: {type(err).__name__}: {str(err)[:200]}"
+        log.warning("site %s: dropping time step of %s: %s", prep.site_id,
+                    " ".join(it.id for g in gs for it in g), why)
+        return _BlockResult(None, {it.id: why for g in gs for it in g}, {})
+
+    def run(gs: list[list[Any]]) -> list[_BlockResult]:
         try:
             return [one(gs)]
         except BuildError:
             raise
-        except Exception:  # find the failing time steps one by one
+        except Exception as err:  # find the failing time steps one by one
             if len(gs) == 1:
-                raise
-            res: list[tuple[xr.Dataset | None, list[str], dict[str, str]]] = []
+                return [failure(gs, err)]
+            res: list[_BlockResult] = []
             for g in gs:
                 try:
                     res.append(one([g]))
                 except BuildError:
                     raise
-                except Exception as err:
-                    why = f"read failed: {type(err).__name__}: {str(err)[:200]}"
-                    log.warning("site %s: dropping time step of %s: %s", prep.site_id,
-                                " ".join(it.id for it in g), why)
-                    res.append((None, [], {it.id: why for it in g}))
+                except Exception as err_g:
+                    res.append(failure([g], err_g))
             return res
 
-    def run_single(gs: list[list[Any]]) -> list[tuple[xr.Dataset | None, list[str],
-                                                      dict[str, str]]]:
-        try:
-            return run(gs)
-        except BuildError:
-            raise
-        except Exception as err:  # a one-step block that failed
-            why = f"read failed: {type(err).__name__}: {str(err)[:200]}"
-            return [(None, [], {it.id: why for g in gs for it in g})]
-
     parts: list[xr.Dataset] = []
-    used: list[str] = []
     dropped: dict[str, str] = {}
+    excluded: dict[str, str] = {}
     # With two blocks in flight the reads of one overlap the CPU work of the other; memory
     # stays bounded by the blocks in flight whatever the number of years.
     with ThreadPoolExecutor(max_workers=max(1, blocks_in_flight)) as pool:
-        for res in pool.map(run_single, blocks):
-            for means, u, d in res:
-                if means is not None:
-                    parts.append(means)
-                used.extend(u)
-                dropped.update(d)
-    rep = LoadReport(used, {**prep.dropped, **dropped})
+        for res in pool.map(run, blocks):
+            for r in res:
+                if r.means is not None:
+                    parts.append(r.means)
+                dropped.update(r.dropped)
+                excluded.update(r.excluded)
     if not parts:
         raise BuildError(f"site {prep.site_id!r}: no readable Sentinel-2 time step")
     means = xr.concat(parts, dim="time") if len(parts) > 1 else parts[0]
+    rep = LoadReport(_item_ids(means), {**prep.dropped, **dropped})
     return means, _attrs(prep, rep, cloud_mask=cloud_mask, snow=snow, nbar=nbar,
-                         forest_src=forest_src, radius_m=radius_m, engine=engine)
+                         forest_src=forest_src, radius_m=radius_m, engine=engine,
+                         excluded=excluded)
+
+
+@dataclass(frozen=True)
+class _BlockResult:
+    """What one streamed block gives: means of its kept time steps, read failures and
+    exclusions (item id -> reason)."""
+
+    means: xr.Dataset | None
+    dropped: dict[str, str]
+    excluded: dict[str, str]
+
+
+def _item_ids(means: xr.Dataset) -> list[str]:
+    """Ids of the items behind the kept time steps (``items`` holds them space-joined)."""
+    return [iid for group in means["items"].values for iid in str(group).split(" ")]
 
 
 def s2_features(
@@ -586,24 +741,28 @@ def s2_features(
                                      blocks_in_flight=blocks_in_flight,
                                      max_failed_fraction=max_failed_fraction, **cube_kwargs)
         failed: dict[str, str] = {}
+        cloudy: dict[str, str] = {}
     else:
         cube = s2_cube(site_or_latlon, start, end, max_failed_fraction=max_failed_fraction,
                        **cube_kwargs)
         b_ = [b for b in S2_BANDS if b in cube]
-        means, failed = reduce_cube(cube, b_, block=block, min_fraction=min_fraction)
+        means, failed, cloudy = reduce_cube(cube, b_, block=block, min_fraction=min_fraction)
         attrs = cube.attrs
     bands = [b for b in S2_BANDS if b in means]
-    used = [i for i in json.loads(attrs["stac_items"]) if i not in failed]
     dropped = {**json.loads(attrs["dropped_items"]), **failed}
+    excluded = {**json.loads(attrs["excluded_items"]), **cloudy}
     n_all = int(attrs["n_items_found"])
     if n_all and len(dropped) / n_all > max_failed_fraction:
         raise BuildError(f"site {attrs['site_id']!r}: {len(dropped)} of {n_all} scenes "
                          f"failed; first: {next(iter(dropped.items()))}")
     idx = compute_indices(means[bands], index_list)
     out = xr.merge([means, idx], compat="override")
-    params = {k: v for k, v in attrs.items() if k not in ("stac_items", "dropped_items")}
+    params = {k: v for k, v in attrs.items()
+              if k not in ("stac_items", "dropped_items", "excluded_items")}
+    # found = used + dropped (read failures) + excluded (by a rule), each item once
     prov = {**provenance_base(), "stage": "s2_features", "start": start, "end": end,
-            "stac_items": used, "dropped_items": dropped, "min_clear_fraction": min_fraction,
+            "stac_items": _item_ids(means), "dropped_items": dropped,
+            "excluded_items": excluded, "min_clear_fraction": min_fraction,
             "spyndex_version": idx.attrs["spyndex_version"],
             "index_list": idx.attrs["index_list"].split(","), **params}
     out.attrs = {"site_id": attrs["site_id"], "spyndex_version":

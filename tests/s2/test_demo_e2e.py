@@ -88,7 +88,12 @@ def test_fully_cloudy_dates_dropped_by_the_1_percent_rule(served, tmp_path):
             assert row.date not in kept, row.date
     assert (feats.clear_fraction.values >= 0.01).all()
     prov = json.loads(feats.attrs["provenance"])
-    assert sorted(prov["stac_items"]) == sorted(truth.index)
+    # every item found is used or excluded with its reason; none is dropped as failed
+    assert not set(prov["stac_items"]) & set(prov["excluded_items"])
+    assert sorted([*prov["stac_items"], *prov["excluded_items"]]) == sorted(truth.index)
+    assert prov["dropped_items"] == {}
+    assert {why.split(":")[0] for why in prov["excluded_items"].values()} <= {
+        "clear_fraction", "sun_zenith"}
     # the NBAR NDVI of clear forest follows the planted greenness (noise-free truth)
     ndvi = pd.Series(feats.NDVI.values, index=[str(t)[:10] for t in feats.time.values])
     ref = truth.set_index("date").forest_ndvi.reindex(ndvi.index)

@@ -110,8 +110,11 @@ def test_streamed_features_equal_lazy_cube_path(tmp_path):
     xr.testing.assert_allclose(fast.drop_attrs(), slow.drop_attrs(), rtol=1e-6)
     xr.testing.assert_identical(fast.drop_attrs(), serial.drop_attrs())
     pf, ps = (json.loads(d.attrs["provenance"]) for d in (fast, slow))
-    assert pf["stac_items"] == ps["stac_items"] == ["A1", "A2", "A3", "A4", "A5"]
+    # the fully cloudy A4 was read but is not used: excluded with its clear fraction
+    assert pf["stac_items"] == ps["stac_items"] == ["A1", "A2", "A3", "A5"]
     assert pf["dropped_items"] == ps["dropped_items"] == {}
+    assert pf["excluded_items"] == ps["excluded_items"] == {
+        "A4": "clear_fraction: 0.0% clear forest pixels in the circle < 1%"}
 
 
 def test_streamed_features_drop_only_the_unreadable_step(tmp_path):

@@ -298,7 +298,9 @@ def test_pipeline_masks_and_clear_rule(planted, tmp_path):
     exp = c0.B04.values[c0.clear.values].mean()
     assert feats.B04.values[0] == pytest.approx(exp, rel=1e-6)
     prov = json.loads(feats.attrs["provenance"])
-    assert prov["stac_items"] == ["D1", "D2", "D3", "D4"] and prov["cloud_mask"] == "scl"
+    assert prov["stac_items"] == ["D1", "D3", "D4"] and prov["cloud_mask"] == "scl"
+    assert list(prov["excluded_items"]) == ["D2"]  # read, fully cloudy: not used
+    assert prov["excluded_items"]["D2"].startswith("clear_fraction: 0.0%")
     assert prov["index_list"] == ["NDVI", "kNDVI"]
 
 
