@@ -618,7 +618,9 @@ def c_factor_block_cached(paths: Sequence[str | Path], keys: Sequence[str], grid
 
 def c_factor_cube(paths: Sequence[str | Path], grid: SiteGrid,
                   bands: Sequence[str] = BRDF_BANDS,
-                  time_chunks: Sequence[int] | None = None) -> xr.DataArray:
+                  time_chunks: Sequence[int] | None = None, *,
+                  keys: Sequence[str] | None = None,
+                  cache_dir: str | Path | None = None) -> xr.DataArray:
     """Lazy (time, band, y, x) c-factor, one Dask task per time chunk.
 
     Parameters
@@ -632,6 +634,11 @@ def c_factor_cube(paths: Sequence[str | Path], grid: SiteGrid,
     time_chunks : sequence of int, optional
         Chunk sizes along time (default: one chunk per time step), e.g. the data's chunks
         so each task computes the c-factors of a whole chunk with :func:`c_factor_block`.
+    keys : sequence of str, optional
+        STAC item id of each time step: read from and write to the on-disk cache
+        (:func:`c_factor_block_cached`, ``cache_dir``) instead of computing every time.
+    cache_dir : str or Path, optional
+        Cache directory when ``keys`` are given.
 
     Returns
     -------
@@ -649,8 +656,10 @@ def c_factor_cube(paths: Sequence[str | Path], grid: SiteGrid,
     parts, s = [], 0
     for n in sizes:
         chunk = tuple(str(p) for p in paths[s:s + n])
-        parts.append(dsa.from_delayed(dask.delayed(c_factor_block)(chunk, grid, tuple(bands)),
-                                      shape=(n, len(bands), ny, nx), dtype=np.float32))
+        task = (dask.delayed(c_factor_block)(chunk, grid, tuple(bands)) if keys is None else
+                dask.delayed(c_factor_block_cached)(chunk, tuple(keys[s:s + n]), grid,
+                                                    tuple(bands), cache_dir))
+        parts.append(dsa.from_delayed(task, shape=(n, len(bands), ny, nx), dtype=np.float32))
         s += n
     arr = dsa.concatenate(parts) if parts else dsa.zeros((0, len(bands), ny, nx), np.float32)
     return xr.DataArray(arr, dims=("time", "band", "y", "x"),

@@ -252,7 +252,8 @@ def s2_cube(
 
         brdf = [b for b in BRDF_BANDS if b in bands]
         tchunks = raw[bands[0]].chunks[0] if raw[bands[0]].chunks else None
-        c = c_factor_cube(_mtd_paths(raw, prep), prep.grid, brdf, time_chunks=tchunks)
+        c = c_factor_cube(_mtd_paths(raw, prep), prep.grid, brdf, time_chunks=tchunks,
+                          keys=_first_items(raw), cache_dir=cache_dir)
     forest, forest_src = _forest(prep, corine)
     return _assemble(raw, prep, bands, c, forest, forest_src, cloud_mask=cloud_mask,
                      cloud_model=cloud_model, snow=snow, nbar=nbar, radius_m=radius_m,
@@ -392,9 +393,13 @@ def _load(prep: _Prepared, bands: Sequence[str], engine: str,
                       max_failed_fraction=max_failed_fraction, sign=sign)
 
 
+def _first_items(raw: xr.Dataset) -> list[str]:
+    """The first item id of every time step: a mosaicked step takes its c-factor from it."""
+    return [str(s).split(" ")[0] for s in raw["items"].values]
+
+
 def _mtd_paths(raw: xr.Dataset, prep: _Prepared) -> list[Path]:
-    # The c-factor of a (mosaicked) time step comes from its first scene.
-    return [prep.mtd[str(s).split(" ")[0]] for s in raw["items"].values]
+    return [prep.mtd[iid] for iid in _first_items(raw)]
 
 
 def _forest(prep: _Prepared, corine: Any) -> tuple[xr.DataArray, str]:
@@ -610,9 +615,8 @@ def _stream_means(site_or_latlon: Any, start: str, end: str, *, block: int,
             raw = raw.compute()
         c = None
         if nbar:
-            keys = [str(k).split(" ")[0] for k in raw["items"].values]
-            vals = c_factor_block_cached(_mtd_paths(raw, prep), keys, prep.grid, brdf,
-                                         cache_dir)
+            vals = c_factor_block_cached(_mtd_paths(raw, prep), _first_items(raw), prep.grid,
+                                         brdf, cache_dir)
             c = xr.DataArray(vals, dims=("time", "band", "y", "x"),
                              coords={"band": brdf, "y": prep.grid.y, "x": prep.grid.x})
         cube = _assemble(raw, prep, bands, c, forest, forest_src, **kw)
