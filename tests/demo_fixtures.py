@@ -22,10 +22,11 @@ import pytest
 
 from gpp_cubes.demo import DemoConfig, ServedWorld, World, generate_world, serve_world
 
-#: The small world of the test suite: the three default sites over 2018-2020 with coarser
-#: revisits than the real missions, so generation stays well under 30 s on 2 cores.
+#: The small world of the test suite: the four default sites (FI-Hyy with the tiles of two
+#: UTM zones) over 2018-2020 with coarser revisits than the real missions, so generation
+#: stays well under a minute on 2 cores.
 TEST_CONFIG = DemoConfig(
-    sites=("DE-Hai", "BE-Vie", "FI-Var"), start="2018-01-01", end="2020-12-31", seed=0,
+    sites=("DE-Hai", "BE-Vie", "FI-Var", "FI-Hyy"), start="2018-01-01", end="2020-12-31", seed=0,
     s2_revisit_days=20, s1_revisit_days=24, modis_step_days=16,
 )
 

@@ -82,14 +82,24 @@ def test_boa_offset_from_baseline_04(offset_world: World) -> None:
         assert block.shape == (3, 3)
         assert (block == (9000 if baseline >= "04.00" else 8000)).all(), item["id"]
         assert item["properties"]["proj:epsg"] == site.epsg
+        # the product metadata state the offset from 04.00 on, as ESA's do
+        product = (offset_world.root / item["assets"]["product-metadata"]["href"]).read_text()
+        assert f"<PROCESSING_BASELINE>{baseline}</PROCESSING_BASELINE>" in product
+        assert ('<BOA_ADD_OFFSET band_id="8">-1000</BOA_ADD_OFFSET>' in product) == (
+            baseline >= "04.00")
 
 
 def test_cogs_validate(demo_world: World) -> None:
     from rio_cogeo.cogeo import cog_validate
 
-    items = demo_world.items("sentinel-2-l2a")[:2]
-    paths = [demo_world.root / a["href"] for it in items for k, a in it["assets"].items()
-             if k != "granule-metadata"]
+    s2 = demo_world.items("sentinel-2-l2a")
+    sc = demo_world.truth.s2_scenes.set_index("item_id")
+    # two items, one of the neighbouring UTM zone's tile and one cut by the swath edge
+    special = [next(it for it in s2 if it["properties"]["proj:epsg"] == 32634),
+               next(it for it in s2 if sc.loc[it["id"], "partial_swath"])]
+    items = [*s2[:2], *special]
+    paths = [demo_world.root / a["href"] for it in items for a in it["assets"].values()
+             if "data" in a["roles"]]
     for cid in ("sentinel-1-rtc", "modis-11A1-061"):
         for it in demo_world.items(cid)[:1]:
             paths += [demo_world.root / a["href"] for a in it["assets"].values()]
@@ -106,7 +116,7 @@ def test_s2_item_schema_matches_planetary_computer(demo_world: World) -> None:
     # every property of the real item, and the band/SCL/granule assets with their fields
     assert set(real["properties"]) <= set(ours["properties"])
     for key in [*(f"B{i:02d}" for i in (1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 12)), "B8A", "SCL",
-                "granule-metadata"]:
+                "granule-metadata", "product-metadata"]:
         assert key in ours["assets"], key
         assert set(real["assets"][key]) <= set(ours["assets"][key]) | {"href"}, key
         assert ours["assets"][key]["type"] == real["assets"][key]["type"]
@@ -170,7 +180,7 @@ def test_odc_stac_load_returns_planted_values(served_demo: ServedWorld) -> None:
     site = world.site("BE-Vie")
     g = site_grid(site.latitude, site.longitude)
     sc = world.truth.s2_scenes
-    sc = sc[sc["site"] == site.site_id]
+    sc = sc[(sc["site"] == site.site_id) & ~sc["partial_swath"]]  # no nodata edge
     ids = [sc[sc["fully_cloudy"]]["item_id"].iloc[0], sc[~sc["fully_cloudy"]]["item_id"].iloc[0]]
     client = pystac_client.Client.open(served_demo.stac_url)
     items = list(client.search(collections=["sentinel-2-l2a"], ids=ids).items())
@@ -199,18 +209,22 @@ def test_odc_stac_load_returns_planted_values(served_demo: ServedWorld) -> None:
 
 
 def test_granule_metadata_read_by_sen2nbar(served_demo: ServedWorld) -> None:
+    from pyproj import Transformer
     from sen2nbar.c_factor import c_factor_from_metadata
 
     world = served_demo.world
-    for site in world.sites:
-        item = next(i for i in world.items("sentinel-2-l2a", base_url=served_demo.files_url)
-                    if i["properties"]["s2:mgrs_tile"] == site.tile.tile_id)
+    items = world.items("sentinel-2-l2a", base_url=served_demo.files_url)
+    # every tile of every site (FI-Hyy: its zone-35 tile and the zone-34 one)
+    for site, window in ((s, w) for s in world.sites for w in s.s2_windows):
+        item = next(i for i in items if i["properties"]["s2:mgrs_tile"] == window.tile.tile_id)
         c = c_factor_from_metadata(item["assets"]["granule-metadata"]["href"])
         assert c.shape == (9, 23, 23)
-        assert c.attrs["epsg"] == f"EPSG:{site.epsg}"
-        assert float(c.x.min()) <= site.tower_x <= float(c.x.max())
-        assert float(c.y.min()) <= site.tower_y <= float(c.y.max())
-        near = c.sel(x=site.tower_x, y=site.tower_y, method="nearest")
+        assert c.attrs["epsg"] == f"EPSG:{window.epsg}"
+        tx, ty = Transformer.from_crs(site.epsg, window.epsg, always_xy=True).transform(
+            site.tower_x, site.tower_y)
+        assert float(c.x.min()) <= tx <= float(c.x.max())
+        assert float(c.y.min()) <= ty <= float(c.y.max())
+        near = c.sel(x=tx, y=ty, method="nearest")
         assert np.isfinite(near).all()
         assert ((near > 0.8) & (near < 1.2)).all()
         # the mean sun zenith of the item is the SPA zenith near the tower at sensing time

@@ -72,3 +72,47 @@ def footprint_wgs84(bounds: tuple[float, float, float, float], crs: Any,
     bbox = [round(float(np.min(lon)), 8), round(float(np.min(lat)), 8),
             round(float(np.max(lon)), 8), round(float(np.max(lat)), 8)]
     return {"type": "Polygon", "coordinates": [ring]}, bbox
+
+
+def clipped_footprint_wgs84(bounds: tuple[float, float, float, float], crs: Any,
+                            frame_crs: Any, x_cut: float, side: int, densify: int = 8
+                            ) -> tuple[dict[str, Any], list[float]]:
+    """Footprint (GeoJSON polygon, bbox) [degrees] of the part of projected bounds on one
+    side of a north-south line of another CRS.
+
+    Parameters
+    ----------
+    bounds : tuple of float
+        (left, bottom, right, top) in ``crs`` [m].
+    crs, frame_crs : str or CRS
+        CRS of ``bounds`` and of the line.
+    x_cut : float
+        Easting of the line in ``frame_crs`` [m].
+    side : int
+        +1 keeps the part east of the line, -1 the part west of it.
+    densify : int, default 8
+        Points per side of the rectangle (its edges are not straight in ``frame_crs``).
+    """
+    from shapely.geometry import Polygon, box
+    from shapely.geometry.polygon import orient
+
+    left, bottom, right, top = bounds
+    t = np.linspace(0, 1, densify + 1)[:-1]
+    xs = np.concatenate([left + (right - left) * t, np.full(densify, right),
+                         right - (right - left) * t, np.full(densify, left)])
+    ys = np.concatenate([np.full(densify, bottom), bottom + (top - bottom) * t,
+                         np.full(densify, top), top - (top - bottom) * t])
+    fx, fy = Transformer.from_crs(crs, frame_crs, always_xy=True).transform(xs, ys)
+    poly = Polygon(zip(fx, fy, strict=True))
+    x0, y0, x1, y1 = poly.bounds
+    half = box(x_cut, y0 - 1, x1 + 1, y1 + 1) if side > 0 else box(x0 - 1, y0 - 1, x_cut, y1 + 1)
+    part = orient(poly.intersection(half), 1.0)
+    if part.is_empty or part.geom_type != "Polygon":
+        raise ValueError("the line leaves no single polygon of the bounds")
+    px, py = np.asarray(part.exterior.coords).T
+    lon, lat = Transformer.from_crs(frame_crs, 4326, always_xy=True).transform(px, py)
+    ring = [[round(float(a), 8), round(float(b), 8)] for a, b in zip(lon, lat, strict=True)]
+    ring[-1] = ring[0]
+    bbox = [round(float(np.min(lon)), 8), round(float(np.min(lat)), 8),
+            round(float(np.max(lon)), 8), round(float(np.max(lat)), 8)]
+    return {"type": "Polygon", "coordinates": [ring]}, bbox

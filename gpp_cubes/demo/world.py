@@ -6,7 +6,8 @@ Layout of a world directory (all hrefs in the stored items are relative to it)::
       .demo-world.json          marker, written last: config, digest, counts
       stac/collections/<collection>.json
       stac/items/<collection>.ndjson          one item per line, relative hrefs
-      sentinel-2-l2a/<item id>/IMG_DATA/R{10,20,60}m/*.tif, GRANULE/.../MTD_TL.xml
+      sentinel-2-l2a/<item id>/IMG_DATA/R{10,20,60}m/*.tif, GRANULE/.../MTD_TL.xml,
+                               MTD_MSIL2A.xml
       sentinel-1-rtc/<item id>/measurement/iw-{vv,vh}.rtc.tiff
       modis-11A1-061/<item id>/*.tif
       corine/CLC2018_<SITE>_100m.tif, corine/CLC2018_demo.vrt
@@ -21,6 +22,7 @@ callers (pytest-xdist workers) generate it once and never see half a world.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -51,14 +53,26 @@ class Truth:
     ----------
     s2_scenes : pandas.DataFrame
         One row per Sentinel-2 item: ``item_id``, ``site``, ``datetime``, ``date``,
-        ``platform``, ``processing_baseline``, ``boa_offset_dn``, ``eo_cloud_cover`` [%],
+        ``platform``, ``mgrs_tile`` and ``epsg`` (the item's tile and CRS),
+        ``datatake`` (the acquisition, shared by its items: both tiles of a two-zone
+        site, both processings of a duplicate), ``datatake_id`` (``s2:datatake_id``),
+        ``processing_baseline``, ``boa_offset_dn`` (DN = 10000 * reflectance + this),
+        ``generation_time``, ``duplicate_of`` (the item of the same tile and datatake in the
+        other processing, empty if none), ``eo_cloud_cover`` [%], ``relative_orbit``,
         ``fully_cloudy``, ``snow``, ``cloud_fraction_1km``, ``shadow_fraction_1km``,
         ``snow_fraction_1km``, ``clear_forest_fraction_1km`` [0-1, within 1 km of the
-        tower], ``greenness`` [0-1], ``forest_ndvi`` (noise-free), ``sun_zenith``,
-        ``sun_azimuth`` [deg], ``clouds`` (JSON list of [x, y, radius] discs, UTM m).
+        tower; nodata counts as neither], ``greenness`` [0-1], ``forest_ndvi``
+        (noise-free), ``sun_zenith``, ``sun_azimuth`` [deg, at the tower],
+        ``clouds`` (JSON list of [x, y, radius] discs, UTM m of the site), the swath edge
+        of a partial scene: ``partial_swath``, ``swath_edge_x`` (reference B02 edge
+        [m, site CRS], NaN if none), ``swath_side`` (``east``/``west``: where the data
+        are), ``swath_edges`` (JSON band -> edge easting [m, site CRS]), and the item's
+        ``nodata_pixel_percentage`` [%] and ``nodata_1km_<band>`` (``B01`` .. ``B12``,
+        ``SCL``) [0-1]: the nodata fraction of the band's pixels centred within 1 km.
     s2_planted : pandas.DataFrame
         Planted pixels per item: the bright 60 m block outside the 1 km circle (``left``,
-        ``bottom``, ``right``, ``top``, ``x``, ``y`` [m, UTM], ``distance_m``,
+        ``bottom``, ``right``, ``top``, ``x``, ``y`` [m, in ``epsg``: the site's UTM
+        CRS, also for an item of the neighbouring zone's tile], ``distance_m``,
         ``reflectance``, ``dn`` written in every band, ``scl``).
     s1_scenes, s1_planted, modis_scenes : pandas.DataFrame
         Same for Sentinel-1 and MODIS (empty until those products are generated).
@@ -69,7 +83,9 @@ class Truth:
     extremes : pandas.DataFrame
         Planted drought events: ``site``, ``start``, ``end``, ``kind``, ``gpp_factor``.
     sites : pandas.DataFrame
-        One row per site: position, UTM frame, tile, orbits, land-cover patches (JSON).
+        One row per site: position, UTM frame, tile, orbits, land-cover patches (JSON),
+        ``s2_windows`` (JSON list of [tile, epsg, left, bottom, right, top] per tile the
+        Sentinel-2 items are written on).
     """
 
     s2_scenes: pd.DataFrame
@@ -183,9 +199,30 @@ def _modis_job(args: tuple[str, tuple[int, int], list[DemoSite], str, DemoConfig
     return {"items": {modis.COLLECTION: items}, "modis_scenes": truth}
 
 
-def _run(job: tuple[Any, Any]) -> dict[str, Any]:
+def _daily_job(args: tuple[DemoSite, DemoConfig]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The daily truth and drought events of one site (worker process)."""
+    from .landscape import daily_truth
+
+    s, config = args
+    return daily_truth(s.site_id, s.latitude, s.longitude, s.elevation_m, s.igbp,
+                       config.start, config.end, config.seed)
+
+
+def _run(job: tuple[Any, Any]) -> Any:
     fn, args = job
     return fn(args)
+
+
+def _run_all(jobs: list[tuple[Any, Any]], weights: list[float],
+             ex: ProcessPoolExecutor | None) -> list[Any]:
+    """Results of ``jobs`` in their order, run heaviest first (so no long job starts last)."""
+    order = sorted(range(len(jobs)), key=lambda i: -weights[i])
+    ordered = [jobs[i] for i in order]
+    done = list(ex.map(_run, ordered) if ex else map(_run, ordered))
+    results: list[Any] = [None] * len(jobs)
+    for i, r in zip(order, done, strict=True):
+        results[i] = r
+    return results
 
 
 def _site_row(s: DemoSite) -> dict[str, Any]:
@@ -195,6 +232,7 @@ def _site_row(s: DemoSite) -> dict[str, Any]:
         "tower_y": s.tower_y, "left": s.bounds[0], "bottom": s.bounds[1],
         "right": s.bounds[2], "top": s.bounds[3], "mgrs_tile": s.tile.tile_id,
         "s2_relative_orbit": s.s2_relative_orbit,
+        "s2_windows": json.dumps([[w.tile.tile_id, w.epsg, *w.bounds] for w in s.s2_windows]),
         "patches": json.dumps([[p.kind, p.clc, round(p.x, 3), round(p.y, 3), p.radius_m]
                                for p in s.patches]),
     }
@@ -202,25 +240,24 @@ def _site_row(s: DemoSite) -> dict[str, Any]:
 
 def _write(tmp: Path, config: DemoConfig, sites: tuple[DemoSite, ...], workers: int) -> None:
     from . import corine, modis, s1, s2
-    from .landscape import daily_truth
 
-    dailies, events = {}, []
-    for s in sites:
-        dailies[s.site_id], ev = daily_truth(s.site_id, s.latitude, s.longitude,
-                                             s.elevation_m, s.igbp, config.start, config.end,
-                                             config.seed)
-        events.append(ev)
-    jobs: list[tuple[Any, Any]] = []
-    for (tile, group), platform in ((g, p) for g in modis.tile_groups(sites).items()
-                                    for p in ("terra", "aqua")):
-        jobs.append((_modis_job, (str(tmp), tile, group, platform, config,
-                                  {s.site_id: dailies[s.site_id] for s in group})))
-    jobs += [(_site_job, (str(tmp), s, config, dailies[s.site_id])) for s in sites]
-    if workers > 1:
-        with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as ex:
-            results = list(ex.map(_run, jobs))
-    else:
-        results = [_run(j) for j in jobs]
+    with (ProcessPoolExecutor(max_workers=workers) if workers > 1
+          else contextlib.nullcontext()) as ex:
+        truths = _run_all([(_daily_job, (s, config)) for s in sites], [1.0] * len(sites), ex)
+        dailies = {s.site_id: d for s, (d, _) in zip(sites, truths, strict=True)}
+        events = [ev for _, ev in truths]
+        jobs: list[tuple[Any, Any]] = []
+        weights: list[float] = []
+        for (tile, group), platform in ((g, p) for g in modis.tile_groups(sites).items()
+                                        for p in ("terra", "aqua")):
+            jobs.append((_modis_job, (str(tmp), tile, group, platform, config,
+                                      {s.site_id: dailies[s.site_id] for s in group})))
+            weights.append(0.3 * len(group))
+        for s in sites:
+            jobs.append((_site_job, (str(tmp), s, config, dailies[s.site_id])))
+            # S2 items dominate a site's cost: one per datatake and tile
+            weights.append(0.4 + len(s.s2_windows))
+        results = _run_all(jobs, weights, ex)
 
     collections = {m.COLLECTION: m.collection() for m in (s2, s1, modis)}
     (tmp / "stac" / "collections").mkdir(parents=True, exist_ok=True)
@@ -252,7 +289,9 @@ def _write(tmp: Path, config: DemoConfig, sites: tuple[DemoSite, ...], workers: 
 
 #: truth columns that must stay strings ("02.12" is not a number)
 _STR_COLUMNS = {c: str for c in ("processing_baseline", "date", "datetime", "start", "end",
-                                 "item_id", "site", "platform", "status", "orbit_state")}
+                                 "item_id", "site", "platform", "status", "orbit_state",
+                                 "mgrs_tile", "datatake", "datatake_id", "generation_time",
+                                 "duplicate_of", "swath_side", "swath_edges")}
 
 
 def _read_truth(root: Path) -> Truth:
@@ -296,7 +335,7 @@ def generate_world(root: str | Path, config: DemoConfig | None = None, *,
         World directory. An existing directory is replaced only if it is a demo world
         (holds the marker) of another config, or empty.
     config : DemoConfig, optional
-        What to generate (default: ``DemoConfig()``, 3 sites x 2016-2020).
+        What to generate (default: ``DemoConfig()``, 4 sites x 2016-2020).
     workers : int, optional
         Processes generating sites in parallel (default: ``min(2, os.cpu_count())``).
     force : bool, default False
