@@ -17,11 +17,14 @@ Two phases, because the Sentinel-2 PCA is fitted on *all* sites' training years:
    PCA are done.
 
 Resumable: every store (intermediate or final) is written atomically with a completion
-marker (:func:`gpp_cubes.store.write_zarr_atomic`); a site whose final store is complete is
-skipped, a site whose phase-1 store is complete skips phase 1. A build starts by removing
-the hidden temporaries a killed earlier run left
-(:func:`gpp_cubes.store.remove_stale_temporaries`). ``force=True`` rebuilds the requested
-sites and refits the PCA.
+marker (:func:`gpp_cubes.store.write_zarr_atomic`) and the fingerprint of what it was built
+from (:mod:`gpp_cubes.fingerprint`); a site whose final store is complete is skipped, a site
+whose phase-1 store is complete skips phase 1. Before the cluster starts, a build checks its
+input files (:func:`check_inputs`), removes the hidden temporaries a killed earlier run left
+(:func:`gpp_cubes.store.remove_stale_temporaries`), and compares every complete store's
+fingerprint with this run's: a store built from other inputs or parameters stops the build
+(:class:`~gpp_cubes.errors.StaleStoreError`), or is rebuilt with what depends on it when
+``rebuild_changed=True``. ``force=True`` rebuilds the requested sites and refits the PCA.
 
 Nothing assumes one machine: the tasks are plain functions of picklable arguments
 (absolute paths and URLs, no client state); workers read the STAC API and the COGs
@@ -59,6 +62,7 @@ from gpp_cubes.features import (
     TRAIN_YEARS,
     SiteMeta,
 )
+from gpp_cubes.fingerprint import Fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +95,10 @@ class BuildConfig:
         Calendar [ISO dates, inclusive].
     provider, stac_url : str
         STAC endpoint (:func:`gpp_cubes.providers.resolve_provider`).
+    stac_identity : str, optional
+        Stable name of the STAC endpoint in the stores' fingerprints, instead of
+        ``stac_url`` without its query: for a server started on a fresh port every run
+        (the demo world's), so a rerun with the same inputs reuses the stores.
     corine_source : str
         CORINE raster (path or URL) for the forest mask.
     fluxnet_dir : str
@@ -103,6 +111,9 @@ class BuildConfig:
         The temporal split (PCA is fitted on ``train_years``).
     s2_options : tuple of (str, value)
         Extra keyword arguments of :func:`gpp_cubes.s2.s2_features` (e.g. the cloud mask).
+    qa : tuple of (str, value)
+        Feature QA options (:class:`gpp_cubes.qa.QAConfig`: ``action`` drop/flag/off,
+        ``outlier_sigma``, ``window``); empty: the defaults.
     """
 
     out_dir: str
@@ -110,6 +121,7 @@ class BuildConfig:
     end: str = DEFAULT_END
     provider: str = "planetary-computer"
     stac_url: str | None = None
+    stac_identity: str | None = None
     corine_source: str | None = None
     fluxnet_dir: str | None = None
     engine: str = "odc"
@@ -117,6 +129,7 @@ class BuildConfig:
     train_years: tuple[int, ...] = TRAIN_YEARS
     test_years: tuple[int, ...] = TEST_YEARS
     s2_options: tuple[tuple[str, Any], ...] = ()
+    qa: tuple[tuple[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
         if not Path(self.out_dir).is_absolute():
@@ -148,6 +161,7 @@ class BuildConfig:
         d = asdict(self)
         d.pop("out_dir")
         d["s2_options"] = dict(self.s2_options)
+        d["qa"] = dict(self.qa)
         return d
 
 
@@ -265,10 +279,21 @@ def _sensor_dataset(sensor: str, meta: SiteMeta, cfg: BuildConfig, summary: dict
     import xarray as xr
 
     from gpp_cubes.grid import site_grid
+    from gpp_cubes.qa import QAConfig, qa_clear_sky_ghi, qa_lst_frame, qa_s1_frame
 
     sid = meta.site_id
     cal = pd.date_range(cfg.start, cfg.end, freq="D", name="time")
     grid = site_grid(meta.latitude, meta.longitude)
+    qa_cfg = QAConfig.from_options(cfg.qa)
+
+    def qa_prov(section: str, qa: dict[str, Any], key: str) -> dict[str, Any]:
+        # counts for the build summary (per sensor: phase-1 summaries are merged by key)
+        summary[f"{key}_qa_dropped"] = int(qa.get("values_dropped", qa.get(
+            "steps", {}).get("dropped", 0)))
+        summary[f"{key}_qa_flagged"] = int(qa.get("values_flagged", qa.get(
+            "steps", {}).get("flagged", 0)))
+        return {"qa": {"config": qa_cfg.to_dict(), section: qa}}
+
     if sensor == "s1":
         from gpp_cubes.forest import forest_mask
 
@@ -286,7 +311,8 @@ def _sensor_dataset(sensor: str, meta: SiteMeta, cfg: BuildConfig, summary: dict
             {"s2_indices": (("s2_time", "s2_index"), s2.table.to_numpy(dtype=np.float64))},
             coords={"s2_time": pd.DatetimeIndex(s2.table.index).values.astype("datetime64[ns]"),
                     "s2_index": [str(c) for c in s2.table.columns]})
-        return ds, {"item_ids": list(s2.item_ids), "params": s2.params}
+        return ds, {"item_ids": list(s2.item_ids), "params": s2.params,
+                    **qa_prov("s2", s2.qa, "s2")}
     if sensor == "s1":
         from gpp_cubes.s1 import FEATURES, s1_features
 
@@ -294,11 +320,13 @@ def _sensor_dataset(sensor: str, meta: SiteMeta, cfg: BuildConfig, summary: dict
             s1 = s1_features(grid, forest, cfg.start, cfg.end, provider=cfg.provider,
                              stac_url=cfg.stac_url, site_id=sid, engine=cfg.engine)
             summary.update(s1_found=s1.scenes_found, s1_kept=s1.scenes_kept)
-        f = s1.frame
+            f, qa = qa_s1_frame(s1.frame, qa_cfg, n_found=s1.scenes_found,
+                                n_loaded=len(s1.item_ids), n_kept=s1.scenes_kept, site_id=sid)
         ds = xr.Dataset({c: ("s1_time", f[c].to_numpy(dtype=np.float64)) for c in FEATURES},
                         coords={"s1_time": pd.DatetimeIndex(f.index).values.astype(
                             "datetime64[ns]")})
-        return ds, {"item_ids": list(s1.item_ids), "params": s1.params}
+        return ds, {"item_ids": list(s1.item_ids), "params": s1.params,
+                    **qa_prov("s1", qa, "s1")}
     if sensor == "lst":
         from gpp_cubes.lst import lst_features
 
@@ -307,9 +335,12 @@ def _sensor_dataset(sensor: str, meta: SiteMeta, cfg: BuildConfig, summary: dict
                                source=cfg.lst_source, provider=cfg.provider,
                                stac_url=cfg.stac_url, site_id=sid)
             summary.update(lst_found=lst.scenes_found, lst_kept=lst.scenes_kept)
-        ds = xr.Dataset({c: ("time", lst.frame[c].reindex(cal).to_numpy(np.float64))
-                         for c in lst.frame.columns}, coords={"time": cal.values})
-        return ds, {"item_ids": list(lst.item_ids), "params": lst.params}
+            f, qa = qa_lst_frame(lst.frame, qa_cfg, n_found=lst.scenes_found,
+                                 n_kept=lst.scenes_kept, site_id=sid)
+        ds = xr.Dataset({c: ("time", f[c].reindex(cal).to_numpy(np.float64))
+                         for c in f.columns}, coords={"time": cal.values})
+        return ds, {"item_ids": list(lst.item_ids), "params": lst.params,
+                    **qa_prov("lst", qa, "lst")}
     if sensor == "target":
         from gpp_cubes.clearsky import daily_clear_sky_ghi
 
@@ -318,6 +349,7 @@ def _sensor_dataset(sensor: str, meta: SiteMeta, cfg: BuildConfig, summary: dict
             if np.isnan(meta.elevation_m):
                 log.warning("%s: elevation unknown; clear-sky GHI computed at sea level", sid)
             ghi = daily_clear_sky_ghi(meta.latitude, meta.longitude, elev, cfg.start, cfg.end)
+            ghi, qa = qa_clear_sky_ghi(ghi, meta.latitude, qa_cfg, site_id=sid)
         with _stage(sid, "gpp", summary):
             gpp, extreme, flux_path = _gpp_and_extremes(sid, cfg)
             summary["gpp_valid_fraction"] = float(gpp.notna().mean())
@@ -328,7 +360,8 @@ def _sensor_dataset(sensor: str, meta: SiteMeta, cfg: BuildConfig, summary: dict
         return ds, {"clear_sky_ghi": {"model": "pvlib SPA + Ineichen (Linke climatology)",
                                       "elevation_m": elev},
                     "gpp": {"file": Path(flux_path).name, "variable": "GPP_NT_VUT_REF",
-                            "qc_min": 0.7, "extremes": "gpp_cubes.extremes defaults"}}
+                            "qc_min": 0.7, "extremes": "gpp_cubes.extremes defaults"},
+                    **qa_prov("clear_sky_ghi", qa, "ghi")}
     raise ConfigError(f"unknown sensor stage {sensor!r}; known: {', '.join(SENSORS)}")
 
 
@@ -349,6 +382,7 @@ def run_sensor(meta: SiteMeta, cfg: BuildConfig, sensor: str) -> dict[str, Any]:
         Summary: ``status`` ("ok" or "failed"), scene counts, clear fraction, GPP valid
         fraction, ``error``.
     """
+    from gpp_cubes.fingerprint import KEY, phase1_fingerprint
     from gpp_cubes.providers import configure_gdal
     from gpp_cubes.store import write_zarr_atomic
 
@@ -360,11 +394,14 @@ def run_sensor(meta: SiteMeta, cfg: BuildConfig, sensor: str) -> dict[str, Any]:
             configure_gdal()
             log.info("%s: phase 1 %s, %s..%s, provider %s %s", sid, sensor, cfg.start,
                      cfg.end, cfg.provider, cfg.stac_url or "")
+            # taken before the stage reads its inputs: what this store is built from
+            fingerprint = phase1_fingerprint(cfg, meta, sensor)
             ds, prov = _sensor_dataset(sensor, meta, cfg, summary, threads)
             summary[f"seconds_{sensor}"] = round(time.perf_counter() - t0, 2)
             log.info("%s: %s took %.1f s", sid, sensor, summary[f"seconds_{sensor}"])
             write_zarr_atomic(ds, cfg.phase1_store(sid, sensor), provenance={
                 "site_id": sid, "sensor": sensor, "parameters": cfg.provenance_params(),
+                KEY: fingerprint.record(),
                 # run times stay in the log, so equal inputs give byte-equal stores
                 "summary": {k: v for k, v in summary.items()
                             if k != "stage" and not k.startswith("seconds_")}, **prov})
@@ -390,6 +427,9 @@ class S2Table:
         Items found by the search; time steps kept by the 1 % clear-pixel rule.
     clear_fraction : float
         Mean clear-forest fraction of the 1 km circle over the kept days [0-1].
+    qa : dict
+        The S2 section of the feature QA (:func:`gpp_cubes.qa.s2_section`); ``table`` and
+        ``scenes_kept`` exclude the time steps it dropped.
     """
 
     table: pd.DataFrame
@@ -398,6 +438,7 @@ class S2Table:
     clear_fraction: float
     item_ids: tuple[str, ...] = ()
     params: dict[str, Any] = field(default_factory=dict)
+    qa: dict[str, Any] = field(default_factory=dict)
 
 
 def _s2_index_table(meta: SiteMeta, grid: Any, cfg: BuildConfig, threads: int = 1) -> S2Table:
@@ -408,9 +449,14 @@ def _s2_index_table(meta: SiteMeta, grid: Any, cfg: BuildConfig, threads: int = 
     decodes while the other waits on the network); ``s2_options`` may override both. With
     the interactive defaults (2 blocks x 4 read threads, ~1.3 cores per site) two workers on
     two cores measured each S2 task 1.3-1.4x slower than one worker alone.
+
+    The feature QA (:func:`gpp_cubes.qa.qa_s2_features`) runs on the time steps before the
+    table is returned: with ``action="drop"`` the steps it rejects are not in the table, so
+    the PCA never sees them.
     """
     from types import SimpleNamespace
 
+    from gpp_cubes.qa import QAConfig, qa_s2_features
     from gpp_cubes.s2 import s2_features
 
     site = SimpleNamespace(id=meta.site_id, latitude=meta.latitude, longitude=meta.longitude)
@@ -423,14 +469,17 @@ def _s2_index_table(meta: SiteMeta, grid: Any, cfg: BuildConfig, threads: int = 
     table = pd.DataFrame({n: ds[n].values.astype(np.float64) for n in names},
                          index=pd.DatetimeIndex(ds["time"].values, name="time"))
     frac = ds["clear_fraction"].values if "clear_fraction" in ds else np.array([])
+    keep, qa = qa_s2_features(ds, QAConfig.from_options(cfg.qa), meta.site_id)
+    table = table[keep]
+    frac = frac[keep] if frac.size else frac
     params = {k: v for k, v in prov.items()
               if k not in ("stac_items", "dropped_items", "created", "python", "packages")}
     return S2Table(table=table, scenes_found=int(prov.get("n_items_found",
                                                           len(prov.get("stac_items", [])))),
-                   scenes_kept=int(ds.sizes.get("time", 0)),
+                   scenes_kept=len(table),
                    clear_fraction=float(np.mean(frac)) if frac.size else float("nan"),
                    item_ids=tuple(prov.get("stac_items", [])),
-                   params={**params, "dropped_items": prov.get("dropped_items", {})})
+                   params={**params, "dropped_items": prov.get("dropped_items", {})}, qa=qa)
 
 
 def fit_pca_model(tables: Mapping[str, pd.DataFrame], train_years: Sequence[int]) -> Any:
@@ -458,15 +507,18 @@ def apply_pca_model(model: Any, table: pd.DataFrame) -> pd.DataFrame:
     return apply_pca(model, table)
 
 
-def save_pca_model(model: Any, path: Path, *, sites: Sequence[str]) -> None:
-    """Save the PCA (:func:`gpp_cubes.pca.save_pca`) and, beside it, the sites it saw."""
+def save_pca_model(model: Any, path: Path, *, sites: Sequence[str],
+                   fingerprint: Fingerprint | None = None) -> None:
+    """Save the PCA (:func:`gpp_cubes.pca.save_pca`) and, beside it, the sites it saw and
+    its fingerprint (:func:`gpp_cubes.fingerprint.write_pca_sidecar`)."""
+    from gpp_cubes.fingerprint import write_pca_sidecar
     from gpp_cubes.pca import save_pca
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    side = path.with_suffix(".sites.json")
-    tmp = side.with_name(side.name + ".tmp")
-    tmp.write_text(json.dumps(sorted(sites)))
-    tmp.replace(side)
+    # the previous PCA goes first, so a kill between the two writes never pairs it with
+    # the new sidecar
+    path.unlink(missing_ok=True)
+    write_pca_sidecar(path, sites, fingerprint)
     save_pca(model, path)  # written last: its presence means the fit is complete
 
 
@@ -479,13 +531,14 @@ def load_pca_model(path: Path) -> Any:
 
 def pca_provenance(model: Any, path: Path) -> dict[str, Any]:
     """What a store records about the PCA it used."""
-    side = path.with_suffix(".sites.json")
+    from gpp_cubes.fingerprint import pca_sidecar, read_pca_sidecar
+
     return {"file": f"{WORK_DIR}/{path.name}", "n_components": len(model.components),
             "explained_variance_ratio": [round(v, 6) for v in model.explained_variance_ratio],
             "train_years": list(model.train_years), "n_samples": model.n_samples,
             "variance_threshold": model.variance_threshold,
             "dropped_indices": list(model.dropped_indices),
-            "sites": json.loads(side.read_text()) if side.is_file() else None}
+            "sites": read_pca_sidecar(path)[0] if pca_sidecar(path).is_file() else None}
 
 
 # --------------------------------------------------------------------------------------
@@ -518,20 +571,29 @@ def run_fit_pca(site_ids: Sequence[str], cfg: BuildConfig, *, refit: bool = Fals
     The fitted PCA is saved to ``<out>/.work/pca.json`` and reused by every later run into
     the same directory (so all stores of a directory share one PCA); ``refit`` fits anew.
 
+    Its fingerprint (:func:`gpp_cubes.fingerprint.pca_fingerprint`) holds the train years
+    and the fingerprints of the S2 stores it was fitted on, as those stores recorded them.
+
     Returns
     -------
     dict
         ``{"path": str, "sites": [...], "reused": bool}``.
     """
+    from gpp_cubes.fingerprint import KEY, pca_fingerprint, read_pca_sidecar
+
     path = cfg.pca_path()
     if path.is_file() and not refit:
-        side = path.with_suffix(".sites.json")
-        return {"path": str(path), "reused": True,
-                "sites": json.loads(side.read_text()) if side.is_file() else []}
+        return {"path": str(path), "reused": True, "sites": read_pca_sidecar(path)[0]}
     with _task_env():
-        tables = {sid: _s2_frame(_read_phase1(cfg, sid, "s2")[0]) for sid in sorted(site_ids)}
+        tables: dict[str, pd.DataFrame] = {}
+        used: dict[str, Fingerprint | None] = {}
+        for sid in sorted(site_ids):
+            ds, prov = _read_phase1(cfg, sid, "s2")
+            tables[sid] = _s2_frame(ds)
+            used[sid] = Fingerprint.from_record(prov.get(KEY))
         model = fit_pca_model(tables, cfg.train_years)
-        save_pca_model(model, path, sites=sorted(site_ids))
+        save_pca_model(model, path, sites=sorted(site_ids),
+                       fingerprint=pca_fingerprint(cfg, used))
     return {"path": str(path), "sites": sorted(site_ids), "reused": False}
 
 
@@ -544,6 +606,7 @@ def run_phase2(meta: SiteMeta, cfg: BuildConfig) -> dict[str, Any]:
         Summary (``status`` "ok"/"failed", the phase-1 counts, ``error``).
     """
     from gpp_cubes.features import SiteInputs, assemble_site, daily_calendar, write_site_store
+    from gpp_cubes.fingerprint import KEY, read_pca_sidecar, site_fingerprint
     from gpp_cubes.store import provenance_base
 
     sid = meta.site_id
@@ -555,19 +618,35 @@ def run_phase2(meta: SiteMeta, cfg: BuildConfig) -> dict[str, Any]:
                 parts = {s: _read_phase1(cfg, sid, s) for s in SENSORS}
                 prov: dict[str, Any] = {**provenance_base(), "site_id": sid,
                                         "parameters": cfg.provenance_params(), "summary": {}}
+                qa: dict[str, Any] = {}
+                used: dict[str, Fingerprint | None] = {}
                 for sensor, (_, p) in parts.items():
                     prov["summary"].update(p.pop("summary", {}))
                     for k in ("site_id", "sensor", "parameters"):
                         p.pop(k, None)
+                    # the site store's fingerprint names them all (below)
+                    used[sensor] = Fingerprint.from_record(p.pop(KEY, None))
+                    qa.update(p.pop("qa", {}))  # config + this sensor's section
                     if sensor == "target":
                         prov.update(p)  # clear_sky_ghi and gpp sections
                     else:
                         prov[sensor] = p
                 prov["summary"].pop("status", None)
                 prov["summary"].pop("error", None)
+                if qa:  # phase-1 stores of older builds have none
+                    from gpp_cubes.qa import format_qa_table
+
+                    prov["qa"] = qa
+                    for kind in ("dropped", "flagged"):
+                        prov["summary"][f"qa_values_{kind}"] = sum(
+                            int(prov["summary"].get(f"{k}_qa_{kind}") or 0)
+                            for k in ("s1", "lst", "ghi"))
+                    log.info("%s: %s", sid, format_qa_table(qa, sid))
                 model = load_pca_model(cfg.pca_path())
                 pcs = apply_pca_model(model, _s2_frame(parts["s2"][0]))
                 prov["pca"] = pca_provenance(model, cfg.pca_path())
+                used["pca"] = read_pca_sidecar(cfg.pca_path())[1]
+                prov[KEY] = site_fingerprint(cfg, meta, used).record()
                 s1, lst, target = parts["s1"][0], parts["lst"][0], parts["target"][0]
                 s1_idx = pd.DatetimeIndex(s1["s1_time"].values)
                 series: dict[str, pd.Series] = {c: pcs[c] for c in pcs.columns}
@@ -599,11 +678,9 @@ def run_combine(site_ids: Sequence[str], cfg: BuildConfig) -> str:
 
 
 def _summary_from_store(path: Path) -> dict[str, Any]:
-    import xarray as xr
+    from gpp_cubes.store import read_provenance
 
-    with xr.open_zarr(path, chunks=None) as ds:
-        prov = json.loads(ds.attrs.get("provenance", "{}"))
-    return dict(prov.get("summary", {}))
+    return dict((read_provenance(path) or {}).get("summary", {}))
 
 
 # --------------------------------------------------------------------------------------
@@ -707,7 +784,22 @@ def resolve_sites(sites: Sequence[str | SiteMeta | Any]) -> list[SiteMeta]:
 CATALOG_DIR = "catalog"  # <out>/catalog/cubes/collection.json
 
 TABLE_COLUMNS = ("site", "status", "s2_found", "s2_kept", "s1_found", "s1_kept",
-                 "lst_found", "lst_kept", "clear_fraction", "gpp_valid_fraction", "error")
+                 "lst_found", "lst_kept", "clear_fraction", "gpp_valid_fraction",
+                 # feature QA (gpp_cubes.qa): S2 time steps and S1/LST/GHI values
+                 "s2_qa_dropped", "s2_qa_flagged", "qa_values_dropped", "qa_values_flagged",
+                 "error")
+
+
+def _s2_options(options: Mapping[str, Any] | None) -> tuple[tuple[str, Any], ...]:
+    """S2 options as a sorted tuple, the scene rules of :mod:`gpp_cubes.s2` filled in with
+    their defaults, so an explicit default and no option give the same fingerprint."""
+    from gpp_cubes.nbar import C_FACTOR_RANGE, MAX_SUN_ZENITH
+
+    opts = {"max_sun_zenith": MAX_SUN_ZENITH, "c_factor_range": C_FACTOR_RANGE,
+            **(options or {})}
+    opts["max_sun_zenith"] = float(opts["max_sun_zenith"])
+    opts["c_factor_range"] = tuple(float(v) for v in opts["c_factor_range"])
+    return tuple(sorted(opts.items()))
 
 
 def build_sites(
@@ -728,9 +820,17 @@ def build_sites(
     engine: str = "odc",
     lst_source: str = "stac",
     s2_options: Mapping[str, Any] | None = None,
+    qa: Mapping[str, Any] | None = None,
     client: Any = None,
+    rebuild_changed: bool = False,
+    stac_identity: str | None = None,
 ) -> pd.DataFrame:
     """Build the feature cubes of many sites on Dask (resumable, failure-isolated).
+
+    Before the Dask cluster starts, the inputs are checked (:func:`check_inputs`) and every
+    complete store is compared with what this run would build
+    (:func:`gpp_cubes.fingerprint.plan_resume`): a store built from other inputs or
+    parameters (or by an older version, without a fingerprint) is never reused silently.
 
     Parameters
     ----------
@@ -757,14 +857,33 @@ def build_sites(
     progress : callable, optional
         ``progress(site_id, stage, state)`` called on the client for every stage event.
     engine, lst_source, s2_options
-        Passed to the stages (see :class:`BuildConfig`).
+        Passed to the stages (see :class:`BuildConfig`); the S2 scene rules
+        (``max_sun_zenith``, ``c_factor_range``) are recorded with their defaults filled in.
+    qa : mapping, optional
+        Feature QA options (:class:`gpp_cubes.qa.QAConfig`), e.g. ``{"action": "flag",
+        "outlier_sigma": 6}``; default: drop findings at 5 robust sigmas.
     client : distributed.Client, optional
         Use this client (overrides ``scheduler``/``n_workers``).
+    rebuild_changed : bool, default False
+        Rebuild the complete stores whose fingerprint differs from this run's, and what
+        depends on them (the PCA and every site store if an S2 store it was fitted on
+        changes; a site store if one of its phase-1 stores changes; ``features.zarr``).
+        Without it such a store stops the build with :class:`~gpp_cubes.errors.StaleStoreError`.
+    stac_identity : str, optional
+        Stable name of the STAC endpoint in the fingerprints instead of ``stac_url`` (see
+        :class:`BuildConfig`).
 
     Returns
     -------
     pandas.DataFrame
         One row per site: :data:`TABLE_COLUMNS` (status "built", "skipped" or "failed").
+
+    Raises
+    ------
+    StaleStoreError
+        A complete store differs from this run's (without ``rebuild_changed``/``force``).
+    ConfigError, InputFormatError
+        A FLUXNET file or the CORINE raster is missing or unreadable.
     """
     def _abs(p: str | Path | None) -> str | None:
         if p is None:
@@ -773,21 +892,111 @@ def build_sites(
         return s if "://" in s else str(Path(s).expanduser().resolve())
 
     cfg = BuildConfig(out_dir=_abs(out_dir), start=start, end=end, provider=provider,
-                      stac_url=stac_url, corine_source=_abs(corine_source),
+                      stac_url=stac_url, stac_identity=stac_identity,
+                      corine_source=_abs(corine_source),
                       fluxnet_dir=_abs(fluxnet_dir), engine=engine, lst_source=lst_source,
-                      s2_options=tuple(sorted((s2_options or {}).items())))
+                      s2_options=_s2_options(s2_options), qa=_qa_options(qa))
     metas = resolve_sites(sites)
+    check_inputs(cfg, metas)
     cfg.out.mkdir(parents=True, exist_ok=True)
+    _prepare_out(cfg, metas, force=force, rebuild_changed=rebuild_changed)
     if client is not None:
         return _build_with_client(client, metas, cfg, force, progress)
     with dask_client(scheduler, n_workers, memory_limit) as c:
         return _build_with_client(c, metas, cfg, force, progress)
 
 
+def _qa_options(qa: Mapping[str, Any] | None) -> tuple[tuple[str, Any], ...]:
+    """All QA options, defaults filled in and validated on the client (a bad value fails
+    before any task; an option given at its default value records the same parameters)."""
+    from gpp_cubes.qa import QAConfig
+
+    return tuple(sorted(QAConfig.from_options(qa).options().items()))
+
+
+def check_inputs(cfg: BuildConfig, metas: Sequence[SiteMeta]) -> None:
+    """Check, before any task runs, that the input files a build reads are there.
+
+    The FLUXNET directory must exist and hold a daily file (or archive) of every site; a
+    local CORINE raster must exist and open with rasterio (URLs and GDAL virtual paths are
+    left to the stages). Inputs that are not given are not checked: the stages that need
+    them fail per site, naming them.
+
+    Raises
+    ------
+    ConfigError
+        A directory or file is missing; the message names it (and the sites).
+    InputFormatError
+        The CORINE raster does not open.
+    """
+    from gpp_cubes.errors import InputFormatError
+
+    if cfg.fluxnet_dir:
+        from gpp_cubes.fluxnet import find_fluxnet_file
+
+        d = Path(cfg.fluxnet_dir)
+        if not d.is_dir():
+            raise ConfigError(f"FLUXNET directory {d} does not exist (--fluxnet)")
+        missing = [m.site_id for m in metas if find_fluxnet_file(d, m.site_id) is None]
+        if missing:
+            raise ConfigError(
+                f"no FLUXNET daily file of site{'s' if len(missing) > 1 else ''} "
+                f"{', '.join(missing)} in {d} (expected FLX_<SITE>_FLUXNET2015_FULLSET_DD_"
+                "<y0>-<y1>_<version>.csv or its FULLSET zip archive; --fluxnet)")
+    src = cfg.corine_source
+    if src and "://" not in src and not src.startswith("/vsi"):
+        import rasterio
+
+        if not Path(src).is_file():
+            raise ConfigError(f"CORINE raster {src} does not exist (--corine)")
+        try:
+            with rasterio.open(src):
+                pass
+        except rasterio.errors.RasterioIOError as err:
+            raise InputFormatError(f"CORINE raster {src} does not open with rasterio: "
+                                   f"{err} (--corine)") from err
+
+
+def _prepare_out(cfg: BuildConfig, metas: Sequence[SiteMeta], *, force: bool,
+                 rebuild_changed: bool) -> None:
+    """Settle the output directory before the cluster starts: remove what killed runs
+    left, and the stores this run rebuilds (all of them with ``force``, those whose
+    fingerprint changed with ``rebuild_changed``); stop if a changed store would be reused.
+    """
+    from gpp_cubes.errors import StaleStoreError
+    from gpp_cubes.fingerprint import pca_sidecar, plan_resume, stale_message
+    from gpp_cubes.store import remove_stale_temporaries
+
+    if force:
+        for m in metas:
+            shutil.rmtree(cfg.out / WORK_DIR / m.site_id, ignore_errors=True)
+        cfg.pca_path().unlink(missing_ok=True)
+        pca_sidecar(cfg.pca_path()).unlink(missing_ok=True)
+    # A run killed earlier leaves hidden half-written stores (.<name>.tmp-*): remove them
+    # now, since stores that are skipped are never rewritten (and rewrites would only
+    # clean their own); a store killed mid-swap comes back before it is judged.
+    for p in [cfg.out / MULTISITE_NAME, *(
+            q for m in metas for q in (cfg.site_store(m.site_id), *(
+                cfg.phase1_store(m.site_id, sensor) for sensor in SENSORS)))]:
+        remove_stale_temporaries(p)
+    if force:
+        return
+    stale = plan_resume(cfg, metas)
+    if stale and not rebuild_changed:
+        raise StaleStoreError(stale_message(stale))
+    for s in stale:  # removed, not overwritten: a failed rebuild must not leave it to reuse
+        log.warning("rebuilding %s", s.describe())
+        if s.path == cfg.pca_path():
+            s.path.unlink(missing_ok=True)
+            pca_sidecar(s.path).unlink(missing_ok=True)
+        else:
+            shutil.rmtree(s.path, ignore_errors=True)
+
+
 def _build_with_client(client: Any, metas: list[SiteMeta], cfg: BuildConfig, force: bool,
                        progress: ProgressFn | None) -> pd.DataFrame:
     from gpp_cubes.providers import gdal_worker_plugin
-    from gpp_cubes.store import is_complete, remove_stale_temporaries
+    from gpp_cubes.store import is_complete
 
     def note(site: str, stage: str, state: str) -> None:
         if progress is not None:
@@ -802,18 +1011,6 @@ def _build_with_client(client: Any, metas: list[SiteMeta], cfg: BuildConfig, for
     client.register_plugin(gdal_worker_plugin())
 
     rows: dict[str, dict[str, Any]] = {}
-    if force:
-        for m in metas:
-            shutil.rmtree(cfg.out / WORK_DIR / m.site_id, ignore_errors=True)
-        cfg.pca_path().unlink(missing_ok=True)
-        cfg.pca_path().with_suffix(".sites.json").unlink(missing_ok=True)
-    # A run killed earlier leaves hidden half-written stores (.<name>.tmp-*): remove them
-    # now, since stores that are skipped are never rewritten (and rewrites would only
-    # clean their own).
-    for p in [cfg.out / MULTISITE_NAME, *(
-            q for m in metas for q in (cfg.site_store(m.site_id), *(
-                cfg.phase1_store(m.site_id, sensor) for sensor in SENSORS)))]:
-        remove_stale_temporaries(p)
     todo = [m for m in metas if force or not is_complete(cfg.site_store(m.site_id))]
     for m in metas:
         if m not in todo:
@@ -828,8 +1025,9 @@ def _build_with_client(client: Any, metas: list[SiteMeta], cfg: BuildConfig, for
             in ("built", "skipped")]
     if done:
         multi = cfg.out / MULTISITE_NAME
-        if not (is_complete(multi) and _multisite_sites(multi) == done
-                and all(rows[s]["status"] == "skipped" for s in done)):
+        # rewritten unless it combines exactly these site stores, as they are
+        if not (is_complete(multi) and all(rows[s]["status"] == "skipped" for s in done)
+                and _multisite_fingerprints(multi) == _site_fingerprints(cfg, done)):
             client.submit(run_combine, done, cfg, pure=False, key=f"combine-{stamp}").result()
         # every build leaves a STAC collection of its cubes, so other tools can find them
         from gpp_cubes.publish import update_cube_catalog
@@ -956,14 +1154,30 @@ def _run_phases(client: Any, todo: list[SiteMeta], metas: list[SiteMeta], cfg: B
     return rows
 
 
-def _multisite_sites(path: Path) -> list[str]:
+def _multisite_fingerprints(path: Path) -> list[tuple[str, str | None]]:
+    """(site, fingerprint hash) of the site stores a multi-site store combines, in order."""
     import xarray as xr
+
+    from gpp_cubes.fingerprint import KEY
 
     try:
         with xr.open_zarr(path, chunks=None) as ds:
-            return [str(s) for s in ds["site"].values]
+            sites = [str(s) for s in ds["site"].values]
+            prov = json.loads(ds.attrs.get("provenance", "{}"))
     except Exception:
         return []
+    return [(s, fp.hash if (fp := Fingerprint.from_record(prov.get(s, {}).get(KEY)))
+             else None) for s in sites]
+
+
+def _site_fingerprints(cfg: BuildConfig, site_ids: Sequence[str]
+                       ) -> list[tuple[str, str | None]]:
+    """(site, fingerprint hash) of the site stores of ``site_ids`` ("?" for a store
+    without fingerprint, which no record equals)."""
+    from gpp_cubes.fingerprint import read_fingerprint
+
+    return [(s, fp.hash if (fp := read_fingerprint(cfg.site_store(s))) else "?")
+            for s in site_ids]
 
 
 def _result(fut: Any, site_id: str, stage: str) -> dict[str, Any]:

@@ -63,6 +63,17 @@ def scrub_secrets(obj: Any) -> Any:
     return obj
 
 
+def package_versions(names: tuple[str, ...] = PROVENANCE_PACKAGES) -> dict[str, str | None]:
+    """Installed versions of ``names`` (None for a package that is not installed)."""
+    versions: dict[str, str | None] = {}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
 def provenance_base() -> dict[str, Any]:
     """Versions of the packages a store depends on, Python version and creation time (UTC).
 
@@ -71,14 +82,23 @@ def provenance_base() -> dict[str, Any]:
     dict
         ``{"created": ISO time, "python": "3.11.7", "packages": {name: version}}``.
     """
-    versions = {}
-    for name in PROVENANCE_PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
     return {"created": datetime.now(UTC).isoformat(timespec="seconds"),
-            "python": platform.python_version(), "packages": versions}
+            "python": platform.python_version(), "packages": package_versions()}
+
+
+def read_provenance(path: str | Path) -> dict[str, Any] | None:
+    """The provenance record of the store ``path`` (None if it has none or does not open).
+
+    Reads the store's metadata only (no data), so it is cheap for many stores.
+    """
+    import zarr
+
+    try:
+        attrs = zarr.open_group(str(path), mode="r").attrs
+        prov = json.loads(attrs.get("provenance", "null"))
+    except Exception:  # missing, half-written or foreign: no record to trust
+        return None
+    return prov if isinstance(prov, dict) else None
 
 
 def is_complete(path: str | Path) -> bool:

@@ -5,6 +5,10 @@
 * Fig. 2: median (over sites) permutation importance per feature, sorted, one panel per model.
 * Fig. 3: observed and predicted GPP at three sites (DE-Hai, BE-Vie, FI-Var when present,
   else the first three) with ensemble bands and a zoom on the longest extreme event.
+* Feature QA (not in the paper): per site, the S2 NIRv (or NDVI) of every scene against its
+  date, used scenes as dots, scenes dropped by the feature QA (:mod:`gpp_cubes.qa`) at their
+  value, scenes the S2 stage did not use (cloudy, low sun, ...) as ticks under the series,
+  coloured by reason: why one site has fewer scenes than another, in one look.
 
 References
 ----------
@@ -13,8 +17,10 @@ Montero, D. et al. (2024), Figures 1-3.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib.dates as mdates
 import numpy as np
@@ -165,13 +171,159 @@ def fig3_predictions(predictions: Mapping[str, pd.DataFrame], out_dir: str | Pat
     return _save(fig, Path(out_dir), "fig3_predictions")
 
 
+#: Colours of the reasons a scene was not used (others cycle through QA_PALETTE).
+QA_COLORS = {"used": "#222222", "flagged": "#e6a100", "qa_range": "#d62728",
+             "qa_outlier": "#ff7f0e", "clear_fraction": "#9ecae1", "sun_zenith": "#756bb1",
+             "c_factor": "#e377c2", "duplicate": "#bdbdbd", "no_coverage": "#8c564b",
+             "unreadable": "#000000"}
+QA_PALETTE = ("#17becf", "#bcbd22", "#7f7f7f", "#1f77b4", "#2ca02c", "#9467bd")
+
+
+def _provenance_qa(prov: Any) -> dict[str, dict[str, Any]]:
+    """Site id -> ``qa`` section of a store provenance (multi-site: keyed by site id)."""
+    if isinstance(prov, str):
+        try:
+            prov = json.loads(prov)
+        except ValueError:
+            return {}
+    if not isinstance(prov, Mapping):
+        return {}
+    if isinstance(prov.get("qa"), Mapping):  # one site's provenance
+        return {str(prov.get("site_id", "site")): dict(prov["qa"])}
+    return {str(k): dict(v["qa"]) for k, v in prov.items()
+            if isinstance(v, Mapping) and isinstance(v.get("qa"), Mapping)}
+
+
+def _store_qa(path: Path) -> dict[str, dict[str, Any]]:
+    import xarray as xr
+
+    try:
+        with xr.open_zarr(path, chunks=None) as ds:
+            return _provenance_qa(ds.attrs.get("provenance"))
+    except Exception:  # a missing or foreign store just has no QA to show
+        return {}
+
+
+def feature_qa(results_dir: str | Path) -> dict[str, dict[str, Any]]:
+    """The feature-QA sections of the cubes a results directory was computed from.
+
+    Read from the provenance ``runs.json`` recorded (:func:`gpp_models.evaluate.evaluate_runs`)
+    and, for sites missing there, from the stores at its ``features`` path: a multi-site
+    ``features.zarr`` (provenance keyed by site), one site store, or a directory of site
+    stores (``features.zarr``'s siblings).
+
+    Returns
+    -------
+    dict
+        Site id -> ``qa`` section (:mod:`gpp_cubes.qa`), in the order of ``runs.json``'s
+        sites; empty when the cubes carry no QA (built before it existed, synthetic).
+    """
+    runs_path = Path(results_dir) / "runs.json"
+    if not runs_path.is_file():
+        return {}
+    runs = json.loads(runs_path.read_text())
+    qa = _provenance_qa(runs.get("provenance"))
+    sites = [str(s) for s in runs.get("sites", [])] or list(qa)
+    src = Path(str(runs.get("features", "")))
+    if any(s not in qa for s in sites) and str(src) and src.exists():
+        stores = ([src] if src.suffix == ".zarr" else
+                  [*sorted(src.glob("*.zarr"))])
+        if src.name == "features.zarr":  # the per-site stores beside it
+            stores += sorted(p for p in src.parent.glob("*.zarr") if p != src)
+        for store in stores:
+            for site, q in _store_qa(store).items():
+                qa.setdefault(site, q)
+    return {s: qa[s] for s in sites if s in qa}
+
+
+def _qa_color(reason: str, seen: dict[str, str]) -> str:
+    if reason not in seen:
+        seen[reason] = QA_COLORS.get(reason, QA_PALETTE[len(seen) % len(QA_PALETTE)])
+    return seen[reason]
+
+
+def fig_feature_qa(qa_by_site: Mapping[str, Mapping[str, Any]], out_dir: str | Path
+                   ) -> dict[str, Path]:
+    """Per site, the S2 greenness series with every scene marked used or dropped, by reason.
+
+    Parameters
+    ----------
+    qa_by_site : mapping
+        Site id -> ``qa`` provenance section (:func:`feature_qa`); its ``s2.scenes`` list
+        (date, items, index values [1], status, reason) is drawn.
+    out_dir : path
+
+    Returns
+    -------
+    dict
+        ``{"png": path, "svg": path}``.
+    """
+    sites = [s for s, q in qa_by_site.items() if q.get("s2", {}).get("scenes") is not None]
+    fig = Figure(figsize=(12, 2.3 * max(1, len(sites)) + 0.6), layout="constrained")
+    axes = fig.subplots(max(1, len(sites)), 1, squeeze=False, sharex=True)[:, 0]
+    colors: dict[str, str] = {}
+    for ax, site in zip(axes, sites, strict=False):
+        s2 = qa_by_site[site]["s2"]
+        scenes = pd.DataFrame(s2["scenes"])
+        # NIRv first: a multiplicative error (a c-factor blow-up) cancels in NDVI's ratio
+        keys = [k for k in ("NIRv", "NDVI", "kNDVI") if k in scenes]
+        key = keys[0] if keys else None
+        scenes["date"] = pd.to_datetime(scenes["date"], errors="coerce")
+        scenes = scenes.dropna(subset=["date"]).sort_values("date")
+        cat = scenes["reason"].fillna("").str.split(":").str[0].str.strip()
+        n_items = (scenes["items"].map(lambda v: max(1, len(v)) if isinstance(v, list) else 1)
+                   if "items" in scenes else pd.Series(1, index=scenes.index))
+        if key is not None:
+            val = pd.to_numeric(scenes[key], errors="coerce")
+            used = scenes["status"] == "used"
+            ax.plot(scenes["date"][used], val[used], "-", color="#999999", lw=0.7)
+            ax.plot(scenes["date"][used], val[used], "o", ms=3, color=QA_COLORS["used"],
+                    label=f"used ({int(n_items[used].sum())})")
+            flagged = scenes["status"] == "flagged"
+            if flagged.any():
+                ax.plot(scenes["date"][flagged], val[flagged], "o", ms=6, mfc="none",
+                        color=QA_COLORS["flagged"],
+                        label=f"flagged by QA, kept ({int(n_items[flagged].sum())})")
+            for reason in sorted(set(cat[(scenes["status"] == "dropped") & val.notna()])):
+                sel = (scenes["status"] == "dropped") & val.notna() & (cat == reason)
+                ax.plot(scenes["date"][sel], val[sel], "X", ms=8,
+                        color=_qa_color(reason, colors),
+                        label=f"dropped: {reason} ({int(n_items[sel].sum())})")
+            ax.set_ylabel(f"S2 {key} [1]")
+        # scenes without a value (the S2 stage did not use them): ticks under the series
+        novalue = scenes["status"].eq("dropped") & (
+            pd.to_numeric(scenes[key], errors="coerce").isna() if key else True)
+        ax2 = ax.twinx()
+        ax2.set_ylim(0, 1)
+        ax2.set_yticks([])
+        for reason in sorted(set(cat[novalue])):
+            sel = novalue & (cat == reason)
+            ax2.vlines(scenes["date"][sel], 0.0, 0.08, color=_qa_color(reason, colors),
+                       lw=1.5, label=f"not used: {reason} ({int(n_items[sel].sum())})")
+        items = s2.get("items", {})
+        ax.set_title(f"{site}: {items.get('used', '?')} of {items.get('found', '?')} S2 "
+                     f"scenes (STAC items) used; QA action: {s2.get('action', '?')}",
+                     fontsize=10, loc="left")
+        h1, l1 = ax.get_legend_handles_labels()
+        h2, l2 = ax2.get_legend_handles_labels()
+        if h1 or h2:
+            ax.legend(h1 + h2, l1 + l2, loc="center left", bbox_to_anchor=(1.01, 0.5),
+                      fontsize=7, frameon=False)
+        ax.grid(alpha=0.3)
+    if not sites:
+        axes[0].text(0.5, 0.5, "no S2 scene list in the cubes' provenance", ha="center",
+                     va="center", transform=axes[0].transAxes)
+    fig.suptitle("Feature QA: S2 scenes used and not used, per site")
+    return _save(fig, Path(out_dir), "fig_feature_qa")
+
+
 def all_figures(results_dir: str | Path, out_dir: str | Path | None = None
                 ) -> dict[str, dict[str, Path]]:
     """Draw the three figures from the files :mod:`gpp_models.pipeline` writes.
 
-    Reads ``nrmse.csv``, ``fi_<MODEL>.csv`` and ``predictions_<MODEL>.csv`` in
-    ``results_dir``; writes into ``out_dir`` (default ``results_dir/figures``). Figures whose
-    inputs are missing are skipped.
+    Reads ``nrmse.csv``, ``fi_<MODEL>.csv``, ``predictions_<MODEL>.csv`` and the cubes'
+    feature QA (:func:`feature_qa`) of ``results_dir``; writes into ``out_dir`` (default
+    ``results_dir/figures``). Figures whose inputs are missing are skipped.
     """
     res = Path(results_dir)
     out = Path(out_dir) if out_dir else res / "figures"
@@ -186,4 +338,7 @@ def all_figures(results_dir: str | Path, out_dir: str | Path | None = None
     if preds:
         ordered = {m: preds[m] for m in _ordered(list(preds))}
         figs["fig3"] = fig3_predictions(ordered, out)
+    qa = feature_qa(res)
+    if any(q.get("s2", {}).get("scenes") for q in qa.values()):
+        figs["fig_qa"] = fig_feature_qa(qa, out)
     return figs

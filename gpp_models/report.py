@@ -1,23 +1,31 @@
-"""One self-contained HTML page: NRMSE tables, feature importances, figures, configs, provenance.
+"""One self-contained HTML page: NRMSE tables, feature importances, figures, feature QA,
+configs, provenance.
 
 Figures are embedded as base64 SVG data URIs (no external files, no id clashes between
-figures), so the page can be mailed or archived alone.
+figures), so the page can be mailed or archived alone. The "Feature QA" section shows what
+:mod:`gpp_cubes.qa` recorded in the cubes' provenance (read with
+:func:`gpp_models.figures.feature_qa`): per site, the scenes found, used and not used by
+reason, the values the QA dropped or flagged, and the S2 greenness series with every scene
+marked.
 """
 
 from __future__ import annotations
 
 import base64
+import copy
 import datetime as dt
 import html
 import json
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from gpp_models import __version__
 from gpp_models.evaluate import SETTINGS, nrmse_tables
 from gpp_models.explain import summarize_importance
-from gpp_models.figures import all_figures
+from gpp_models.figures import all_figures, feature_qa
 
 CSS = """
 body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;
@@ -36,6 +44,53 @@ def _img(svg: Path, alt: str) -> str:
 
 def _table(frame: pd.DataFrame, digits: int = 3) -> str:
     return frame.to_html(float_format=lambda v: f"{v:.{digits}f}", na_rep="-", border=0)
+
+
+def _feature_qa_section(qa: Mapping[str, Mapping[str, Any]], figs: Mapping[str, Any]
+                        ) -> list[str]:
+    """HTML of the "Feature QA" section (empty when the cubes carry no QA)."""
+    from gpp_cubes.qa import qa_site_table
+
+    if not qa:
+        return []
+    parts = ["<h2>Feature QA</h2>",
+             "<p>What the cube build did not use, per site: S2 scenes (STAC items) not "
+             "used by the S2 stage (<i>clear_fraction</i>: fewer than 1 % clear forest "
+             "pixels; <i>sun_zenith</i>, <i>c_factor</i>, <i>duplicate</i>, "
+             "<i>no_coverage</i>: excluded by a rule; <i>unreadable</i>) or by the feature "
+             "QA (<i>qa_range</i>: a value outside its physically plausible range; "
+             "<i>qa_outlier</i>: more than the threshold in robust sigmas from the median of "
+             "its neighbouring observations), and the S1/LST/clear-sky values the QA dropped "
+             "(or flagged, with <code>gpp build --qa flag</code>). Rules: "
+             "<code>gpp_cubes.qa</code>.</p>",
+             qa_site_table(qa).reset_index().to_html(index=False, border=0, na_rep="-")]
+    rows = [{"site": site, "date": sc.get("date"), "status": sc.get("status"),
+             "reason": sc.get("reason")}
+            for site, q in qa.items() for sc in q.get("s2", {}).get("scenes", [])
+            if str(sc.get("reason", "")).startswith("qa_")]
+    rows += [{"site": site, "date": f.get("date"), "status": q[name].get("action"),
+              "reason": f"{name} {f.get('rule')}: {f.get('detail')}"}
+             for site, q in qa.items() for name in ("s1", "lst", "clear_sky_ghi")
+             if isinstance(q.get(name), Mapping) for f in q[name].get("list", [])]
+    if rows:
+        parts.append(f"<h3>Scenes and values the QA dropped or flagged ({len(rows)})</h3>")
+        parts.append(pd.DataFrame(rows[:300]).to_html(index=False, border=0))
+    if "fig_qa" in figs:
+        parts.append("<h3>S2 scenes per site, used and not used</h3>"
+                     + _img(figs["fig_qa"]["svg"], "Feature QA"))
+    return parts
+
+
+def _without_scene_lists(runs: dict[str, Any]) -> dict[str, Any]:
+    """``runs`` with the per-scene QA lists replaced by their length (drawn, not dumped)."""
+    out = copy.deepcopy(runs)
+    prov = out.get("provenance")
+    sites = prov.values() if isinstance(prov, dict) and "qa" not in prov else [prov]
+    for p in sites:
+        s2 = p.get("qa", {}).get("s2") if isinstance(p, dict) else None
+        if isinstance(s2, dict) and isinstance(s2.get("scenes"), list):
+            s2["scenes"] = f"{len(s2['scenes'])} scenes: see Feature QA"
+    return out
 
 
 def write_report(results_dir: str | Path, out: str | Path | None = None,
@@ -96,8 +151,10 @@ def write_report(results_dir: str | Path, out: str | Path | None = None,
     parts.append("<h2>NRMSE per site</h2>")
     for setting, table in nrmse_tables(long).items():
         parts.append(f"<h3>{setting}</h3>" + _table(table))
+    parts += _feature_qa_section(feature_qa(res), figs)
     parts.append("<h2>Runs and provenance</h2>")
-    parts.append(f"<pre>{html.escape(json.dumps(runs, indent=2, default=str))}</pre>")
+    dump = json.dumps(_without_scene_lists(runs), indent=2, default=str)
+    parts.append(f"<pre>{html.escape(dump)}</pre>")
     page = ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
             f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>"
             + "\n".join(parts) + "</body></html>")

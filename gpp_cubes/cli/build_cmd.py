@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,12 @@ def _parse_sites(spec: str) -> list[str]:
     return [validate_site_id(s) for s in ids]
 
 
+def demo_stac_identity(world: Any) -> str:
+    """The demo world's STAC endpoint in fingerprints: the world, not the port it is served
+    on this time (a fresh one every run), so a rerun reuses the stores it may reuse."""
+    return f"demo world {world.root} ({world.config.digest()})"
+
+
 @contextlib.contextmanager
 def _demo_inputs() -> Iterator[dict[str, Any]]:
     """Generate (or reuse) the demo world and serve it for the duration of the build."""
@@ -48,24 +55,42 @@ def _demo_inputs() -> Iterator[dict[str, Any]]:
     world = generate_world(default_world_dir(), DemoConfig())
     with serve_world(world) as served:
         yield {"sites": [s.site_id for s in world.sites], "stac_url": served.stac_url,
+               "stac_identity": demo_stac_identity(world),
                "provider": "custom", "corine_source": str(world.corine_path),
                "fluxnet_dir": str(world.fluxnet_dir), "start": world.config.start,
                "end": world.config.end}
 
 
 class SiteProgress:
-    """Rich progress: one bar per site, one step per build stage done (or skipped)."""
+    """Rich progress: one bar per site, one step per build stage done (or skipped).
 
-    def __init__(self, progress: Any, site_ids: list[str]) -> None:
+    ``progress`` is a started :func:`~gpp_cubes.cli.common.progress_bar`, or a function
+    that opens one, called at the first event (see :func:`site_progress`).
+    """
+
+    def __init__(self, progress: Any | Callable[[], Any], site_ids: list[str]) -> None:
         from gpp_cubes.build import STAGES
 
-        self.progress = progress
+        lazy = callable(progress) and not hasattr(progress, "add_task")
+        self._open = progress if lazy else None
+        self._lock = threading.Lock()  # events arrive on the Dask client's thread too
+        self.progress = None if lazy else progress
         self.stages = STAGES
+        self.site_ids = site_ids
         self.done: dict[str, set[str]] = {s: set() for s in site_ids}
-        self.tasks = {s: progress.add_task(f"{s}: waiting", total=len(STAGES))
-                      for s in site_ids}
+        self.tasks: dict[str, Any] = {}
+        if self.progress is not None:
+            self._add_tasks()
+
+    def _add_tasks(self) -> None:
+        self.tasks = {s: self.progress.add_task(f"{s}: waiting", total=len(self.stages))
+                      for s in self.site_ids}
 
     def __call__(self, site: str, stage: str, state: str) -> None:
+        with self._lock:
+            if self.progress is None and self._open is not None:
+                self.progress = self._open()
+                self._add_tasks()
         task = self.tasks.get(site)
         if task is None:
             return
@@ -83,6 +108,14 @@ class SiteProgress:
         self.progress.update(task, completed=n, description=f"{site}: {label}")
 
 
+@contextlib.contextmanager
+def site_progress(site_ids: list[str]) -> Iterator[SiteProgress]:
+    """A :class:`SiteProgress` whose display opens at the build's first event, so a build
+    that stops before it starts (a changed store, a missing input) prints its error only."""
+    with contextlib.ExitStack() as stack:
+        yield SiteProgress(lambda: stack.enter_context(progress_bar()), site_ids)
+
+
 def print_build_table(table: Any, out_dir: Path) -> None:
     t = Table(title=f"feature cubes in {out_dir}")
     for col in ("site", "status", "S2 found/kept", "S1 found/kept", "LST found/kept",
@@ -96,12 +129,27 @@ def print_build_table(table: Any, out_dir: Path) -> None:
     def pct(v: Any) -> str:
         return "" if v is None or v != v else f"{100 * float(v):.0f} %"
 
+    def qa(r: Any) -> str:  # S2 time steps and S1/LST/GHI values (gpp_cubes.qa)
+        def n(k: str) -> int:
+            v = r.get(k)
+            return 0 if v is None or v != v else int(v)
+
+        said = [f"{n(f's2_qa_{k}')} S2 scenes and {n(f'qa_values_{k}')} values {k}"
+                for k in ("dropped", "flagged")
+                if n(f"s2_qa_{k}") or n(f"qa_values_{k}")]
+        return f"{r['site']}: feature QA {'; '.join(said)}" if said else ""
+
     for r in table.to_dict("records"):
         style = {"failed": "red", "built": "green", "skipped": "cyan"}.get(r["status"], "")
         t.add_row(r["site"], f"[{style}]{r['status']}[/]" if style else str(r["status"]),
                   fk(r, "s2"), fk(r, "s1"), fk(r, "lst"), pct(r.get("clear_fraction")),
                   pct(r.get("gpp_valid_fraction")), r.get("error") or "")
     Console().print(t)
+    notes = [qa(r) for r in table.to_dict("records") if qa(r)]
+    for note in notes:
+        Console().print(note)
+    if notes:
+        Console().print(f"reasons: {out_dir}/logs/<SITE>.log and the stores' provenance 'qa'")
 
 
 def register(app: typer.Typer) -> None:
@@ -128,6 +176,11 @@ def register(app: typer.Typer) -> None:
         memory_limit: str | None = typer.Option(
             None, "--memory-limit", help="LocalCluster memory limit per worker, e.g. 3GiB."),
         force: bool = typer.Option(False, "--force", help="Rebuild complete stores too."),
+        rebuild_changed: bool = typer.Option(
+            False, "--rebuild-changed",
+            help="Rebuild the complete stores built from other inputs or parameters than "
+                 "this run's (and what depends on them); without it such a store stops the "
+                 "build (exit code 2) before anything runs."),
         provider: str = typer.Option(
             "planetary-computer", "--provider",
             help="planetary-computer, earth-search or custom (with --stac)."),
@@ -141,6 +194,18 @@ def register(app: typer.Typer) -> None:
         end: str | None = typer.Option(
             None, "--end", help="Last day [default: 2020-12-31, or the demo world's]."),
         engine: str = typer.Option("odc", "--engine", help="Raster loader: odc or stackstac."),
+        max_sun_zenith: float | None = typer.Option(
+            None, "--max-sun-zenith", min=0.0, max=90.0,
+            help="Exclude S2 scenes whose sun zenith at the tower exceeds this [degrees; "
+                 "default 80]: the c-factor NBAR kernels diverge beyond ~80; ESA advises "
+                 "against quantitative use of L2A above 70 (the stricter choice). Excluded "
+                 "scenes are logged and listed in provenance."),
+        qa: str = typer.Option(
+            "drop", "--qa", help="Feature QA: drop implausible values and outliers (the "
+            "reason is logged and kept in provenance 'qa'), flag them (kept), or off."),
+        qa_outlier_sigma: float | None = typer.Option(
+            None, "--qa-outlier-sigma", min=0.5,
+            help="Outlier threshold of the feature QA [robust sigmas; default 5]."),
         config: Path | None = ConfigOption,
         debug: bool = DebugOption,
     ) -> None:
@@ -157,20 +222,23 @@ def register(app: typer.Typer) -> None:
                     inputs = stack.enter_context(_demo_inputs())
                 else:
                     inputs = {"sites": _parse_sites(sites or ""),
-                              "stac_url": stac, "provider": provider,
+                              "stac_url": stac, "stac_identity": None, "provider": provider,
                               "corine_source": corine,
                               "fluxnet_dir": str(fluxnet) if fluxnet else None,
                               "start": "2016-01-01", "end": "2020-12-31"}
-                with progress_bar() as bar:
-                    show = SiteProgress(bar, list(inputs["sites"]))
+                with site_progress(list(inputs["sites"])) as show:
                     table = build_sites(
                         inputs["sites"], out, start=start or inputs["start"],
                         end=end or inputs["end"],
                         provider=inputs["provider"], stac_url=inputs["stac_url"],
+                        stac_identity=inputs["stac_identity"],
                         corine_source=inputs["corine_source"],
                         fluxnet_dir=inputs["fluxnet_dir"], scheduler=scheduler,
                         n_workers=workers, memory_limit=memory_limit, force=force,
-                        progress=show, engine=engine)
+                        rebuild_changed=rebuild_changed, progress=show, engine=engine,
+                        qa={"action": qa, "outlier_sigma": qa_outlier_sigma},
+                        s2_options=None if max_sun_zenith is None
+                        else {"max_sun_zenith": max_sun_zenith})
             print_build_table(table, out)
             state["failed"] = any_failed(table)
 

@@ -72,7 +72,11 @@ DebugOption = typer.Option(False, "--debug", help="Show full tracebacks on error
 
 
 def guarded(fn: Callable[[], Any], *, debug: bool, stage: str) -> Any:
-    """Run ``fn``; on an expected failure print one line naming the stage and exit 1."""
+    """Run ``fn``; on an expected failure print one line naming the stage and exit.
+
+    The exit code is the error's ``exit_code`` attribute if it has one (2 for
+    :class:`~gpp_cubes.errors.StaleStoreError`), else 1.
+    """
     try:
         return fn()
     except (GppError, FileNotFoundError, OSError, ValueError) as err:
@@ -82,7 +86,7 @@ def guarded(fn: Callable[[], Any], *, debug: bool, stage: str) -> Any:
             # soft_wrap: one logical line, never broken inside a path by the terminal width
             console.print(f"[bold red]error[/] {escape(f'[{stage}]')} {escape(redact(str(err)))}",
                           soft_wrap=True)
-        raise typer.Exit(code=1) from None
+        raise typer.Exit(code=getattr(err, "exit_code", 1)) from None
 
 
 @contextmanager

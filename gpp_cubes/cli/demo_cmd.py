@@ -43,6 +43,7 @@ def _world_config(sites: int, seed: int, quick: bool) -> Any:
 def _run_demo(out: Path, sites: int, seed: int, quick: bool, workers: int | None,
               force: bool) -> dict[str, Path]:
     from gpp_cubes.build import CATALOG_DIR, any_failed, build_sites
+    from gpp_cubes.cli.build_cmd import demo_stac_identity
     from gpp_cubes.demo import generate_world, serve_world
     from gpp_cubes.errors import BuildError
 
@@ -63,12 +64,15 @@ def _run_demo(out: Path, sites: int, seed: int, quick: bool, workers: int | None
     site_ids = [s.site_id for s in world.sites]
     with serve_world(world) as served, progress_bar() as progress:
         console.print(f"    STAC API {served.stac_url}  files {served.files_url}")
-        # the demo world mimics Planetary Computer: only the URL differs
+        # The demo world mimics Planetary Computer: only the URL differs. The cubes follow
+        # the world: a rerun with other options (a regenerated world) rebuilds what changed.
         table = build_sites(
             site_ids, cubes, start=config.start, end=config.end,
-            stac_url=served.stac_url, provider="planetary-computer",
+            stac_url=served.stac_url, stac_identity=demo_stac_identity(world),
+            provider="planetary-computer",
             corine_source=str(world.corine_path), fluxnet_dir=str(world.fluxnet_dir),
-            n_workers=workers, force=force, progress=SiteProgress(progress, site_ids),
+            n_workers=workers, force=force, rebuild_changed=True,
+            progress=SiteProgress(progress, site_ids),
         )
     print_build_table(table, cubes)
     if any_failed(table):
@@ -93,7 +97,7 @@ def register(app: typer.Typer) -> None:
     def demo(
         out: Path = typer.Option(Path("gpp-demo"), help="Output directory."),
         quick: bool = typer.Option(False, "--quick", help="Small budget (about 3 minutes)."),
-        sites: int = typer.Option(3, min=1, max=19, help="Number of demo sites."),
+        sites: int = typer.Option(4, min=1, max=19, help="Number of demo sites."),
         seed: int = typer.Option(0, help="Seed of the world and of the models."),
         workers: int | None = typer.Option(None, help="Dask workers (default: one per core)."),
         force: bool = typer.Option(False, "--force", help="Rebuild cubes that are complete."),

@@ -18,6 +18,8 @@ def _prov(ds: xr.Dataset) -> dict:
         for k in VOLATILE:
             d.pop(k, None)
         d.get("parameters", {}).pop("stac_url", None)  # servers run on fresh ports
+        # the same FLUXNET files copied elsewhere (the fingerprint names them by file name)
+        d.get("parameters", {}).pop("fluxnet_dir", None)
     return p
 
 

@@ -87,6 +87,17 @@ def test_rebuild_skips_complete_stores(local_build, build_served, tmp_path):
     assert before == after
 
 
+def _fluxnet_with(served, tmp_path, site_id: str):
+    """The world's FLUXNET files plus a copy of DE-Hai's named for ``site_id``: a build
+    checks that every site has a file before it starts (same names, sizes and times, so
+    the stores built from the world's directory stay valid)."""
+    flux = tmp_path / "fluxnet"
+    shutil.copytree(served.world.fluxnet_dir, flux)
+    src = find_fluxnet_file(flux, "DE-Hai")
+    shutil.copy2(src, flux / src.name.replace("DE-Hai", site_id))
+    return flux
+
+
 def test_failing_site_does_not_stop_the_others(local_build, build_served, tmp_path):
     _, out = local_build
     copy = tmp_path / "copy"
@@ -94,7 +105,8 @@ def test_failing_site_does_not_stop_the_others(local_build, build_served, tmp_pa
     shutil.rmtree(copy / "BE-Vie.zarr")  # rebuilt from its phase-1 intermediates
     nowhere = SiteMeta("XX-Non", latitude=40.0, longitude=-3.0, elevation_m=600.0, igbp="ENF")
     table = build_sites(["DE-Hai", "BE-Vie", nowhere], copy, n_workers=2,
-                        **build_kwargs(build_served))
+                        **{**build_kwargs(build_served),
+                           "fluxnet_dir": _fluxnet_with(build_served, tmp_path, "XX-Non")})
     status = dict(zip(table["site"], table["status"], strict=True))
     assert status == {"DE-Hai": "skipped", "BE-Vie": "built", "XX-Non": "failed"}
     err = table.set_index("site").loc["XX-Non", "error"]
@@ -146,9 +158,10 @@ def test_cli_build_exit_codes(local_build, build_served, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(out, copy)
     w = build_served.world
+    flux = _fluxnet_with(build_served, tmp_path, "CH-Dav")
     args = ["build", "--out", str(copy), "--provider", "custom", "--stac",
             build_served.stac_url, "--corine", str(w.corine_path), "--fluxnet",
-            str(w.fluxnet_dir), "--start", BUILD_START, "--end", BUILD_END, "--workers", "1"]
+            str(flux), "--start", BUILD_START, "--end", BUILD_END, "--workers", "1"]
     runner = CliRunner()
     ok = runner.invoke(app, [*args, "--sites", "DE-Hai,BE-Vie"])
     assert ok.exit_code == 0, ok.output

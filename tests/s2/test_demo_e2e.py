@@ -164,3 +164,24 @@ def test_baseline_04_offset_applied_after_january_2022(world_2022, tmp_path):
         np.testing.assert_allclose(cube.B04.values[t][inb], p.reflectance, atol=1e-6)
         seen.add(row.processing_baseline)
     assert seen == {"02.12", "04.00"}
+
+
+def test_site_on_a_utm_zone_boundary_uses_both_tiles(served, tmp_path):
+    """FI-Hyy (zone 35) is covered by a zone-34 tile too: its scenes are mosaicked on the
+    zone-35 grid, with NBAR from whichever granule comes first, and no band mean is NaN or
+    0.0 (what a reprojected c-factor grid once gave)."""
+    world, stac_url = served
+    site, start, end = "FI-Hyy", "2018-05-01", "2018-09-30"
+    feats = s2_features(site, start, end, provider="custom", stac_url=stac_url,
+                        cache_dir=tmp_path, index_list=["NDVI"])
+    prov = json.loads(feats.attrs["provenance"])
+    t = world.truth.s2_scenes
+    t = t[(t.site == site) & (t.date >= start) & (t.date <= end)].set_index("item_id")
+    used = t.loc[prov["stac_items"]]
+    assert set(used.epsg) == {32634, 32635}  # both zones' tiles went into the cube
+    assert prov["dropped_items"] == {} and feats.sizes["time"] >= 3
+    for band in ("B02", "B04", "B08", "B11"):
+        assert (feats[band].values > 0.005).all() and (feats[band].values < 0.8).all(), band
+    ndvi = pd.Series(feats.NDVI.values, index=[str(d)[:10] for d in feats.time.values])
+    ref = used.groupby("date").forest_ndvi.first().reindex(ndvi.index)
+    np.testing.assert_allclose(ndvi.values, ref.values, atol=0.05)

@@ -1,0 +1,471 @@
+"""Fingerprints: what each store of a build was made from, so resume never silently reuses.
+
+Stage of the data flow: bookkeeping of :mod:`gpp_cubes.build`. Every store a build writes
+records in its provenance (key ``fingerprint``) the named values that determine its content,
+and a short hash of them:
+
+=============================  ==========================================================
+store                          values of its fingerprint
+=============================  ==========================================================
+``.work/<SITE>/s2.zarr``       site position, dates, provider and STAC endpoint, CORINE
+                               identity, engine, S2 options, gpp-cubes, spyndex, sen2nbar
+``.work/<SITE>/s1.zarr``       position, dates, provider and STAC, CORINE, engine
+``.work/<SITE>/lst.zarr``      position, dates, provider and STAC, LST source
+``.work/<SITE>/target.zarr``   position, elevation, dates, the site's FLUXNET file identity
+``.work/pca.sites.json``       (the PCA's sidecar) train years, the hashes of the S2
+                               stores the PCA in ``pca.json`` was fitted on
+``<SITE>.zarr``                site record, dates, train/test years, the hashes (and values)
+                               of its four phase-1 stores and of the PCA
+``features.zarr``              none of its own: its provenance keeps each site store's
+=============================  ==========================================================
+
+Every stage also records the gpp-cubes version, and every
+:class:`~gpp_cubes.build.BuildConfig` field that :data:`NOT_DETERMINING` does not list as
+irrelevant to it: a field added to ``BuildConfig`` later counts for every stage until it is
+listed there (a needless rebuild costs time, a wrong reuse costs trust). Input files are
+identified by path (CORINE) or name (FLUXNET: the same files copied elsewhere stay the same)
+plus size and modification time [ns]; URLs without their query, so no credential is ever
+recorded; the STAC endpoint by ``stac_identity`` when the caller gives one (a server started
+on a fresh port every run, such as the demo world's).
+
+Before a build starts, :func:`plan_resume` lists the complete stores whose recorded
+fingerprint differs from the one this run would write (or that have none: written by an
+older version), with what depends on them, in dependency order; :class:`StaleStore` names
+the differing values (``corine_source=None -> /data/clc.tif``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+#: Provenance key of the fingerprint record.
+KEY = "fingerprint"
+#: Hex digits of the short hash.
+HASH_LENGTH = 16
+#: Phase-1 stages, one store each per site (:data:`gpp_cubes.build.SENSORS`).
+PHASE1 = ("s2", "s1", "lst", "target")
+
+_ALL_INPUT_FIELDS = frozenset({"provider", "stac_url", "stac_identity", "corine_source",
+                               "fluxnet_dir", "engine", "lst_source", "s2_options"})
+#: ``BuildConfig`` fields (keys of ``provenance_params()``) that do NOT determine a stage's
+#: content; every other field does. ``stac_identity`` is recorded as the ``stac_url`` value.
+NOT_DETERMINING: dict[str, frozenset[str]] = {
+    "s2": frozenset({"fluxnet_dir", "lst_source", "train_years", "test_years"}),
+    "s1": frozenset({"fluxnet_dir", "lst_source", "train_years", "test_years", "s2_options"}),
+    "lst": frozenset({"fluxnet_dir", "corine_source", "engine", "train_years", "test_years",
+                      "s2_options"}),
+    "target": frozenset({"provider", "stac_url", "stac_identity", "corine_source", "engine",
+                         "lst_source", "train_years", "test_years", "s2_options"}),
+    # the PCA sees its inputs through the S2 stores' hashes
+    "pca": _ALL_INPUT_FIELDS | {"start", "end", "test_years"},
+    # a site store sees its inputs through its phase-1 stores' hashes
+    "site": _ALL_INPUT_FIELDS,
+}
+#: Site attributes that determine a stage (the site store records them all).
+SITE_FIELDS: dict[str, tuple[str, ...]] = {
+    "s2": ("latitude", "longitude"), "s1": ("latitude", "longitude"),
+    "lst": ("latitude", "longitude"), "target": ("latitude", "longitude", "elevation_m"),
+    "pca": (),
+}
+#: Packages whose version determines a stage.
+VERSIONS: dict[str, tuple[str, ...]] = {"s2": ("gpp-cubes", "spyndex", "sen2nbar")}
+#: S2 options that change how fast, not what, is computed (:func:`gpp_cubes.s2.s2_features`).
+S2_RUNTIME_OPTIONS = frozenset({"read_threads", "blocks_in_flight", "cache_dir"})
+
+_UNSET = "(unset)"
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """Named values that determine a store's content, and their short hash.
+
+    Attributes
+    ----------
+    values : dict
+        Flat ``name -> JSON value``; ``input.<name>`` holds the hash of a store this one is
+        made from.
+    hash : str
+        First :data:`HASH_LENGTH` hex digits of the SHA-256 of the canonical JSON of
+        ``values`` (kept as recorded: a record's values may have been redacted since).
+    inputs : dict
+        ``name -> {"hash", "values"}`` of the input stores, kept to explain a difference.
+    """
+
+    values: dict[str, Any]
+    hash: str
+    inputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @classmethod
+    def make(cls, values: Mapping[str, Any],
+             inputs: Mapping[str, Fingerprint | None] | None = None, *,
+             explain_inputs: bool = True) -> Fingerprint:
+        """The fingerprint of ``values`` and of the input stores ``inputs`` (their hashes)."""
+        inputs = dict(inputs or {})
+        vals = {**values, **{f"input.{k}": fp.hash if fp else None for k, fp in inputs.items()}}
+        vals = json.loads(json.dumps(vals, default=str))  # tuples -> lists, paths -> text
+        digest = hashlib.sha256(_canonical(vals).encode()).hexdigest()[:HASH_LENGTH]
+        detail = {k: {"hash": fp.hash, "values": fp.values}
+                  for k, fp in inputs.items() if fp is not None} if explain_inputs else {}
+        return cls(values=vals, hash=digest, inputs=detail)
+
+    def record(self) -> dict[str, Any]:
+        """What the store's provenance keeps (JSON)."""
+        rec: dict[str, Any] = {"hash": self.hash, "values": self.values}
+        if self.inputs:
+            rec["inputs"] = self.inputs
+        return rec
+
+    @classmethod
+    def from_record(cls, rec: Any) -> Fingerprint | None:
+        """The fingerprint of a :meth:`record` (None if ``rec`` is not one)."""
+        if not isinstance(rec, Mapping) or not isinstance(rec.get("hash"), str):
+            return None
+        return cls(values=dict(rec.get("values") or {}), hash=rec["hash"],
+                   inputs=dict(rec.get("inputs") or {}))
+
+    def input(self, name: str) -> Fingerprint | None:
+        """The recorded fingerprint of input ``name`` (values only if they were kept)."""
+        h = self.values.get(f"input.{name}")
+        if not isinstance(h, str):
+            return None
+        detail = self.inputs.get(name) or {}
+        return Fingerprint(values=dict(detail.get("values") or {}), hash=h)
+
+
+def differences(old: Fingerprint, new: Fingerprint) -> list[tuple[str, Any, Any]]:
+    """The values that differ, ``(name, old, new)``, in the order of ``new``.
+
+    A differing input store is explained by its own differing values when both records
+    kept them; a sub-value (``corine_source.size``) is left out when its parent differs.
+    """
+    keys = list(new.values) + [k for k in old.values if k not in new.values]
+    changed = [k for k in keys if _canonical(old.values.get(k, _UNSET))
+               != _canonical(new.values.get(k, _UNSET))]
+    out: list[tuple[str, Any, Any]] = []
+    for k in changed:
+        if any(k.startswith(c + ".") for c in changed if c != k and not c.startswith("input.")):
+            continue
+        name = k.removeprefix("input.")
+        was, has = (Fingerprint.from_record(fp.inputs.get(name)) for fp in (old, new))
+        if k.startswith("input.") and was is not None and has is not None:
+            inner = differences(was, has)
+            if inner:  # name the values, once even if several inputs share them
+                out.extend(d for d in inner if d[0] not in {o[0] for o in out})
+                continue
+        out.append((k, old.values.get(k, _UNSET), new.values.get(k, _UNSET)))
+    return out
+
+
+def _show(value: Any) -> str:
+    """A value as the message shows it: text as is, None as None, others as JSON."""
+    if value is None:
+        text = "None"
+    elif isinstance(value, str):
+        text = value
+    else:
+        text = json.dumps(value, default=str)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+# --------------------------------------------------------------------------------------
+# Identities of the inputs
+# --------------------------------------------------------------------------------------
+
+
+def public_url(url: str) -> str:
+    """``url`` without user info, query and fragment (where credentials travel)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:  # IPv6
+        host = f"[{host}]"
+    with contextlib.suppress(ValueError):  # a malformed port: keep the host alone
+        if parts.port:
+            host += f":{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def source_identity(name: str, source: str | os.PathLike[str] | None, *,
+                    by_name: bool = False) -> dict[str, Any]:
+    """Values naming an input file: ``{name: path, name.size: bytes, name.mtime_ns: ns}``.
+
+    A URL (``://``) is named by :func:`public_url` alone; ``by_name`` names a local file by
+    its file name rather than its path (the same file copied elsewhere stays the same).
+    """
+    if source is None:
+        return {name: None}
+    text = str(source)
+    if "://" in text:
+        return {name: public_url(text)}
+    path = Path(text)
+    try:
+        st = path.stat()
+    except OSError:
+        return {name: path.name if by_name else text}
+    return {name: path.name if by_name else text, f"{name}.size": st.st_size,
+            f"{name}.mtime_ns": st.st_mtime_ns}
+
+
+def _stac_endpoint(cfg: Any) -> str:
+    if getattr(cfg, "stac_identity", None):
+        return str(cfg.stac_identity)
+    from gpp_cubes.providers import resolve_provider
+
+    return public_url(resolve_provider(cfg.provider, cfg.stac_url).url)
+
+
+def _versions(names: Sequence[str]) -> dict[str, Any]:
+    from gpp_cubes.store import package_versions
+
+    return {f"version.{k}": v for k, v in package_versions(tuple(names)).items()}
+
+
+def _config_values(cfg: Any, stage: str, site_id: str | None) -> dict[str, Any]:
+    """The ``BuildConfig`` values that determine ``stage``, inputs by identity."""
+    skip = NOT_DETERMINING[stage] | {"stac_identity"}
+    out: dict[str, Any] = {}
+    for name, value in cfg.provenance_params().items():
+        if name in skip:
+            continue
+        if name == "provider":
+            from gpp_cubes.providers import resolve_provider
+
+            out["provider"] = resolve_provider(cfg.provider, cfg.stac_url).name
+        elif name == "stac_url":
+            out["stac_url"] = _stac_endpoint(cfg)
+        elif name == "corine_source":
+            out.update(source_identity("corine_source", value))
+        elif name == "fluxnet_dir":
+            out.update(source_identity("fluxnet_file", _fluxnet_file(value, site_id),
+                                       by_name=True))
+        elif name == "s2_options":
+            out.update({f"s2_options.{k}": v for k, v in sorted(dict(value).items())
+                        if k not in S2_RUNTIME_OPTIONS})
+        elif isinstance(value, Mapping):
+            out.update({f"{name}.{k}": v for k, v in sorted(value.items())})
+        else:
+            out[name] = value
+    return out
+
+
+def _fluxnet_file(directory: str | None, site_id: str | None) -> Path | None:
+    if not directory or site_id is None or not Path(directory).is_dir():
+        return None
+    from gpp_cubes.fluxnet import find_fluxnet_file
+
+    return find_fluxnet_file(directory, site_id)
+
+
+# --------------------------------------------------------------------------------------
+# The stages
+# --------------------------------------------------------------------------------------
+
+
+def phase1_fingerprint(cfg: Any, meta: Any, sensor: str) -> Fingerprint:
+    """Fingerprint of the phase-1 store of ``sensor`` ("s2", "s1", "lst", "target").
+
+    Parameters
+    ----------
+    cfg : BuildConfig
+    meta : SiteMeta
+        The site (position [degrees], elevation [m]).
+    sensor : str
+    """
+    site = {f"site.{k}": getattr(meta, k) for k in SITE_FIELDS[sensor]}
+    return Fingerprint.make({"stage": sensor, **site,
+                             **_config_values(cfg, sensor, meta.site_id),
+                             **_versions(VERSIONS.get(sensor, ("gpp-cubes",)))})
+
+
+def pca_fingerprint(cfg: Any, s2: Mapping[str, Fingerprint | None]) -> Fingerprint:
+    """Fingerprint of the PCA fitted on the S2 stores ``s2`` (site id -> their fingerprint)."""
+    return Fingerprint.make({"stage": "pca", **_config_values(cfg, "pca", None),
+                             **_versions(("gpp-cubes",))},
+                            {f"s2/{s}": s2[s] for s in sorted(s2)}, explain_inputs=False)
+
+
+def site_fingerprint(cfg: Any, meta: Any, inputs: Mapping[str, Fingerprint | None]
+                     ) -> Fingerprint:
+    """Fingerprint of a site store made from ``inputs`` (its phase-1 stores and "pca")."""
+    site = {f"site.{k}": v for k, v in asdict(meta).items()}
+    return Fingerprint.make({"stage": "site", **site, **_config_values(cfg, "site", None),
+                             **_versions(("gpp-cubes",))},
+                            {k: inputs.get(k) for k in (*PHASE1, "pca")})
+
+
+def read_fingerprint(path: str | Path) -> Fingerprint | None:
+    """The fingerprint a store recorded (None if it has none)."""
+    from gpp_cubes.store import read_provenance
+
+    return Fingerprint.from_record((read_provenance(path) or {}).get(KEY))
+
+
+def pca_sidecar(path: Path) -> Path:
+    """``pca.sites.json`` beside ``pca.json``: the sites the PCA saw and its fingerprint."""
+    return path.with_suffix(".sites.json")
+
+
+def write_pca_sidecar(path: Path, sites: Sequence[str], fp: Fingerprint | None) -> None:
+    """Write the sidecar of the PCA ``path`` (atomically: temporary file, then rename)."""
+    side = pca_sidecar(path)
+    tmp = side.with_name(side.name + ".tmp")
+    tmp.write_text(json.dumps({"sites": sorted(sites), KEY: fp.record() if fp else None},
+                              sort_keys=True))
+    tmp.replace(side)
+
+
+def read_pca_sidecar(path: Path) -> tuple[list[str], Fingerprint | None]:
+    """Sites and fingerprint of the PCA ``path`` (an older version's sidecar, a plain list
+    of sites, has no fingerprint)."""
+    side = pca_sidecar(path)
+    try:
+        data = json.loads(side.read_text())
+    except (OSError, ValueError):
+        return [], None
+    if isinstance(data, list):
+        return [str(s) for s in data], None
+    return [str(s) for s in data.get("sites", [])], Fingerprint.from_record(data.get(KEY))
+
+
+# --------------------------------------------------------------------------------------
+# Resume
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StaleStore:
+    """A complete store this run must not reuse.
+
+    Attributes
+    ----------
+    path : Path
+    old : Fingerprint or None
+        What it was built with (None: no fingerprint, an older version wrote it).
+    new : Fingerprint or None
+        What this run would build it with (None when unknown before the build).
+    reason : str, optional
+        Why it is rebuilt when its own values are unchanged (an input store is rebuilt).
+    """
+
+    path: Path
+    old: Fingerprint | None
+    new: Fingerprint | None
+    reason: str | None = None
+
+    def describe(self) -> str:
+        """One clause: the store and what differs (``X was built with a=1, this run has
+        a=2``)."""
+        name = _display(self.path)
+        if self.old is None:
+            return f"{name} has no fingerprint (built by an older version of gpp-cubes)"
+        diffs = differences(self.old, self.new) if self.new is not None else []
+        if diffs:
+            shown = diffs[:4] + ([("...", "", "")] if len(diffs) > 4 else [])
+            was = ", ".join(k if k == "..." else f"{k}={_show(o)}" for k, o, _ in shown)
+            has = ", ".join(k if k == "..." else f"{k}={_show(n)}" for k, _, n in shown)
+            return f"{name} was built with {was}, this run has {has}"
+        if self.reason:
+            return f"{name} is made from stores that change ({self.reason})"
+        return (f"{name} was built with fingerprint {self.old.hash}, this run has "
+                f"{self.new.hash if self.new else 'another'}")
+
+
+def _display(path: Path) -> str:
+    rel = os.path.relpath(path)
+    return rel if not rel.startswith("..") else str(path)
+
+
+def stale_message(stale: Sequence[StaleStore]) -> str:
+    """The one line that stops a build: the first stale store, and how to go on."""
+    more = len(stale) - 1
+    extra = f" (and {more} other store{'s' if more > 1 else ''})" if more else ""
+    return (f"{stale[0].describe()}{extra}; rerun with --rebuild-changed to rebuild what "
+            "changed (or --force to rebuild everything, or choose another --out)")
+
+
+def plan_resume(cfg: Any, metas: Sequence[Any]) -> list[StaleStore]:
+    """The complete stores of ``metas`` this run must rebuild, in dependency order.
+
+    Phase-1 stores whose fingerprint differs; the PCA if its train years, version or the
+    S2 stores of this run's sites it was fitted on differ (or are rebuilt); a site store if
+    its own values or inputs differ, an input is rebuilt or the PCA is refitted. A site
+    store whose PCA file is gone (``.work`` removed) is judged by the PCA it recorded.
+    Stores without a fingerprint are stale. ``features.zarr`` is not listed: the build
+    rewrites it whenever the site stores it combines change.
+
+    Parameters
+    ----------
+    cfg : BuildConfig
+    metas : sequence of SiteMeta
+
+    Returns
+    -------
+    list of StaleStore
+        Empty when every complete store can be reused.
+    """
+    from gpp_cubes.store import is_complete
+
+    stale: list[StaleStore] = []
+    planned: dict[tuple[str, str], Fingerprint] = {}
+    rebuilt: set[tuple[str, str]] = set()
+    for m in metas:
+        for sensor in PHASE1:
+            fp = planned[(m.site_id, sensor)] = phase1_fingerprint(cfg, m, sensor)
+            path = cfg.phase1_store(m.site_id, sensor)
+            if is_complete(path):
+                old = read_fingerprint(path)
+                if old is None or old.hash != fp.hash:
+                    stale.append(StaleStore(path, old, fp))
+                    rebuilt.add((m.site_id, sensor))
+
+    pca_path = cfg.pca_path()
+    pca: Fingerprint | None = None  # the PCA this run's site stores will be made with
+    refit = False
+    if pca_path.is_file():
+        _, old = read_pca_sidecar(pca_path)
+        if old is None:
+            stale.append(StaleStore(pca_path, None, None))
+            refit = True
+        else:
+            ids = {m.site_id for m in metas}
+            fitted = sorted(k.removeprefix("input.s2/") for k in old.values
+                            if k.startswith("input.s2/"))
+            s2 = {s: planned[(s, "s2")] if s in ids else old.input(f"s2/{s}") for s in fitted}
+            expected = pca_fingerprint(cfg, s2)
+            again = [s for s in fitted if (s, "s2") in rebuilt]
+            if expected.hash != old.hash or again:
+                stale.append(StaleStore(pca_path, old, expected, reason=(
+                    f"S2 store of {', '.join(again)} rebuilt" if again else None)))
+                refit = True
+            else:
+                pca = old
+
+    for m in metas:
+        path = cfg.site_store(m.site_id)
+        if not is_complete(path):
+            continue
+        old = read_fingerprint(path)
+        if old is None:
+            stale.append(StaleStore(path, None, None))
+            continue
+        if refit:
+            stale.append(StaleStore(path, old, None, reason="the PCA is refitted"))
+            continue
+        inputs = {s: planned[(m.site_id, s)] for s in PHASE1}
+        fp = site_fingerprint(cfg, m, {**inputs, "pca": pca or old.input("pca")})
+        again = [s for s in PHASE1 if (m.site_id, s) in rebuilt]
+        if fp.hash != old.hash or again:
+            stale.append(StaleStore(path, old, fp, reason=(
+                f"phase-1 {', '.join(again)} rebuilt" if again else None)))
+    return stale
