@@ -56,15 +56,23 @@ def write_cog(path: Path, data: np.ndarray, *, transform: Any, crs: Any, nodata:
         dst.write(arr)
 
 
-def footprint_wgs84(bounds: tuple[float, float, float, float], crs: Any,
-                    densify: int = 4) -> tuple[dict[str, Any], list[float]]:
-    """GeoJSON polygon (counter-clockwise, closed) and bbox [degrees] of projected bounds."""
+def _outline(bounds: tuple[float, float, float, float], densify: int
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """x, y of a rectangle's outline, counter-clockwise from the lower-left corner,
+    ``densify`` points per side (its edges are curves in another CRS)."""
     left, bottom, right, top = bounds
     t = np.linspace(0, 1, densify + 1)[:-1]
     xs = np.concatenate([left + (right - left) * t, np.full(densify, right),
                          right - (right - left) * t, np.full(densify, left)])
     ys = np.concatenate([np.full(densify, bottom), bottom + (top - bottom) * t,
                          np.full(densify, top), top - (top - bottom) * t])
+    return xs, ys
+
+
+def footprint_wgs84(bounds: tuple[float, float, float, float], crs: Any,
+                    densify: int = 4) -> tuple[dict[str, Any], list[float]]:
+    """GeoJSON polygon (counter-clockwise, closed) and bbox [degrees] of projected bounds."""
+    xs, ys = _outline(bounds, densify)
     to_geo = Transformer.from_crs(crs, 4326, always_xy=True)
     lon, lat = to_geo.transform(xs, ys)
     ring = [[round(float(a), 8), round(float(b), 8)] for a, b in zip(lon, lat, strict=True)]
@@ -96,12 +104,7 @@ def clipped_footprint_wgs84(bounds: tuple[float, float, float, float], crs: Any,
     from shapely.geometry import Polygon, box
     from shapely.geometry.polygon import orient
 
-    left, bottom, right, top = bounds
-    t = np.linspace(0, 1, densify + 1)[:-1]
-    xs = np.concatenate([left + (right - left) * t, np.full(densify, right),
-                         right - (right - left) * t, np.full(densify, left)])
-    ys = np.concatenate([np.full(densify, bottom), bottom + (top - bottom) * t,
-                         np.full(densify, top), top - (top - bottom) * t])
+    xs, ys = _outline(bounds, densify)
     fx, fy = Transformer.from_crs(crs, frame_crs, always_xy=True).transform(xs, ys)
     poly = Polygon(zip(fx, fy, strict=True))
     x0, y0, x1, y1 = poly.bounds

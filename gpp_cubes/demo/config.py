@@ -92,8 +92,33 @@ class DemoConfig:
         return h.hexdigest()[:16]
 
 
+class _Raster:
+    """A north-up raster area on a 60 m lattice, given by ``bounds`` (left, bottom, right,
+    top) [m, UTM]: its pixel grid at each Sentinel-2 resolution."""
+
+    bounds: tuple[float, float, float, float]
+
+    def shape(self, resolution: float) -> tuple[int, int]:
+        left, bottom, right, top = self.bounds
+        return (round((top - bottom) / resolution), round((right - left) / resolution))
+
+    def transform(self, resolution: float):
+        from affine import Affine
+
+        return Affine(resolution, 0.0, self.bounds[0], 0.0, -resolution, self.bounds[3])
+
+    def centres(self, resolution: float):
+        """Pixel-centre coordinates (x row vector, y column vector) [m, the area's CRS]."""
+        import numpy as np
+
+        rows, cols = self.shape(resolution)
+        x = self.bounds[0] + resolution * (np.arange(cols) + 0.5)
+        y = self.bounds[3] - resolution * (np.arange(rows) + 0.5)
+        return x[None, :], y[:, None]
+
+
 @dataclass(frozen=True)
-class TileWindow:
+class TileWindow(_Raster):
     """The part of a Sentinel-2 tile written for a site: a rectangle on the tile's lattice.
 
     Attributes
@@ -112,27 +137,10 @@ class TileWindow:
     def epsg(self) -> int:
         return self.tile.epsg
 
-    def shape(self, resolution: float) -> tuple[int, int]:
-        left, bottom, right, top = self.bounds
-        return (round((top - bottom) / resolution), round((right - left) / resolution))
-
-    def transform(self, resolution: float):
-        from affine import Affine
-
-        return Affine(resolution, 0.0, self.bounds[0], 0.0, -resolution, self.bounds[3])
-
-    def centres(self, resolution: float):
-        """Pixel-centre coordinates (x row vector, y column vector) [m, tile CRS]."""
-        import numpy as np
-
-        rows, cols = self.shape(resolution)
-        x = self.bounds[0] + resolution * (np.arange(cols) + 0.5)
-        y = self.bounds[3] - resolution * (np.arange(rows) + 0.5)
-        return x[None, :], y[:, None]
 
 
 @dataclass(frozen=True)
-class DemoSite:
+class DemoSite(_Raster):
     """A demo site: the station and the frame its products are written on.
 
     Attributes
@@ -196,23 +204,6 @@ class DemoSite:
         """The area the Sentinel-2 landscape is rendered on, on the site tile's lattice."""
         return TileWindow(self.tile, self.render_bounds)
 
-    def shape(self, resolution: float) -> tuple[int, int]:
-        left, bottom, right, top = self.bounds
-        return (round((top - bottom) / resolution), round((right - left) / resolution))
-
-    def transform(self, resolution: float):
-        from affine import Affine
-
-        return Affine(resolution, 0.0, self.bounds[0], 0.0, -resolution, self.bounds[3])
-
-    def centres(self, resolution: float):
-        """Pixel-centre UTM coordinates (x row vector, y column vector) [m]."""
-        import numpy as np
-
-        rows, cols = self.shape(resolution)
-        x = self.bounds[0] + resolution * (np.arange(cols) + 0.5)
-        y = self.bounds[3] - resolution * (np.arange(rows) + 0.5)
-        return x[None, :], y[:, None]
 
 
 def station(site_id: str) -> tuple[str, float, float, float, str]:

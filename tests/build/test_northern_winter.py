@@ -39,6 +39,8 @@ def northern_build(build_served, tmp_path_factory):
 
 def test_low_sun_scenes_are_excluded_and_winter_features_stay_in_range(build_served,
                                                                        northern_build):
+    from gpp_cubes.qa import index_range
+
     truth = build_served.world.truth.s2_scenes.set_index("item_id")
     for site in NORTH:
         with xr.open_zarr(northern_build / f"{site}.zarr") as ds:
@@ -51,6 +53,15 @@ def test_low_sun_scenes_are_excluded_and_winter_features_stay_in_range(build_ser
         for iid in low.index:  # every scene with the sun above 80 deg is excluded, saying so
             assert iid not in s2["item_ids"], iid
             assert why.get(iid, "").startswith(("sun_zenith:", "duplicate:")), (iid, why.get(iid))
+        # the feature QA finds nothing left to drop: no index beyond its definition's bounds,
+        # no band mean outside (0, 1], no outlier scene, over all three years
+        assert prov["qa"]["s2"]["findings"] == {}, prov["qa"]["s2"]["findings"]
+        with xr.open_zarr(northern_build / ".work" / site / "s2.zarr") as p1:
+            table = p1["s2_indices"].to_pandas()
+        ruled = {name: rule for name in table.columns if (rule := index_range(name))}
+        assert len(ruled) > 50
+        for name, rule in ruled.items():
+            assert not rule.outside(table[name].to_numpy()).any(), (site, name)
         # the daily PCs of the winter months stay within the range of the rest of the year
         winter = pcs.index.month.isin(WINTER)
         lo, hi = pcs[~winter].min(), pcs[~winter].max()
