@@ -18,7 +18,7 @@ A machine reference is measured before and after the builds: the speed-up of a f
 CPU workload that shares nothing (``machine_scaling``), 2 processes vs 1, which is what the
 host's two cores give at best to work shaped like the build's.
 
-The default world is the one ``gpp build --demo`` (and ``gpp demo``) builds: 3 sites,
+The default world is the one ``gpp build --demo`` (and ``gpp demo``) builds: 4 sites,
 2016-2020, the demo's default revisits. ``--quick`` times the smaller world of the test
 suite instead (2018-2020, sparser revisits): there fixed costs (imports and set-up repeated
 by each worker, the servers' CPU on the same two cores) weigh more, so its ratio is lower.
