@@ -478,7 +478,9 @@ def _s2_index_table(meta: SiteMeta, grid: Any, cfg: BuildConfig, threads: int = 
                                                           len(prov.get("stac_items", [])))),
                    scenes_kept=len(table),
                    clear_fraction=float(np.mean(frac)) if frac.size else float("nan"),
-                   item_ids=tuple(prov.get("stac_items", [])),
+                   # the items behind the steps the QA kept (``items`` joins a mosaic's ids)
+                   item_ids=tuple(i for group in ds["items"].values[keep]
+                                  for i in str(group).split(" ")),
                    params={**params, "dropped_items": prov.get("dropped_items", {})}, qa=qa)
 
 
