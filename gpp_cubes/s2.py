@@ -105,6 +105,39 @@ def drop_duplicates(items: Sequence[Any]) -> tuple[list[Any], dict[str, str]]:
     return [it for it in items if it.id not in superseded], superseded
 
 
+def one_offset_per_day(items: Sequence[Any], lon: float) -> tuple[list[Any], dict[str, str]]:
+    """Keep, on each solar day, only the items that share one BOA offset.
+
+    A time step is the mosaic of its solar day's items, and its DN are converted with one
+    offset (:func:`to_reflectance`): a day mixing a baseline < 04.00 tile with a >= 04.00
+    one (e.g. the neighbouring tile already reprocessed) would shift the pixels of one of
+    them by 0.1 reflectance. The items with the offset of the day's newest baseline stay.
+
+    Parameters
+    ----------
+    items : sequence of pystac.Item
+        Sentinel-2 L2A items (``s2:processing_baseline``).
+    lon : float
+        Longitude of the site [degrees east], for the solar day.
+
+    Returns
+    -------
+    (kept, excluded) : (list, dict)
+        Items kept in their input order; excluded item id -> ``"mixed_baseline: ..."``.
+    """
+    from gpp_cubes.load import _group
+
+    excluded: dict[str, str] = {}
+    for day in _group(items, lon):
+        baselines = {it.id: str(it.properties.get("s2:processing_baseline")) for it in day}
+        newest = max(baselines.values(), key=lambda b: (baseline_offset(b) != 0.0, b))
+        for it in day:
+            if baseline_offset(baselines[it.id]) != baseline_offset(newest):
+                excluded[it.id] = (f"mixed_baseline: baseline {baselines[it.id]} on the same "
+                                   f"solar day as baseline {newest} (another BOA offset)")
+    return [it for it in items if it.id not in excluded], excluded
+
+
 def to_reflectance(ds: xr.Dataset, bands: Sequence[str] = S2_BANDS,
                    baseline: str = "s2:processing_baseline") -> xr.Dataset:
     """Digital numbers -> surface reflectance [1], NaN for nodata (DN 0).
@@ -299,6 +332,8 @@ def _prepare(site_or_latlon: Any, start: str, end: str, *, provider: str | None,
         items = [resign_expired(it, prov.sign) for it in items]
     n_all = len(items)
     items, excluded = drop_duplicates(items)
+    items, mixed = one_offset_per_day(items, lon)
+    excluded.update(mixed)
     dropped: dict[str, str] = {}
     mtd: dict[str, Path] = {}
     if nbar:

@@ -266,3 +266,27 @@ def test_reduction_never_averages_over_fewer_pixels_than_its_count():
         assert means.B08.values[k] == pytest.approx(b08[t][mask].mean(), rel=1e-6)
         assert int(means.n_clear.values[k]) == int(mask.sum())
         assert means.clear_fraction.values[k] == pytest.approx(mask.mean())
+
+
+def test_a_day_mixing_boa_offsets_keeps_one_offset(tmp_path):
+    """A solar day whose tiles come in two baselines (one already reprocessed with the
+    -1000 offset, its neighbour not) is one time step converted with one offset: the tile
+    with the other offset is excluded, saying why, instead of being shifted by 0.1."""
+    scenes = [Scene("N", when("2018-06-01"), baseline="05.00"),
+              Scene("O", when("2018-06-01", minute=21))]
+    both = make_world(tmp_path / "both", scenes)
+    # the reprocessed tile ends in the middle of the site: the older one would fill the rest
+    for asset in both.items[0].assets.values():
+        if asset.href.endswith(".tif"):
+            with rasterio.open(asset.href) as src:
+                profile, data = src.profile, src.read(1)
+            data[:, : data.shape[1] // 2] = 0
+            with rasterio.open(asset.href, "w", **profile) as dst:
+                dst.write(data, 1)
+    kw = dict(index_list=["NDVI"], cache_dir=tmp_path / "c")
+    mixed = s2_features((LAT, LON), "2018-01-01", "2018-12-31", items=both.items, **kw)
+    alone = s2_features((LAT, LON), "2018-01-01", "2018-12-31", items=both.items[:1], **kw)
+    xr.testing.assert_allclose(mixed.drop_attrs(), alone.drop_attrs(), rtol=1e-6)
+    prov = json.loads(mixed.attrs["provenance"])
+    assert prov["stac_items"] == ["N"]
+    assert prov["excluded_items"]["O"].startswith("mixed_baseline: baseline 02.12")
