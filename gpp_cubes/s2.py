@@ -1,23 +1,31 @@
 """The Sentinel-2 cube builder: per-pixel cube with masks, and the per-site daily features.
 
-:func:`s2_cube` chains the stages lazily (search -> load -> reflectance -> cloud/shadow and
-snow masks -> c-factor NBAR -> forest mask and 1 km circle) and returns a Dask-backed
-``xarray.Dataset`` ready to plot. :func:`s2_features` reduces it, a few time steps at a time
-(never the whole cube in memory), to the mean NBAR over the clear forest pixels of the 1 km
-circle, drops time steps with < 1 % such pixels, and computes the spectral indices of the
-averaged NBAR (paper section 2.1, "Sentinel-2").
+:func:`s2_cube` chains the stages lazily (search -> scene rules -> load -> reflectance ->
+cloud/shadow and snow masks -> c-factor NBAR -> forest mask and 1 km circle) and returns a
+Dask-backed ``xarray.Dataset`` ready to plot. :func:`s2_features` reduces it, a few time
+steps at a time (never the whole cube in memory), to the mean NBAR over the clear forest
+pixels of the 1 km circle, drops time steps with < 1 % such pixels, and computes the spectral
+indices of the averaged NBAR (paper section 2.1, "Sentinel-2").
+
+Scene rules, before any pixel is read: a scene the archive holds twice keeps its newest
+processing (:func:`drop_duplicates`); a solar day keeps the tiles of one BOA offset
+(:func:`one_offset_per_day`); scenes with the sun too low at the tower, an implausible
+c-factor or granule angle grids that do not reach the site are excluded
+(:data:`gpp_cubes.nbar.MAX_SUN_ZENITH`, :func:`gpp_cubes.nbar.c_factor_problem`). Each
+excluded item is logged and kept in ``excluded_items`` with its reason; read failures go to
+``dropped_items`` and count towards ``max_failed_fraction``, exclusions do not. A pixel is
+valid only where every band has a value after NBAR, so each band mean divides by the number
+of pixels it summed (``n_clear``), and a step without any is NaN, never 0.
 
 Speed: :func:`s2_features` streams blocks of ``block`` time steps through the same stages as
 :func:`s2_cube` (one odc-stac read task per band and block, two blocks in flight so reads
-overlap the CPU work, one batched sen2nbar c-factor call per block, c-factors cached on disk
-by item id). On the 5-year demo site (183 scenes, served over HTTP on 127.0.0.1) it runs in
-1.3x the time of a plain sequential rasterio read of the same windows (0.8x with warm
-caches), peak RSS 0.8 GiB (``benchmarks/bench_s2.py``); the values equal the lazy-cube path
-(tested).
+overlap the CPU work, c-factors computed in batches and cached on disk by item id); the
+values equal the lazy-cube path (tested). Figures: ``benchmarks/README.md``.
 
 Reflectance: ``(DN + offset) / 10000`` with ``offset = -1000`` for processing baseline
->= 04.00 (scenes from 25 January 2022 on) and 0 before, from ``s2:processing_baseline``
-(Planetary Computer items carry no ``raster:bands`` offsets). DN 0 is nodata.
+>= 04.00 (new processings from 25 January 2022 on, and ESA's Collection-1 reprocessing,
+05.xx, of older scenes) and 0 before, from ``s2:processing_baseline`` (Planetary Computer
+items carry no ``raster:bands`` offsets). DN 0 is nodata.
 """
 
 from __future__ import annotations
