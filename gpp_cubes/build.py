@@ -424,12 +424,13 @@ class S2Table:
     table : pandas.DataFrame
         Index values [1], one row per kept (clear) solar day, one column per index.
     scenes_found, scenes_kept : int
-        Items found by the search; time steps kept by the 1 % clear-pixel rule.
+        STAC items found by the search; items behind the kept time steps (a mosaicked day
+        counts each of its tiles), so both count the same thing.
     clear_fraction : float
         Mean clear-forest fraction of the 1 km circle over the kept days [0-1].
     qa : dict
-        The S2 section of the feature QA (:func:`gpp_cubes.qa.s2_section`); ``table`` and
-        ``scenes_kept`` exclude the time steps it dropped.
+        The S2 section of the feature QA (:func:`gpp_cubes.qa.s2_section`); ``table``,
+        ``scenes_kept`` and ``item_ids`` exclude the time steps it dropped.
     """
 
     table: pd.DataFrame
@@ -457,7 +458,7 @@ def _s2_index_table(meta: SiteMeta, grid: Any, cfg: BuildConfig, threads: int = 
     from types import SimpleNamespace
 
     from gpp_cubes.qa import QAConfig, qa_s2_features
-    from gpp_cubes.s2 import s2_features
+    from gpp_cubes.s2 import s2_features, used_item_ids
 
     site = SimpleNamespace(id=meta.site_id, latitude=meta.latitude, longitude=meta.longitude)
     ds = s2_features(site, cfg.start, cfg.end, provider=cfg.provider, stac_url=cfg.stac_url,
@@ -474,13 +475,12 @@ def _s2_index_table(meta: SiteMeta, grid: Any, cfg: BuildConfig, threads: int = 
     frac = frac[keep] if frac.size else frac
     params = {k: v for k, v in prov.items()
               if k not in ("stac_items", "dropped_items", "created", "python", "packages")}
+    used = tuple(used_item_ids(ds.isel(time=np.flatnonzero(keep))))  # the steps QA kept
     return S2Table(table=table, scenes_found=int(prov.get("n_items_found",
                                                           len(prov.get("stac_items", [])))),
-                   scenes_kept=len(table),
+                   scenes_kept=len(used),
                    clear_fraction=float(np.mean(frac)) if frac.size else float("nan"),
-                   # the items behind the steps the QA kept (``items`` joins a mosaic's ids)
-                   item_ids=tuple(i for group in ds["items"].values[keep]
-                                  for i in str(group).split(" ")),
+                   item_ids=used,
                    params={**params, "dropped_items": prov.get("dropped_items", {})}, qa=qa)
 
 

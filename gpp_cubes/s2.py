@@ -705,7 +705,7 @@ def _stream_means(site_or_latlon: Any, start: str, end: str, *, block: int,
     if not parts:
         raise BuildError(f"site {prep.site_id!r}: no readable Sentinel-2 time step")
     means = xr.concat(parts, dim="time") if len(parts) > 1 else parts[0]
-    rep = LoadReport(_item_ids(means), {**prep.dropped, **dropped})
+    rep = LoadReport(used_item_ids(means), {**prep.dropped, **dropped})
     return means, _attrs(prep, rep, cloud_mask=cloud_mask, snow=snow, nbar=nbar,
                          forest_src=forest_src, radius_m=radius_m, engine=engine,
                          excluded=excluded)
@@ -721,7 +721,7 @@ class _BlockResult:
     excluded: dict[str, str]
 
 
-def _item_ids(means: xr.Dataset) -> list[str]:
+def used_item_ids(means: xr.Dataset) -> list[str]:
     """Ids of the items behind the kept time steps (``items`` holds them space-joined)."""
     return [iid for group in means["items"].values for iid in str(group).split(" ")]
 
@@ -808,7 +808,7 @@ def s2_features(
               if k not in ("stac_items", "dropped_items", "excluded_items")}
     # found = used + dropped (read failures) + excluded (by a rule), each item once
     prov = {**provenance_base(), "stage": "s2_features", "start": start, "end": end,
-            "stac_items": _item_ids(means), "dropped_items": dropped,
+            "stac_items": used_item_ids(means), "dropped_items": dropped,
             "excluded_items": excluded, "min_clear_fraction": min_fraction,
             "spyndex_version": idx.attrs["spyndex_version"],
             "index_list": idx.attrs["index_list"].split(","), **params}
