@@ -569,6 +569,21 @@ def c_factor_block(paths: Sequence[str | Path], grid: SiteGrid,
     return out
 
 
+#: Version of the c-factor computation, part of the cache key: bump it when the values
+#: change, so no c-factor of an earlier method is ever read back (version 2: evaluated at
+#: the pixel centres transformed into the granule's CRS; version 1 reprojected the grid).
+C_FACTOR_METHOD = 2
+
+
+def _sen2nbar_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("sen2nbar")
+    except PackageNotFoundError:  # pragma: no cover - sen2nbar is a dependency
+        return "unknown"
+
+
 def c_factor_block_cached(paths: Sequence[str | Path], keys: Sequence[str], grid: SiteGrid,
                           bands: Sequence[str] = BRDF_BANDS,
                           cache_dir: str | Path | None = None) -> np.ndarray:
@@ -586,7 +601,8 @@ def c_factor_block_cached(paths: Sequence[str | Path], keys: Sequence[str], grid
         BRDF bands, in output order.
     cache_dir : str or Path, optional
         Granule-metadata cache (:func:`default_cache_dir`); c-factors go to its
-        ``c-factor/`` subdirectory as float32 ``.npy`` files, written atomically.
+        ``c-factor/`` subdirectory as float32 ``.npy`` files, written atomically, keyed by
+        item id, grid, bands, :data:`C_FACTOR_METHOD` and the sen2nbar version.
 
     Returns
     -------
@@ -595,8 +611,8 @@ def c_factor_block_cached(paths: Sequence[str | Path], keys: Sequence[str], grid
     """
     base = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) / "c-factor"
     base.mkdir(parents=True, exist_ok=True)
-    frame = hashlib.sha1(repr((grid.epsg, tuple(grid.bounds), grid.resolution,
-                               tuple(bands))).encode()).hexdigest()[:10]
+    frame = hashlib.sha1(repr((grid.epsg, tuple(grid.bounds), grid.resolution, tuple(bands),
+                               C_FACTOR_METHOD, _sen2nbar_version())).encode()).hexdigest()[:10]
     files = [base / f"{hashlib.sha1(k.encode()).hexdigest()[:16]}-{frame}.npy" for k in keys]
     ny, nx = grid.shape
     out = np.empty((len(paths), len(bands), ny, nx), np.float32)

@@ -290,3 +290,22 @@ def test_a_day_mixing_boa_offsets_keeps_one_offset(tmp_path):
     prov = json.loads(mixed.attrs["provenance"])
     assert prov["stac_items"] == ["N"]
     assert prov["excluded_items"]["O"].startswith("mixed_baseline: baseline 02.12")
+
+
+def test_c_factors_cached_by_an_earlier_method_are_not_read_back(tmp_path, monkeypatch):
+    """The c-factor cache outlives the code: a value cached by another computation (the
+    reprojecting one gave NaN across UTM zones) must never be served for the new one."""
+    import gpp_cubes.nbar as nbar
+
+    grid = site_grid(*FI_HYY)
+    p = _zone34_mtd(tmp_path, grid)
+    cache = tmp_path / "cache"
+    monkeypatch.setattr(nbar, "C_FACTOR_METHOD", nbar.C_FACTOR_METHOD - 1)
+    old = nbar.c_factor_block_cached([p], ["item"], grid, cache_dir=cache)
+    (f,) = (cache / "c-factor").glob("*.npy")
+    np.save(f, np.full_like(old, np.nan))  # what the earlier method left in the cache
+    assert np.isnan(nbar.c_factor_block_cached([p], ["item"], grid, cache_dir=cache)).all()
+    monkeypatch.undo()
+    new = nbar.c_factor_block_cached([p], ["item"], grid, cache_dir=cache)
+    assert np.isfinite(new).all()
+    np.testing.assert_array_equal(new, c_factor_block([p], grid))
