@@ -7,7 +7,7 @@ both frameworks. Prints samples/s for
 
 * JAX ``fused`` (gpp_models default: gpp_models.recurrence, one stacked [x_t, h] @ W matmul
   per step and a hand-written backward pass; the batch split across the cores, one JAX CPU
-  device per core, as gpp_models.train does: gpp_models.parallel),
+  device per core, as the gpp training commands set up: gpp_models.parallel),
 * JAX ``flax`` (stock nn.SimpleCell / nn.GRUCell / nn.OptimizedLSTMCell driven by nn.RNN),
 * PyTorch ``torch.nn.RNN/GRU/LSTM`` (oneDNN kernels on CPU),
 
@@ -17,9 +17,10 @@ float32 matmul peak (a 2048^2 matmul on the same cores) reached by the default's
 Same threads: ``--threads N`` pins the whole process to N cores (``sched_setaffinity``) before
 either framework starts, so XLA's and PyTorch's thread pools (``torch.set_num_threads(N)``)
 see the same cores; XLA otherwise sizes its pool from all cores, and gpp_models asks JAX for
-one CPU device per pinned core. Same allocator: importing
-gpp_models.train tunes glibc malloc for the process (``--malloc tuned``, both frameworks gain
-from it, PyTorch more); ``--malloc system`` keeps glibc's defaults for both. Frameworks run
+one CPU device per pinned core. Same allocator: gpp_models.runtime.configure_process (called
+before either framework starts) tunes glibc malloc for the process (``--malloc tuned``, both
+frameworks gain from it, PyTorch more); ``--malloc system`` keeps glibc's defaults for both.
+Frameworks run
 in alternating rounds; the table gives the median round (wall clock) and the ratio is also
 printed on CPU time (less sensitive to other processes on a shared machine). The load
 average is printed before and after: figures taken with load > cores are not comparable.
@@ -70,7 +71,12 @@ import numpy as np  # noqa: E402
 from gpp_models.config import ModelConfig, TrainConfig  # noqa: E402
 from gpp_models.models import GATES  # noqa: E402
 from gpp_models.parallel import batch_mesh, replicate  # noqa: E402
-from gpp_models.train import MALLOC_TUNED, create_train_state, train_step  # noqa: E402
+from gpp_models.runtime import configure_process  # noqa: E402
+from gpp_models.train import create_train_state, train_step  # noqa: E402
+
+# As the `gpp` training commands do, before JAX's backend starts: tuned allocator (unless
+# --malloc system) and one JAX CPU device per (pinned) core.
+MALLOC_TUNED = configure_process().malloc_tuned
 
 B, T, F, H, L = 256, 90, 25, 128, 2
 SITES, DAYS = 4, 1000

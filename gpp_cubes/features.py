@@ -5,8 +5,8 @@ Stage of the data flow (paper section 2.2, first paragraph)::
     S2 PCs + S1 + LST + clear-sky GHI + GPP/extremes ──> daily calendar
         ──> predictors linearly interpolated in time, GPP left as observed ──> zarr store
 
-This module writes the contract of ``docs/architecture.md`` (format_version "1") that
-``gpp_models`` reads.
+This module writes the contract that ``gpp_models`` reads; its names, units, attributes and
+version are defined once in :mod:`gpp_cubes.contract` (prose: ``docs/architecture.md``).
 
 Gap filling of predictors
 -------------------------
@@ -34,7 +34,6 @@ Montero, D. et al. (2024). Recurrent neural networks for modelling gross primary
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,49 +43,48 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from gpp_cubes.errors import BuildError, InputFormatError
+from gpp_cubes.contract import (  # re-exported: the contract is defined in one place
+    FIXED_PREDICTORS,
+    FORMAT_VERSION,
+    MULTISITE_NAME,
+    PREDICTOR_COUNT_ATTRS,
+    SITE_ATTRS,
+    SITE_ID_ATTR,
+    TARGET,
+    VARIABLES,
+    predictor_metadata,
+    predictor_order,
+    site_coordinates,
+)
+from gpp_cubes.errors import BuildError
 
-FORMAT_VERSION = "1"
+__all__ = [
+    "DEFAULT_END",
+    "DEFAULT_START",
+    "FIXED_PREDICTORS",
+    "FORMAT_VERSION",
+    "MULTISITE_NAME",
+    "SITE_COORDS",
+    "TEST_YEARS",
+    "TRAIN_YEARS",
+    "FillCounts",
+    "SiteInputs",
+    "SiteMeta",
+    "assemble_site",
+    "combine_sites",
+    "daily_calendar",
+    "fill_predictor",
+    "predictor_metadata",
+    "predictor_order",
+    "provenance_json",
+    "write_multisite_store",
+    "write_site_store",
+]
+
 DEFAULT_START = "2016-01-01"
 DEFAULT_END = "2020-12-31"
 TRAIN_YEARS = (2016, 2017, 2018)
 TEST_YEARS = (2019, 2020)
-MULTISITE_NAME = "features.zarr"
-
-#: Fixed predictors after the S2 PCs, in contract order: name -> (units, long_name).
-FIXED_PREDICTORS: dict[str, tuple[str, str]] = {
-    "S1_VV": ("dB", "Sentinel-1 RTC gamma0 VV, forest mean 50-1000 m from the tower"),
-    "S1_VH": ("dB", "Sentinel-1 RTC gamma0 VH, forest mean 50-1000 m from the tower"),
-    "S1_DpRVIVV": ("1", "dual-polarized radar vegetation index (VV) of the mean gamma0"),
-    "MOD11A1_dt": ("K", "MODIS Terra daytime land surface temperature (3x3 mean)"),
-    "MOD11A1_nt": ("K", "MODIS Terra nighttime land surface temperature (3x3 mean)"),
-    "MYD11A1_dt": ("K", "MODIS Aqua daytime land surface temperature (3x3 mean)"),
-    "MYD11A1_nt": ("K", "MODIS Aqua nighttime land surface temperature (3x3 mean)"),
-    "clear_sky_ghi": ("W m-2", "daily mean clear-sky global horizontal irradiance"),
-}
-_PC = re.compile(r"^S2_PC(\d+)$")
-
-
-def predictor_metadata(name: str) -> tuple[str, str]:
-    """(units, long_name) of a predictor of the contract."""
-    if name in FIXED_PREDICTORS:
-        return FIXED_PREDICTORS[name]
-    m = _PC.match(name)
-    if m:
-        return ("1", f"Sentinel-2 spectral-index principal component {m[1]} "
-                     "(standardised indices, PCA fitted on the training years)")
-    raise InputFormatError(f"unknown predictor {name!r}: not S2_PC<k> nor one of "
-                           f"{', '.join(FIXED_PREDICTORS)}")
-
-
-def predictor_order(names: Sequence[str]) -> list[str]:
-    """Contract order: ``S2_PC1..k`` by number, then :data:`FIXED_PREDICTORS` order."""
-    pcs = sorted((n for n in names if _PC.match(n)), key=lambda n: int(_PC.match(n)[1]))
-    fixed = [n for n in FIXED_PREDICTORS if n in names]
-    unknown = set(names) - set(pcs) - set(fixed)
-    if unknown:
-        predictor_metadata(sorted(unknown)[0])  # raises naming it
-    return pcs + fixed
 
 
 def daily_calendar(start: str = DEFAULT_START, end: str = DEFAULT_END) -> pd.DatetimeIndex:
@@ -261,28 +259,28 @@ def assemble_site(inputs: SiteInputs, calendar: pd.DatetimeIndex, *,
     gpp = pd.Series(inputs.gpp, dtype="float64")
     gpp.index = pd.DatetimeIndex(gpp.index).normalize()
     gpp_values = gpp.reindex(calendar).to_numpy(dtype=np.float32)  # reindex only: no fill
-    data_vars["GPP"] = xr.DataArray(gpp_values, dims="time", attrs={
-        "units": "g C m-2 d-1",
-        "long_name": "gross primary production (GPP_NT_VUT_REF), QC-filtered, not interpolated",
+    target = VARIABLES[TARGET]
+    data_vars[TARGET] = xr.DataArray(gpp_values, dims="time", attrs={
+        "units": target.units, "long_name": target.long_name,
         "n_observed": int(np.isfinite(gpp_values).sum())})
     ext = pd.Series(inputs.extreme).astype("boolean")
     ext.index = pd.DatetimeIndex(ext.index).normalize()
     ext_values = ext.reindex(calendar).fillna(False).to_numpy(dtype=bool)
     data_vars["extreme"] = xr.DataArray(ext_values, dims="time", attrs={
-        "long_name": "day of a climate-induced GPP extreme (>= 5 consecutive flagged days)"})
+        "long_name": VARIABLES["extreme"].long_name})
     prov = dict(inputs.provenance)
     prov["fill"] = fill_summary
     prov["calendar"] = [str(calendar[0].date()), str(calendar[-1].date())]
     ds = xr.Dataset(data_vars, coords={"time": ("time", calendar.values)})
     ds.attrs = {
         "format_version": FORMAT_VERSION,
-        "site_id": m.site_id,
+        SITE_ID_ATTR: m.site_id,
         "latitude": float(m.latitude),
         "longitude": float(m.longitude),
         "elevation_m": float(m.elevation_m),
         "igbp": m.igbp,
         "predictors": names,
-        "target": "GPP",
+        "target": TARGET,
         "train_years": [int(y) for y in train_years],
         "test_years": [int(y) for y in test_years],
         "provenance": provenance_json(prov),
@@ -291,7 +289,7 @@ def assemble_site(inputs: SiteInputs, calendar: pd.DatetimeIndex, *,
     return ds
 
 
-SITE_COORDS = ("latitude", "longitude", "elevation_m", "igbp")
+SITE_COORDS = SITE_ATTRS  # former name, kept for importers
 
 
 def combine_sites(datasets: Sequence[xr.Dataset]) -> xr.Dataset:
@@ -321,30 +319,27 @@ def combine_sites(datasets: Sequence[xr.Dataset]) -> xr.Dataset:
         if not ds["time"].equals(first["time"]):
             raise BuildError(f"site {ds.attrs['site_id']} has another calendar than "
                              f"{first.attrs['site_id']}")
-    ids = [str(ds.attrs["site_id"]) for ds in datasets]
+    ids = [str(ds.attrs[SITE_ID_ATTR]) for ds in datasets]
     if len(set(ids)) != len(ids):
         raise BuildError(f"duplicate site ids: {ids}")
     stacked = xr.concat([ds.drop_attrs(deep=False) for ds in datasets], dim="site",
                         combine_attrs="drop_conflicts")
     stacked = stacked.assign_coords(site=("site", ids))
-    for key in SITE_COORDS:
-        vals = [ds.attrs[key] for ds in datasets]
-        stacked = stacked.assign_coords({key: ("site", np.asarray(
-            vals, dtype=object if key == "igbp" else np.float64).astype(
-            str if key == "igbp" else np.float64))})
+    for key, coord in site_coordinates([ds.attrs for ds in datasets]).items():
+        stacked = stacked.assign_coords({key: coord})
     for name in first.attrs["predictors"]:
         attrs = dict(first[name].attrs)
-        for k in ("n_observed", "n_interpolated", "n_edge_filled"):
+        for k in PREDICTOR_COUNT_ATTRS:
             attrs[k] = [int(ds[name].attrs[k]) for ds in datasets]
         stacked[name].attrs = attrs
-    stacked["GPP"].attrs = {**first["GPP"].attrs,
-                            "n_observed": [int(ds["GPP"].attrs["n_observed"])
-                                           for ds in datasets]}
+    stacked[TARGET].attrs = {**first[TARGET].attrs,
+                             "n_observed": [int(ds[TARGET].attrs["n_observed"])
+                                            for ds in datasets]}
     stacked["extreme"].attrs = dict(first["extreme"].attrs)
     stacked.attrs = {
         "format_version": FORMAT_VERSION,
         "predictors": list(first.attrs["predictors"]),
-        "target": "GPP",
+        "target": TARGET,
         "train_years": list(first.attrs["train_years"]),
         "test_years": list(first.attrs["test_years"]),
         "provenance": json.dumps({i: json.loads(ds.attrs["provenance"])
@@ -372,7 +367,7 @@ def write_site_store(ds: xr.Dataset, out_dir: str | Path) -> Path:
     """
     from gpp_cubes.store import write_zarr_atomic
 
-    path = Path(out_dir) / f"{ds.attrs['site_id']}.zarr"
+    path = Path(out_dir) / f"{ds.attrs[SITE_ID_ATTR]}.zarr"
     return write_zarr_atomic(ds, path, provenance=json.loads(ds.attrs["provenance"]))
 
 

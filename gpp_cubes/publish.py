@@ -7,7 +7,7 @@ generic STAC tools discover the cubes: pystac reads it, ``rustac serve
 asset opens with ``xarray.open_zarr``.
 
 Each Item describes one per-site store ``<SITE>.zarr`` of the data contract
-(docs/architecture.md, format_version "1"):
+(:mod:`gpp_cubes.contract`; prose in docs/architecture.md):
 
 - geometry: the tower's analysis buffer (the paper's 1 km circle, drawn in the site's UTM
   zone like the cube's spatial reduction) or the tower point;
@@ -45,6 +45,7 @@ import pystac
 from pystac.extensions.datacube import DatacubeExtension, Dimension, Variable
 from pystac.stac_io import DefaultStacIO
 
+from gpp_cubes.contract import COMPLETE_MARKER, TARGET, validate
 from gpp_cubes.errors import InputFormatError
 from gpp_cubes.secrets import redact_mapping
 
@@ -63,11 +64,6 @@ __all__ = [
 COLLECTION_ID = "gpp-site-cubes"
 ZARR_MEDIA_TYPE = "application/vnd+zarr"
 XARRAY_ASSETS_SCHEMA = "https://stac-extensions.github.io/xarray-assets/v1.0.0/schema.json"
-#: Dataset attributes every store must carry (docs/architecture.md).
-REQUIRED_ATTRS = ("format_version", "predictors", "target")
-REQUIRED_SITE_ATTRS = ("site_id", "latitude", "longitude")
-#: Per-site coordinates of a multi-site store (site-indexed versions of the attrs).
-SITE_COORDS = ("latitude", "longitude", "elevation_m", "igbp")
 
 _DESCRIPTION = (
     "Daily analysis-ready feature cubes at eddy-covariance forest sites: Sentinel-2 "
@@ -137,7 +133,7 @@ def _bbox(geometry: dict[str, Any]) -> list[float]:
 def _open_store(path: Path, require_complete: bool) -> xr.Dataset:
     import xarray as xr
 
-    from gpp_cubes.store import COMPLETE_MARKER, is_complete
+    from gpp_cubes.store import is_complete
 
     if not path.is_dir():
         raise InputFormatError(f"cube store {path} does not exist (or is not a directory)")
@@ -152,17 +148,7 @@ def _open_store(path: Path, require_complete: bool) -> xr.Dataset:
         ds = xr.open_zarr(path, decode_timedelta=False, chunks=None)
     except Exception as err:  # zarr raises many types for a non-store directory
         raise InputFormatError(f"cube store {path} cannot be opened as zarr: {err}") from err
-    missing = [a for a in REQUIRED_ATTRS if a not in ds.attrs]
-    if "site" not in ds.dims:
-        missing += [a for a in REQUIRED_SITE_ATTRS if a not in ds.attrs]
-    if "time" not in ds.dims:
-        missing.append("time dimension")
-    if missing:
-        raise InputFormatError(
-            f"cube store {path} lacks {', '.join(missing)} (docs/architecture.md data contract)"
-        )
-    if ds.sizes["time"] == 0:
-        raise InputFormatError(f"cube store {path} has an empty time dimension")
+    validate(ds, multisite="site" in ds.dims, source=str(path))
     return ds
 
 
@@ -267,7 +253,7 @@ def provenance_summary(provenance: Any, max_items: int = 50) -> dict[str, Any]:
 # datacube description
 # --------------------------------------------------------------------------------------------
 def _variable_type(name: str, ds: xr.Dataset) -> str:
-    data_names = set(_as_list(ds.attrs.get("predictors", []))) | {ds.attrs.get("target", "GPP")}
+    data_names = set(_as_list(ds.attrs.get("predictors", []))) | {ds.attrs.get("target", TARGET)}
     return "data" if name in data_names else "auxiliary"
 
 

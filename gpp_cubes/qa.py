@@ -122,7 +122,7 @@ __all__ = [
     "OUTLIER_FLOORS", "S2_SCAN_BANDS", "Finding", "QAConfig", "RangeRule",
     "apply_to_series", "check_s2_steps", "check_series", "format_qa_table", "formula_range",
     "ghi_upper_bound", "hampel", "index_range", "qa_clear_sky_ghi", "qa_lst_frame",
-    "qa_rows", "qa_s1_frame", "qa_s2_features", "qa_site_table", "range_rule",
+    "qa_rows", "qa_s1_frame", "qa_s2_features", "range_rule",
     "reason_category", "s2_section", "sensor_section", "variable_table",
 ]
 
@@ -993,44 +993,6 @@ def qa_rows(qa: Mapping[str, Any]) -> pd.DataFrame:
             for var, n in per_var.items():
                 rows.append((sensor, f"{unit} {verb}, {rule}: {var}", int(n)))
     return pd.DataFrame(rows, columns=["sensor", "what", "count"])
-
-
-def qa_site_table(qa_by_site: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
-    """One row per site: scene accounting per sensor and the QA findings.
-
-    Parameters
-    ----------
-    qa_by_site : mapping
-        Site id -> the ``qa`` provenance section of its store.
-
-    Returns
-    -------
-    pandas.DataFrame
-        Index ``site``; columns ``QA action``, ``S2 found``, ``S2 used`` [items],
-        ``S2 not used, by reason`` (``"clear_fraction 8, qa_outlier 1"``), ``S1 used/found``,
-        ``LST used/found`` [items] and ``QA findings`` (``"s2 outlier NIRv 1"``).
-    """
-    def used_found(sec: Mapping[str, Any]) -> str:
-        it = sec.get("items")
-        return f"{it.get('used', 0)}/{it.get('found', 0)}" if it else ""
-
-    rows = []
-    for site, qa in qa_by_site.items():
-        secs = {n: qa[n] for n in SECTIONS if isinstance(qa.get(n), Mapping)}
-        s2 = secs.get("s2", {}).get("items", {})
-        findings = [f"{name} {rule} {var} {n}" for name, sec in secs.items()
-                    for rule, per_var in sec.get("findings", {}).items()
-                    for var, n in per_var.items()]
-        rows.append({
-            "site": site, "QA action": qa.get("config", {}).get("action", ""),
-            "S2 found": s2.get("found"), "S2 used": s2.get("used"),
-            "S2 not used, by reason": ", ".join(
-                f"{k} {v}" for k, v in sorted(s2.get("dropped", {}).items(),
-                                               key=lambda kv: -kv[1])),
-            "S1 used/found": used_found(secs.get("s1", {})),
-            "LST used/found": used_found(secs.get("lst", {})),
-            "QA findings": "; ".join(findings) or "none"})
-    return pd.DataFrame(rows).set_index("site") if rows else pd.DataFrame()
 
 
 def format_qa_table(qa: Mapping[str, Any], site_id: str = "") -> str:

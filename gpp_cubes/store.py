@@ -1,9 +1,10 @@
 """Atomic zarr stores with provenance and a completion marker.
 
 A store is written to a temporary sibling directory, reopened and checked, renamed into
-place, and only then gets its ``.gpp-complete`` marker (docs/architecture.md). An interrupted
-write therefore leaves either the previous complete store, or a directory without a marker
-(:func:`is_complete` is False and a restart rebuilds it) — never a store that looks complete.
+place, and only then gets its completion marker (:data:`gpp_cubes.contract.COMPLETE_MARKER`).
+An interrupted write therefore leaves either the previous complete store, or a directory
+without a marker (:func:`is_complete` is False and a restart rebuilds it) — never a store
+that looks complete.
 The hidden temporaries a killed writer leaves (``.<name>.tmp-*``, ``.<name>.old-*``) are
 removed by the next write of the same store (:func:`remove_stale_temporaries`).
 Zarr format 3 with consolidated metadata; zarr-python 3.0.0-3.0.7 are excluded in
@@ -26,6 +27,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from gpp_cubes.contract import COMPLETE_MARKER  # re-exported (defined by the contract)
 from gpp_cubes.errors import InputFormatError
 from gpp_cubes.secrets import redact_mapping
 
@@ -33,8 +35,6 @@ if TYPE_CHECKING:
     import xarray as xr
 
 log = logging.getLogger(__name__)
-
-COMPLETE_MARKER = ".gpp-complete"
 
 #: Packages whose versions every store records.
 PROVENANCE_PACKAGES: tuple[str, ...] = (

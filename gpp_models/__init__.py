@@ -20,6 +20,7 @@ _EXPORTS = {
     "write_report": "gpp_models.report",
     "run_pipeline": "gpp_models.pipeline",
     "write_synthetic_world": "gpp_models.testing",
+    "configure_process": "gpp_models.runtime",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -1,9 +1,10 @@
 """Feature cubes -> standardised arrays -> sequence-to-one windows gathered on the device.
 
-Reads the zarr stores of the gpp_cubes contract (docs/architecture.md, format_version "1"),
-checks the contract on read, standardises predictors with statistics of the fitting years only
-and builds sample indices (site, day) for each split. Windows are never built with Python
-loops: :func:`gather_windows` takes ``X[site, t + arange(-W+1, 1)]`` inside ``jax.jit``.
+Reads the zarr stores of the gpp_cubes contract (:mod:`gpp_cubes.contract`, prose in
+docs/architecture.md), checks the contract on read, standardises predictors with statistics
+of the fitting years only and builds sample indices (site, day) for each split. Windows are
+never built with Python loops: :func:`gather_windows` takes ``X[site, t + arange(-W+1, 1)]``
+inside ``jax.jit``.
 
 References
 ----------
@@ -27,13 +28,14 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from gpp_cubes.contract import (  # the contract is defined once, on the writer's side
+    COMPLETE_MARKER,
+    MULTISITE_NAME,
+    SITE_ID_ATTR,
+    site_coordinates,
+    validate,
+)
 from gpp_cubes.errors import InputFormatError
-
-FORMAT_VERSION = "1"
-COMPLETE_MARKER = ".gpp-complete"
-REQUIRED_ATTRS = ("format_version", "predictors", "target", "train_years", "test_years")
-PREDICTOR_ATTRS = ("units", "long_name", "n_observed", "n_interpolated")
-SITE_ATTRS = ("latitude", "longitude", "elevation_m", "igbp")
 
 
 @dataclass(frozen=True)
@@ -93,52 +95,25 @@ def _open_store(path: Path) -> xr.Dataset:
 
 
 def validate_cube(ds: xr.Dataset, source: str) -> None:
-    """Check a Dataset against the feature-cube contract; raise naming the store and field.
+    """Check a Dataset against the feature-cube contract (:func:`gpp_cubes.contract.validate`).
+
+    A Dataset with a ``site`` dimension is checked as a multi-site store, else as a per-site
+    store.
 
     Raises
     ------
     gpp_cubes.errors.InputFormatError
         Wrong/missing ``format_version``, a missing dataset attribute, variable, coordinate
-        or predictor attribute, or a non-daily time axis.
+        or predictor attribute, or an empty or non-daily time axis; names ``source``.
     """
-    version = ds.attrs.get("format_version")
-    if version is None:
-        raise InputFormatError(f"{source}: missing dataset attribute 'format_version'")
-    if str(version) != FORMAT_VERSION:
-        raise InputFormatError(
-            f"{source}: format_version {version!r} is not supported (expected {FORMAT_VERSION!r})"
-        )
-    for key in REQUIRED_ATTRS:
-        if key not in ds.attrs:
-            raise InputFormatError(f"{source}: missing dataset attribute {key!r}")
-    if "time" not in ds.dims:
-        raise InputFormatError(f"{source}: missing dimension 'time'")
-    target = ds.attrs["target"]
-    for name in [*list(ds.attrs["predictors"]), target, "extreme"]:
-        if name not in ds.data_vars:
-            raise InputFormatError(f"{source}: missing variable {name!r}")
-    for name in ds.attrs["predictors"]:
-        for key in PREDICTOR_ATTRS:
-            if key not in ds[name].attrs:
-                raise InputFormatError(f"{source}: variable {name!r} lacks attribute {key!r}")
-    time = pd.DatetimeIndex(ds["time"].values)
-    if time.size > 1 and not (np.diff(time.values) == np.timedelta64(1, "D")).all():
-        raise InputFormatError(f"{source}: 'time' is not a gap-free daily axis")
-    if "site" in ds.dims:
-        for key in SITE_ATTRS:
-            if key not in ds.coords:
-                raise InputFormatError(f"{source}: missing site coordinate {key!r}")
-    else:
-        for key in ("site_id", *SITE_ATTRS):
-            if key not in ds.attrs:
-                raise InputFormatError(f"{source}: missing dataset attribute {key!r}")
+    validate(ds, multisite="site" in ds.dims, source=source)
 
 
 def _as_multisite(ds: xr.Dataset) -> xr.Dataset:
     if "site" in ds.dims:
         return ds
-    out = ds.expand_dims(site=[str(ds.attrs["site_id"])])
-    return out.assign_coords({k: ("site", [ds.attrs[k]]) for k in SITE_ATTRS})
+    out = ds.expand_dims(site=[str(ds.attrs[SITE_ID_ATTR])])
+    return out.assign_coords(site_coordinates([ds.attrs]))
 
 
 def open_cube(path: str | Path, sites: Sequence[str] | None = None) -> Cube:
@@ -169,10 +144,10 @@ def open_cube(path: str | Path, sites: Sequence[str] | None = None) -> Cube:
         validate_cube(ds, str(path))
         ds = _as_multisite(ds)
     else:
-        stores = sorted(p for p in path.glob("*.zarr") if p.name != "features.zarr")
+        stores = sorted(p for p in path.glob("*.zarr") if p.name != MULTISITE_NAME)
         if not stores:
-            if (path / "features.zarr").exists():
-                return open_cube(path / "features.zarr", sites)
+            if (path / MULTISITE_NAME).exists():
+                return open_cube(path / MULTISITE_NAME, sites)
             raise InputFormatError(f"{path}: no zarr feature stores found")
         parts = []
         for store in stores:

@@ -9,11 +9,11 @@ optimiser step, to sum the gradients. Measured on the 2-core benchmark machine
 from 1 900 to 2 220 samples/s, GRU from 2 070 to 2 390, RNN from 4 780 to 6 760; at batch 32
 the LSTM went from 920 to 1 300.
 
-:func:`configure_cpu_devices` runs when :mod:`gpp_models.train` is imported: it asks JAX for
-one CPU device per usable core (at most :data:`MAX_CPU_DEVICES`) if the JAX backend has not
-started yet. ``GPP_MODELS_CPU_DEVICES=N`` overrides the count (``1`` turns the splitting off).
-On a GPU machine the default devices are the GPUs, and batches are split across them when
-there are several.
+:func:`configure_cpu_devices`, called by :func:`gpp_models.runtime.configure_process` (never
+on import), asks JAX for one CPU device per usable core (at most :data:`MAX_CPU_DEVICES`) if
+the JAX backend has not started yet. ``GPP_MODELS_CPU_DEVICES=N`` overrides the count (``1``
+turns the splitting off). On a GPU machine the default devices are the GPUs, and batches are
+split across them when there are several.
 
 References
 ----------
@@ -31,13 +31,23 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from gpp_cubes.build import default_workers
-
 logger = logging.getLogger("gpp_models")
 
 BATCH_AXIS = "batch"
 MAX_CPU_DEVICES = 8
 MIN_SHARD = 16  # samples per device below which splitting a batch is not worth a device
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity; all cores where that is unknown).
+
+    The same count as :func:`gpp_cubes.build.default_workers` (one Dask worker per core),
+    kept here because :mod:`gpp_models` does not import the cube builder.
+    """
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - macOS/Windows
+        return max(1, os.cpu_count() or 1)
 
 
 def configure_cpu_devices(count: int | None = None) -> int:
@@ -59,7 +69,7 @@ def configure_cpu_devices(count: int | None = None) -> int:
     if count is None:
         env = os.environ.get("GPP_MODELS_CPU_DEVICES")
         # One device per core this process may use, as a batch build has one worker per core.
-        count = int(env) if env else min(default_workers(), MAX_CPU_DEVICES)
+        count = int(env) if env else min(usable_cores(), MAX_CPU_DEVICES)
     configured = jax.config.jax_num_cpu_devices
     if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", "") or (
             configured not in (-1, None) and configured != count):

@@ -27,6 +27,10 @@ from gpp_models.evaluate import SETTINGS, nrmse_tables
 from gpp_models.explain import summarize_importance
 from gpp_models.figures import all_figures, feature_qa
 
+#: Sensor sections of a site's ``qa`` provenance, in display order: the names
+#: ``gpp_cubes.qa.SECTIONS`` writes (tests/test_import_graph.py checks they agree).
+QA_SECTIONS = ("s2", "s1", "lst", "clear_sky_ghi")
+
 CSS = """
 body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;
 color:#222}
@@ -46,11 +50,47 @@ def _table(frame: pd.DataFrame, digits: int = 3) -> str:
     return frame.to_html(float_format=lambda v: f"{v:.{digits}f}", na_rep="-", border=0)
 
 
+def qa_site_table(qa_by_site: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
+    """One row per site: scene accounting per sensor and the QA findings (the report's table).
+
+    Parameters
+    ----------
+    qa_by_site : mapping
+        Site id -> the ``qa`` provenance section of its store (:func:`feature_qa`).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Index ``site``; columns ``QA action``, ``S2 found``, ``S2 used`` [items],
+        ``S2 not used, by reason`` (``"clear_fraction 8, qa_outlier 1"``), ``S1 used/found``,
+        ``LST used/found`` [items] and ``QA findings`` (``"s2 outlier NIRv 1"``).
+    """
+    def used_found(sec: Mapping[str, Any]) -> str:
+        it = sec.get("items")
+        return f"{it.get('used', 0)}/{it.get('found', 0)}" if it else ""
+
+    rows = []
+    for site, qa in qa_by_site.items():
+        secs = {n: qa[n] for n in QA_SECTIONS if isinstance(qa.get(n), Mapping)}
+        s2 = secs.get("s2", {}).get("items", {})
+        findings = [f"{name} {rule} {var} {n}" for name, sec in secs.items()
+                    for rule, per_var in sec.get("findings", {}).items()
+                    for var, n in per_var.items()]
+        rows.append({
+            "site": site, "QA action": qa.get("config", {}).get("action", ""),
+            "S2 found": s2.get("found"), "S2 used": s2.get("used"),
+            "S2 not used, by reason": ", ".join(
+                f"{k} {v}" for k, v in sorted(s2.get("dropped", {}).items(),
+                                               key=lambda kv: -kv[1])),
+            "S1 used/found": used_found(secs.get("s1", {})),
+            "LST used/found": used_found(secs.get("lst", {})),
+            "QA findings": "; ".join(findings) or "none"})
+    return pd.DataFrame(rows).set_index("site") if rows else pd.DataFrame()
+
+
 def _feature_qa_section(qa: Mapping[str, Mapping[str, Any]], figs: Mapping[str, Any]
                         ) -> list[str]:
     """HTML of the "Feature QA" section (empty when the cubes carry no QA)."""
-    from gpp_cubes.qa import qa_site_table
-
     if not qa:
         return []
     parts = ["<h2>Feature QA</h2>",

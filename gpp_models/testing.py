@@ -6,15 +6,19 @@ Used by the tests, the benchmarks and as a fallback demo input. GPP is planted a
 component acts with a 15-day memory and land-surface temperature anomalies (heat/drought
 events, flagged as ``extreme``) lower GPP. The other predictors are autocorrelated noise.
 
-The stores follow docs/architecture.md, format_version "1": per-site ``<SITE>.zarr`` and a
-multi-site ``features.zarr`` (dims ``site``, ``time``), each with a ``.gpp-complete`` marker.
+The stores follow the contract of :mod:`gpp_cubes.contract`: per-site ``<SITE>.zarr`` and
+a multi-site ``features.zarr`` (dims ``site``, ``time``), each with its completion marker.
+
+This is a test helper, so unlike the rest of ``gpp_models`` (which may import only
+``gpp_cubes.contract`` and ``gpp_cubes.errors``) it writes through the real writer of
+:mod:`gpp_cubes.features` and :mod:`gpp_cubes.store` (``combine_sites``,
+``write_site_store``, ``write_multisite_store``, ``write_zarr_atomic``): the synthetic stores
+are then exactly what a build writes, not a second implementation of the contract.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,9 +26,9 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-FORMAT_VERSION = "1"
+from gpp_cubes.contract import FIXED_PREDICTORS, FORMAT_VERSION, MULTISITE_NAME, predictor_metadata
+
 TRUE_DRIVER = "clear_sky_ghi"
-COMPLETE_MARKER = ".gpp-complete"
 
 # (site id, latitude [deg], longitude [deg], elevation [m], IGBP class): real ICOS towers.
 DEFAULT_SITES: tuple[tuple[str, float, float, float, str], ...] = (
@@ -33,16 +37,10 @@ DEFAULT_SITES: tuple[tuple[str, float, float, float, str], ...] = (
     ("FI-Var", 67.7549, 29.6100, 395.0, "ENF"),
 )
 
-_UNITS = {"S2": "1", "S1_VV": "dB", "S1_VH": "dB", "S1_DpRVIVV": "1", "LST": "K"}
-
 
 def predictor_names(n_pcs: int = 3) -> list[str]:
     """Contract predictor names in order: S2 PCs, S1, MODIS LST, clear-sky GHI."""
-    return (
-        [f"S2_PC{i}" for i in range(1, n_pcs + 1)]
-        + ["S1_VV", "S1_VH", "S1_DpRVIVV"]
-        + ["MOD11A1_dt", "MOD11A1_nt", "MYD11A1_dt", "MYD11A1_nt", "clear_sky_ghi"]
-    )
+    return [f"S2_PC{i}" for i in range(1, n_pcs + 1)] + list(FIXED_PREDICTORS)
 
 
 def daily_clear_sky_ghi(latitude: float, time: pd.DatetimeIndex) -> np.ndarray:
@@ -149,18 +147,15 @@ def synthetic_site(
     names = predictor_names(n_pcs)
     data_vars = {}
     for name in names:
-        unit = (
-            "W m-2" if name == "clear_sky_ghi" else "K" if "11A1" in name
-            else _UNITS.get(name, _UNITS["S2"])
-        )
         data_vars[name] = xr.Variable(
             "time", values[name].astype(np.float32),
-            attrs={"units": unit, "long_name": f"synthetic {name}",
-                   "n_observed": int(n), "n_interpolated": 0},
+            attrs={"units": predictor_metadata(name)[0], "long_name": f"synthetic {name}",
+                   "n_observed": int(n), "n_interpolated": 0, "n_edge_filled": 0},
         )
     data_vars["GPP"] = xr.Variable(
         "time", gpp.astype(np.float32),
-        attrs={"units": "g C m-2 d-1", "long_name": "synthetic gross primary production"},
+        attrs={"units": "g C m-2 d-1", "long_name": "synthetic gross primary production",
+               "n_observed": int(np.isfinite(gpp).sum())},
     )
     data_vars["extreme"] = xr.Variable("time", event, attrs={"long_name": "planted heat event"})
     attrs = {
@@ -181,33 +176,15 @@ def synthetic_site(
                       attrs=attrs)
 
 
-def stack_sites(datasets: Sequence[xr.Dataset]) -> xr.Dataset:
-    """Stack per-site Datasets along ``site``; site attrs become site-indexed coordinates."""
-    site_keys = ("latitude", "longitude", "elevation_m", "igbp")
-    ids = [ds.attrs["site_id"] for ds in datasets]
-    stacked = xr.concat([ds.drop_attrs(deep=False) for ds in datasets], dim="site",
-                        coords="minimal", compat="override", join="exact")
-    stacked = stacked.assign_coords(
-        site=np.array(ids, dtype=str),
-        **{k: ("site", np.array([ds.attrs[k] for ds in datasets])) for k in site_keys},
-    )
-    stacked.attrs = {k: v for k, v in datasets[0].attrs.items()
-                     if k not in (*site_keys, "site_id")}
-    return stacked
-
-
 def write_store(ds: xr.Dataset, path: str | Path) -> Path:
-    """Write ``ds`` to a zarr store the contract's way: temp path, rename, then the marker."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # zarr v3 string-dtype notices for the site coord
-        ds.to_zarr(tmp, mode="w", consolidated=True)
-    shutil.rmtree(path, ignore_errors=True)
-    tmp.rename(path)
-    (path / COMPLETE_MARKER).write_text("")
-    return path
+    """Write ``ds`` to ``path`` with the build's atomic writer (temp path, rename, marker).
+
+    Unlike :func:`gpp_cubes.features.write_site_store` the path is free and ``ds`` is not
+    checked, so tests can write stores that break the contract on purpose.
+    """
+    from gpp_cubes.store import write_zarr_atomic
+
+    return write_zarr_atomic(ds, path, provenance=json.loads(ds.attrs.get("provenance", "{}")))
 
 
 def write_synthetic_world(
@@ -237,11 +214,12 @@ def write_synthetic_world(
     per_site : bool
         Also write ``<SITE>.zarr`` for every site.
     """
+    from gpp_cubes.features import combine_sites, write_multisite_store, write_site_store
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     dss = [synthetic_site(s, seed=seed + i, start=start, end=end, n_pcs=n_pcs)
            for i, s in enumerate(sites)]
-    if per_site:
-        for ds in dss:
-            write_store(ds, out / f"{ds.attrs['site_id']}.zarr")
-    return write_store(stack_sites(dss), out / "features.zarr")
+    if per_site:  # the build's path: site stores first, then stacked from them
+        return write_multisite_store([write_site_store(ds, out) for ds in dss], out)
+    return write_store(combine_sites(dss), out / MULTISITE_NAME)

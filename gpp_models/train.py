@@ -10,14 +10,10 @@ A run directory holds ``config.json``, ``metrics.csv`` (one row per epoch),
 ``checkpoints/`` (orbax, the full training state every ``checkpoint_every`` epochs; a rerun
 with the same config resumes from the latest one) and ``best/`` (orbax, best parameters).
 
-Importing this module tunes glibc's allocator for the process (:func:`tune_glibc_malloc`;
-``GPP_MODELS_MALLOC=system`` leaves it alone): with glibc's defaults a training step spends a
-large share of its time in page faults, because XLA's working buffers (tens of MB) are
-returned to the kernel after every step and faulted in again on the next one. It also asks
-JAX for one CPU device per core (:func:`gpp_models.parallel.configure_cpu_devices`;
-``GPP_MODELS_CPU_DEVICES=1`` opts out): training and prediction split each batch across the
-devices (``mesh`` argument of the steps), which on CPU is faster than XLA's threads inside
-each operation.
+Importing this module changes nothing in the process. Training is fastest after
+:func:`gpp_models.runtime.configure_process` (glibc's allocator tuned, one JAX CPU device per
+core so that training and prediction split each batch across the devices: ``mesh`` argument
+of the steps), which the ``gpp`` modelling commands and the benchmarks call first.
 
 References
 ----------
@@ -28,13 +24,10 @@ Kingma, D. P. & Ba, J. (2015). Adam: a method for stochastic optimization. ICLR.
 from __future__ import annotations
 
 import collections
-import ctypes
 import functools
 import json
 import logging
 import math
-import os
-import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -55,64 +48,14 @@ from gpp_cubes.errors import ConfigError
 from gpp_models.config import ModelConfig, TrainConfig
 from gpp_models.data import Cube, Prepared, gather_windows_time_major, open_cube, prepare_for
 from gpp_models.models import build_model, init_params
-from gpp_models.parallel import (
-    BATCH_AXIS,
-    batch_mesh,
-    configure_cpu_devices,
-    replicate,
-    split_batch,
-)
+from gpp_models.parallel import BATCH_AXIS, batch_mesh, replicate, split_batch
 
 logger = logging.getLogger("gpp_models")
-
-# glibc mallopt parameters (malloc.h).
-_M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
-
-
-def tune_glibc_malloc() -> bool:
-    """Keep freed memory in the process for reuse instead of returning it to the kernel.
-
-    Sets glibc's ``M_MMAP_MAX=0`` (large buffers come from the heap, not fresh ``mmap``
-    pages), ``M_TRIM_THRESHOLD=1 GiB`` (the heap is not shrunk after every step) and
-    ``M_ARENA_MAX=1`` (XLA's worker threads share the main heap instead of per-thread heaps
-    that glibc unmaps whenever they fall empty). Measured on the 2-core benchmark machine:
-    a 47 MB XLA buffer costs 12 000 page faults (about 20 ms) per use with the defaults and
-    none after this; the benchmark's LSTM training step (benchmarks/bench_models.py) ran
-    about 1.5x faster, in JAX and in PyTorch alike. Must run before the JAX backend starts
-    (its threads pick their heap on first use), hence at import. The process keeps its peak
-    heap until exit.
-
-    Returns
-    -------
-    bool
-        True when the settings were applied (glibc on Linux and ``GPP_MODELS_MALLOC`` is not
-        ``system``).
-
-    References
-    ----------
-    mallopt(3), The GNU C Library manual, section 3.2.3.8 "Malloc Tunable Parameters".
-    """
-    if os.environ.get("GPP_MODELS_MALLOC", "tuned") == "system" or sys.platform != "linux":
-        return False
-    try:
-        mallopt = ctypes.CDLL("libc.so.6").mallopt
-    except (OSError, AttributeError):  # not glibc (e.g. musl)
-        return False
-    return all([mallopt(_M_MMAP_MAX, 0) == 1, mallopt(_M_TRIM_THRESHOLD, 1 << 30) == 1,
-                mallopt(_M_ARENA_MAX, 1) == 1])
-
-
-MALLOC_TUNED = tune_glibc_malloc()
-# One JAX CPU device per core, so that batches can be split across cores (gpp_models.parallel).
-CPU_DEVICES = configure_cpu_devices()
 
 # Number of times each jitted function was traced (a trace precedes every compilation).
 TRACE_COUNTS: collections.Counter[str] = collections.Counter()
 
 PREDICT_BATCH = 512
-
-# CPU backends may not use every donated buffer; that is harmless.
-warnings.filterwarnings("ignore", message="Some donated buffers were not usable")
 
 
 @functools.cache

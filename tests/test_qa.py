@@ -29,7 +29,6 @@ from gpp_cubes.qa import (
     hampel,
     index_range,
     qa_rows,
-    qa_site_table,
     range_rule,
     reason_category,
     s2_section,
@@ -380,6 +379,8 @@ def test_log_table_one_line_per_reason():
     assert got["lst values dropped, range: MOD11A1_dt"] == 1
     for key in got:
         assert key.split(" ", 1)[1] in text
+    from gpp_models.report import qa_site_table  # the report's table, read from provenance
+
     table = qa_site_table({"XX-Tst": qa})
     assert table.loc["XX-Tst", "S2 not used, by reason"] == "sun_zenith 2, qa_outlier 1"
     assert "s2 outlier NIRv 1" in table.loc["XX-Tst", "QA findings"]

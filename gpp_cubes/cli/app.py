@@ -1,7 +1,9 @@
 """The ``gpp`` command line: one entry point for the whole chain.
 
 Each group of commands lives in its own module and registers itself here, so the cube
-builders and the models can grow their commands without touching each other.
+builders and the models can grow their commands without touching each other. This package
+is the only code that imports both ``gpp_cubes`` and ``gpp_models``; the commands that train
+or load models call :func:`gpp_models.runtime.configure_process` first (the process is ours).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ _COMMAND_MODULES = (
     "gpp_cubes.cli.sites_cmd",
     "gpp_cubes.cli.demo_cmd",
     "gpp_cubes.cli.build_cmd",
-    "gpp_models.cli",
+    "gpp_cubes.cli.models_cmd",
 )
 
 for _name in _COMMAND_MODULES:

@@ -81,6 +81,10 @@ def _run_demo(out: Path, sites: int, seed: int, quick: bool, workers: int | None
 
     console.print(f"[bold]3/4[/] models: tune, train, evaluate, explain (RNN, GRU, LSTM) "
                   f"{elapsed()}")
+    from gpp_models.runtime import configure_process
+
+    # Allocator and JAX CPU devices, before the models start JAX's backend.
+    configure_process()
     from gpp_models.pipeline import run_pipeline
 
     with progress_bar() as progress:

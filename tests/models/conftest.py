@@ -6,7 +6,12 @@ from pathlib import Path
 
 import pytest
 
+from gpp_models.runtime import configure_process
 from gpp_models.testing import write_synthetic_world
+
+# The model tests run in the process the `gpp` commands set up (tuned allocator, one JAX CPU
+# device per core), as they did when importing gpp_models.train configured it.
+configure_process()
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,9 @@
 """``gpp tune | train | evaluate | explain | figures | report``: the modelling commands.
 
 Registered into the ``gpp`` typer app by :func:`register`; heavy imports (JAX, Optuna,
-matplotlib) happen inside the commands so ``gpp --help`` stays fast.
+matplotlib) happen inside the commands so ``gpp --help`` stays fast. Every command first
+calls :func:`gpp_models.runtime.configure_process` (glibc allocator, one JAX CPU device per
+core), before JAX's backend starts: the process is ours here, not a library user's.
 """
 
 from __future__ import annotations
@@ -32,6 +34,12 @@ def _base_config(cell: str, protocol: str, epochs: int, batch_size: int, seed: i
     return TrainConfig(model=ModelConfig(cell=cell, **model), epochs=epochs,  # type: ignore[arg-type]
                        batch_size=batch_size, seed=seed, protocol=protocol,  # type: ignore[arg-type]
                        window=window, ensemble=ensemble)
+
+
+def _configure_process() -> None:
+    from gpp_models.runtime import configure_process
+
+    configure_process()
 
 
 def _log_to_console(debug: bool) -> None:
@@ -103,6 +111,7 @@ def register(app: typer.Typer) -> None:
         debug: bool = DebugOption,
     ) -> None:
         def run() -> None:
+            _configure_process()
             from gpp_models.tune import SearchSpace, tune
 
             _log_to_console(debug)
@@ -155,6 +164,7 @@ def register(app: typer.Typer) -> None:
         debug: bool = DebugOption,
     ) -> None:
         def run() -> None:
+            _configure_process()
             _log_to_console(debug)
             cfg = _base_config(cell, protocol, epochs, batch_size, seed, window, ensemble,
                                layers=layers, units=units, dropout=dropout, init=init)
@@ -179,6 +189,7 @@ def register(app: typer.Typer) -> None:
         debug: bool = DebugOption,
     ) -> None:
         def run() -> None:
+            _configure_process()
             from gpp_models.evaluate import evaluate_runs
             from gpp_models.train import load_run
 
@@ -204,6 +215,7 @@ def register(app: typer.Typer) -> None:
         debug: bool = DebugOption,
     ) -> None:
         def run() -> None:
+            _configure_process()
             from gpp_models.explain import explain_run, median_importance, summarize_importance
             from gpp_models.train import load_run
 
@@ -234,6 +246,7 @@ def register(app: typer.Typer) -> None:
         debug: bool = DebugOption,
     ) -> None:
         def run() -> None:
+            _configure_process()
             from gpp_models.figures import all_figures
 
             if not (results / "nrmse.csv").exists():
@@ -254,6 +267,7 @@ def register(app: typer.Typer) -> None:
         debug: bool = DebugOption,
     ) -> None:
         def run() -> None:
+            _configure_process()
             from gpp_models.report import write_report
 
             console.print(f"report -> {write_report(results, out)}")

@@ -1,0 +1,253 @@
+"""The data contract between ``gpp_cubes`` (writer) and ``gpp_models`` (reader), defined once.
+
+Everything both sides must agree on lives here: the format version, the completion-marker
+name, the multi-site store name, the variable table (name, units, long name, dtype, role),
+the dataset attributes a store carries, how site attributes become ``site``-indexed
+coordinates of the multi-site store, and :func:`validate`, the one check every reader runs.
+``docs/architecture.md`` (section "The contract ...") describes it in prose.
+
+A per-site store ``<SITE>.zarr`` has a daily ``time`` dimension, the predictors (float32,
+interpolated), the target ``GPP`` (float32, NaN where missing, never interpolated), the flag
+``extreme`` (bool) and the attributes :data:`REQUIRED_ATTRS` plus :data:`SITE_ID_ATTR` and
+:data:`SITE_ATTRS`. The multi-site store :data:`MULTISITE_NAME` stacks the sites along
+``site``: the site attributes become ``site``-indexed coordinates (:func:`site_coordinates`).
+A store is complete when its marker :data:`COMPLETE_MARKER` exists.
+
+This module imports only the standard library at module level (NumPy and pandas lazily), so
+``gpp_models`` can depend on it without pulling in the cube builder.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from gpp_cubes.errors import InputFormatError
+
+if TYPE_CHECKING:
+    import xarray as xr
+
+__all__ = [
+    "COMPLETE_MARKER",
+    "FIXED_PREDICTORS",
+    "FLAGS",
+    "FORMAT_VERSION",
+    "MULTISITE_NAME",
+    "PREDICTOR_ATTRS",
+    "PREDICTOR_COUNT_ATTRS",
+    "REQUIRED_ATTRS",
+    "SITE_ATTRS",
+    "SITE_ID_ATTR",
+    "TARGET",
+    "VARIABLES",
+    "VariableSpec",
+    "predictor_metadata",
+    "predictor_order",
+    "site_coordinates",
+    "validate",
+    "variable_spec",
+]
+
+#: Version of the contract written to and required in the ``format_version`` attribute.
+FORMAT_VERSION = "1"
+#: File written last inside a store; a store without it is unfinished.
+COMPLETE_MARKER = ".gpp-complete"
+#: Name of the multi-site store beside the per-site ``<SITE>.zarr`` stores.
+MULTISITE_NAME = "features.zarr"
+
+#: Dataset attributes every store (per-site and multi-site) carries.
+REQUIRED_ATTRS: tuple[str, ...] = (
+    "format_version", "predictors", "target", "train_years", "test_years",
+)
+#: Dataset attribute naming the site of a per-site store (the ``site`` coordinate when stacked).
+SITE_ID_ATTR = "site_id"
+#: Site attributes of a per-site store; ``site``-indexed coordinates of a multi-site store.
+SITE_ATTRS: tuple[str, ...] = ("latitude", "longitude", "elevation_m", "igbp")
+#: Attributes every predictor variable carries.
+PREDICTOR_ATTRS: tuple[str, ...] = ("units", "long_name", "n_observed", "n_interpolated")
+#: Per-predictor fill counts [days] the writer records (lists in site order when stacked).
+PREDICTOR_COUNT_ATTRS: tuple[str, ...] = ("n_observed", "n_interpolated", "n_edge_filled")
+
+
+@dataclass(frozen=True)
+class VariableSpec:
+    """One stored variable of the contract.
+
+    Attributes
+    ----------
+    name : str
+    units : str or None
+        CF-style units (None for the boolean flag, which has no ``units`` attribute).
+    long_name : str
+    dtype : str
+        NumPy dtype name of the stored values (``float32`` or ``bool``).
+    role : {"predictor", "target", "flag"}
+    """
+
+    name: str
+    units: str | None
+    long_name: str
+    dtype: str
+    role: Literal["predictor", "target", "flag"]
+
+
+#: Fixed predictors after the S2 PCs, in contract order: name -> (units, long_name).
+FIXED_PREDICTORS: dict[str, tuple[str, str]] = {
+    "S1_VV": ("dB", "Sentinel-1 RTC gamma0 VV, forest mean 50-1000 m from the tower"),
+    "S1_VH": ("dB", "Sentinel-1 RTC gamma0 VH, forest mean 50-1000 m from the tower"),
+    "S1_DpRVIVV": ("1", "dual-polarized radar vegetation index (VV) of the mean gamma0"),
+    "MOD11A1_dt": ("K", "MODIS Terra daytime land surface temperature (3x3 mean)"),
+    "MOD11A1_nt": ("K", "MODIS Terra nighttime land surface temperature (3x3 mean)"),
+    "MYD11A1_dt": ("K", "MODIS Aqua daytime land surface temperature (3x3 mean)"),
+    "MYD11A1_nt": ("K", "MODIS Aqua nighttime land surface temperature (3x3 mean)"),
+    "clear_sky_ghi": ("W m-2", "daily mean clear-sky global horizontal irradiance"),
+}
+#: Name of the target variable (the ``target`` attribute).
+TARGET = "GPP"
+#: Boolean flag variables.
+FLAGS: tuple[str, ...] = ("extreme",)
+
+#: Every stored variable except the ``S2_PC<k>`` family (see :func:`variable_spec`).
+VARIABLES: dict[str, VariableSpec] = {
+    **{name: VariableSpec(name, units, long_name, "float32", "predictor")
+       for name, (units, long_name) in FIXED_PREDICTORS.items()},
+    TARGET: VariableSpec(
+        TARGET, "g C m-2 d-1",
+        "gross primary production (GPP_NT_VUT_REF), QC-filtered, not interpolated",
+        "float32", "target"),
+    "extreme": VariableSpec(
+        "extreme", None,
+        "day of a climate-induced GPP extreme (>= 5 consecutive flagged days)",
+        "bool", "flag"),
+}
+
+_PC = re.compile(r"^S2_PC(\d+)$")
+
+
+def variable_spec(name: str) -> VariableSpec:
+    """The :class:`VariableSpec` of a stored variable, including ``S2_PC<k>`` [units "1"].
+
+    Raises
+    ------
+    InputFormatError
+        ``name`` is not a variable of the contract.
+    """
+    if name in VARIABLES:
+        return VARIABLES[name]
+    m = _PC.match(name)
+    if m:
+        return VariableSpec(name, "1", f"Sentinel-2 spectral-index principal component {m[1]} "
+                            "(standardised indices, PCA fitted on the training years)",
+                            "float32", "predictor")
+    raise InputFormatError(f"unknown predictor {name!r}: not S2_PC<k> nor one of "
+                           f"{', '.join(FIXED_PREDICTORS)}")
+
+
+def predictor_metadata(name: str) -> tuple[str, str]:
+    """(units, long_name) of a predictor of the contract.
+
+    Raises
+    ------
+    InputFormatError
+        ``name`` is not a predictor (message names it and the valid ones).
+    """
+    spec = variable_spec(name)
+    if spec.role != "predictor" or spec.units is None:
+        raise InputFormatError(f"unknown predictor {name!r}: not S2_PC<k> nor one of "
+                               f"{', '.join(FIXED_PREDICTORS)}")
+    return spec.units, spec.long_name
+
+
+def predictor_order(names: Sequence[str]) -> list[str]:
+    """Contract order: ``S2_PC1..k`` by number, then :data:`FIXED_PREDICTORS` order."""
+    pcs = sorted((n for n in names if _PC.match(n)), key=lambda n: int(_PC.match(n)[1]))
+    fixed = [n for n in FIXED_PREDICTORS if n in names]
+    unknown = set(names) - set(pcs) - set(fixed)
+    if unknown:
+        predictor_metadata(sorted(unknown)[0])  # raises naming it
+    return pcs + fixed
+
+
+def site_coordinates(site_attrs: Sequence[Mapping[str, Any]]) -> dict[str, tuple[str, Any]]:
+    """The ``site``-indexed coordinates of a multi-site store from per-site attributes.
+
+    Parameters
+    ----------
+    site_attrs : sequence of mapping
+        Dataset attributes of the per-site stores, in ``site`` order.
+
+    Returns
+    -------
+    dict
+        ``{key: ("site", array)}`` for every key of :data:`SITE_ATTRS`: ``latitude``,
+        ``longitude`` [degrees] and ``elevation_m`` [m] as float64, ``igbp`` as str, ready
+        for :meth:`xarray.Dataset.assign_coords`.
+    """
+    import numpy as np
+
+    coords: dict[str, tuple[str, Any]] = {}
+    for key in SITE_ATTRS:
+        vals = [attrs[key] for attrs in site_attrs]
+        if key == "igbp":
+            coords[key] = ("site", np.asarray(vals, dtype=object).astype(str))
+        else:
+            coords[key] = ("site", np.asarray(vals, dtype=np.float64))
+    return coords
+
+
+def validate(ds: xr.Dataset, *, multisite: bool = False, source: str | None = None) -> None:
+    """Check a Dataset against the contract; raise naming the store and the missing field.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        An opened store (per-site or multi-site).
+    multisite : bool, default False
+        The store must be multi-site (``site`` dimension with site coordinates) rather than
+        per-site (site attributes).
+    source : str, optional
+        Path of the store, named in messages.
+
+    Raises
+    ------
+    gpp_cubes.errors.InputFormatError
+        A missing dataset attribute, dimension, variable, predictor attribute or site
+        coordinate; an unsupported ``format_version``; an empty or non-daily time axis.
+    """
+    import numpy as np
+
+    where = f"cube store {source}" if source is not None else "cube store"
+    missing = [key for key in REQUIRED_ATTRS if key not in ds.attrs]
+    if multisite:
+        if "site" not in ds.dims:
+            missing.append("site dimension")
+    else:
+        missing += [key for key in (SITE_ID_ATTR, *SITE_ATTRS) if key not in ds.attrs]
+    if "time" not in ds.dims:
+        missing.append("time dimension")
+    if missing:
+        raise InputFormatError(
+            f"{where} lacks {', '.join(missing)} (data contract: gpp_cubes/contract.py)")
+    version = ds.attrs["format_version"]
+    if str(version) != FORMAT_VERSION:
+        raise InputFormatError(
+            f"{where}: format_version {version!r} is not supported (expected {FORMAT_VERSION!r})")
+    if ds.sizes["time"] == 0:
+        raise InputFormatError(f"{where} has an empty time dimension")
+    predictors = [str(p) for p in np.atleast_1d(ds.attrs["predictors"])]
+    for name in [*predictors, str(ds.attrs["target"]), *FLAGS]:
+        if name not in ds.data_vars:
+            raise InputFormatError(f"{where}: missing variable {name!r}")
+    for name in predictors:
+        for key in PREDICTOR_ATTRS:
+            if key not in ds[name].attrs:
+                raise InputFormatError(f"{where}: variable {name!r} lacks attribute {key!r}")
+    time = np.asarray(ds["time"].values)
+    if time.size > 1 and not (np.diff(time) == np.timedelta64(1, "D")).all():
+        raise InputFormatError(f"{where}: 'time' is not a gap-free daily axis")
+    if multisite:
+        for key in SITE_ATTRS:
+            if key not in ds.coords:
+                raise InputFormatError(f"{where}: missing site coordinate {key!r}")
