@@ -42,8 +42,19 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from gpp_models import ModelConfig, TrainConfig, nrmse, open_cube, train_and_evaluate
+from gpp_models import (
+    ModelConfig,
+    TrainConfig,
+    configure_process,
+    nrmse,
+    open_cube,
+    train_and_evaluate,
+)
 from gpp_models.evaluate import baseline_predictions
+
+# The one explicit process set-up (glibc's allocator, one JAX CPU device per core), before
+# JAX starts: importing gpp_models changes nothing in the process.
+configure_process()
 
 # Keep the output readable: Dask's start/stop messages (set after distributed's import, which
 # configures its loggers) and zarr's format notices.
