@@ -27,6 +27,7 @@ import os
 import resource
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12",
@@ -56,6 +57,7 @@ def main() -> None:
     ap.add_argument("--world", default=None, help="world directory (default: cache)")
     args = ap.parse_args()
 
+    from gpp_cubes.contract import reason_category
     from gpp_cubes.demo import DemoConfig, generate_world, serve_world
     from gpp_cubes.grid import site_grid
     from gpp_cubes.providers import configure_gdal
@@ -88,11 +90,9 @@ def main() -> None:
             times.append(time.perf_counter() - t1)
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # KiB -> GiB
         prov = json.loads(feats.attrs["provenance"])
-        why: dict[str, int] = {}
-        for reason in prov["excluded_items"].values():
-            why[reason.split(":")[0]] = why.get(reason.split(":")[0], 0) + 1
+        why = Counter(reason_category(r, "other") for r in prov["excluded_items"].values())
         print(f"time steps kept: {feats.sizes['time']} of {len(items)} items "
-              f"({len(prov['stac_items'])} used; excluded: {why}), "
+              f"({len(prov['stac_items'])} used; excluded: {dict(why)}), "
               f"{len(feats.data_vars)} variables")
         print(f"I/O floor (rasterio, same windows, same HTTP server): {floor:.2f} s")
         print(f"pipeline (s2_features, {args.engine}), cold caches: {times[0]:.2f} s")

@@ -37,6 +37,7 @@ __all__ = [
     "MULTISITE_NAME",
     "PREDICTOR_ATTRS",
     "PREDICTOR_COUNT_ATTRS",
+    "QA_SECTIONS",
     "REQUIRED_ATTRS",
     "SITE_ATTRS",
     "SITE_ID_ATTR",
@@ -45,6 +46,7 @@ __all__ = [
     "VariableSpec",
     "predictor_metadata",
     "predictor_order",
+    "reason_category",
     "site_coordinates",
     "validate",
     "variable_spec",
@@ -69,6 +71,18 @@ SITE_ATTRS: tuple[str, ...] = ("latitude", "longitude", "elevation_m", "igbp")
 PREDICTOR_ATTRS: tuple[str, ...] = ("units", "long_name", "n_observed", "n_interpolated")
 #: Per-predictor fill counts [days] the writer records (lists in site order when stacked).
 PREDICTOR_COUNT_ATTRS: tuple[str, ...] = ("n_observed", "n_interpolated", "n_edge_filled")
+#: Sensor sections of the ``qa`` provenance of a store (gpp_cubes.qa), in display order.
+QA_SECTIONS: tuple[str, ...] = ("s2", "s1", "lst", "clear_sky_ghi")
+
+# Why an item was not used is written "<category>: <detail>", e.g. "sun_zenith: 83.1 deg at
+# the tower > limit 80 deg"; readers group by the category.
+_CATEGORY = re.compile(r"^([A-Za-z][A-Za-z0-9_]*)\s*:")
+
+
+def reason_category(reason: str, default: str) -> str:
+    """``"sun_zenith: 83 deg > 70"`` -> ``"sun_zenith"``; free text -> ``default``."""
+    m = _CATEGORY.match(str(reason))
+    return m[1].lower() if m else default
 
 
 @dataclass(frozen=True)

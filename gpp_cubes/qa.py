@@ -113,6 +113,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from gpp_cubes.contract import QA_SECTIONS, reason_category
 from gpp_cubes.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -825,18 +826,11 @@ def _num(v: Any) -> float | None:
 
 
 _S2_DATE = re.compile(r"_(\d{8})T\d{6}_")
-_CATEGORY = re.compile(r"^([A-Za-z][A-Za-z0-9_]*)\s*:")
 
 
 def _item_date(item_id: str) -> str | None:
     m = _S2_DATE.search(item_id)
     return None if m is None else f"{m[1][:4]}-{m[1][4:6]}-{m[1][6:]}"
-
-
-def reason_category(reason: str, default: str) -> str:
-    """``"sun_zenith: 83 deg > 70"`` -> ``"sun_zenith"``; free text -> ``default``."""
-    m = _CATEGORY.match(str(reason))
-    return m[1].lower() if m else default
 
 
 def s2_section(steps: pd.DataFrame, findings: Mapping[pd.Timestamp, list[Finding]],
@@ -962,8 +956,8 @@ def sensor_section(findings: Sequence[Finding], cfg: QAConfig, *, n_found: int |
     return out
 
 
-#: Sensor sections of a site's ``qa`` provenance, in display order.
-SECTIONS = ("s2", "s1", "lst", "clear_sky_ghi")
+#: Sensor sections of a site's ``qa`` provenance, in display order (the contract's).
+SECTIONS = QA_SECTIONS
 
 
 def qa_rows(qa: Mapping[str, Any]) -> pd.DataFrame:

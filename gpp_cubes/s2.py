@@ -359,9 +359,11 @@ def _prepare(site_or_latlon: Any, start: str, end: str, *, provider: str | None,
     for iid, why in excluded.items():
         log.info("site %s: excluding STAC item %s: %s", site_id, iid, why)
     if excluded:
-        counts: dict[str, int] = {}
-        for why in excluded.values():
-            counts[why.split(":")[0]] = counts.get(why.split(":")[0], 0) + 1
+        from collections import Counter
+
+        from gpp_cubes.contract import reason_category
+
+        counts = Counter(reason_category(why, "other") for why in excluded.values())
         log.warning("site %s: %d of %d scenes excluded by rule (%s)", site_id, len(excluded),
                     n_all, ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
     items = [it for it in items if it.id not in excluded]

@@ -22,14 +22,11 @@ from typing import Any
 
 import pandas as pd
 
+from gpp_cubes.contract import QA_SECTIONS
 from gpp_models import __version__
 from gpp_models.evaluate import SETTINGS, nrmse_tables
 from gpp_models.explain import summarize_importance
 from gpp_models.figures import all_figures, feature_qa
-
-#: Sensor sections of a site's ``qa`` provenance, in display order: the names
-#: ``gpp_cubes.qa.SECTIONS`` writes (tests/test_import_graph.py checks they agree).
-QA_SECTIONS = ("s2", "s1", "lst", "clear_sky_ghi")
 
 CSS = """
 body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;

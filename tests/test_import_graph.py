@@ -108,8 +108,8 @@ def test_only_the_cli_imports_both() -> None:
 
 
 def test_report_qa_sections_match_the_builder() -> None:
-    # gpp_models keeps its own copy of the provenance section names (it may not import
-    # gpp_cubes.qa); the two must agree.
+    # gpp_models may not import gpp_cubes.qa: both take the provenance section names from
+    # the contract, and must agree.
     from gpp_cubes.qa import SECTIONS
     from gpp_models.report import QA_SECTIONS
 
