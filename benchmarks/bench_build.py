@@ -116,7 +116,7 @@ def _cpu_total(run: dict) -> float:
 
 def timed_build(n_workers: int, out: Path, sites: list[str], kwargs: dict,
                 server_pids: tuple[int, ...] = ()) -> dict:
-    from gpp_cubes.build import build_sites, dask_client
+    from gpp_cubes.batch import build_sites, dask_client
 
     t0 = time.perf_counter()
     with dask_client(n_workers=n_workers) as client:

@@ -69,9 +69,9 @@ def _run(cfg, root: Path, years: int) -> dict:
 
 
 def _cluster(world_root: Path, memory_limit: str) -> None:
-    from gpp_cubes.build import build_sites, dask_client
+    from gpp_cubes.batch import build_sites, dask_client
+    from gpp_cubes.cube.features import SiteMeta
     from gpp_cubes.demo import generate_world, serve_world
-    from gpp_cubes.features import SiteMeta
     from tests.demo_fixtures import TEST_CONFIG
 
     world = generate_world(world_root / "cluster-world", TEST_CONFIG)

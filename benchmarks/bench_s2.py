@@ -59,10 +59,10 @@ def main() -> None:
 
     from gpp_cubes.contract import reason_category
     from gpp_cubes.demo import DemoConfig, generate_world, serve_world
-    from gpp_cubes.grid import site_grid
-    from gpp_cubes.providers import configure_gdal
     from gpp_cubes.s2 import drop_duplicates, s2_features
-    from gpp_cubes.search import search_items
+    from gpp_cubes.sites.grid import site_grid
+    from gpp_cubes.stac.providers import configure_gdal
+    from gpp_cubes.stac.search import search_items
 
     start, end = "2016-01-01", f"{2016 + args.years - 1}-12-31"
     cfg = DemoConfig(sites=(args.site,), start=start, end=end,

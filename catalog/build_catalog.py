@@ -8,7 +8,7 @@ Inputs (copied byte for byte from the project's reference data into ``catalog/so
 - ``ww2020_forest_sites_years.csv``: first and last data year of each of them in the product.
 
 Output: ``gpp_cubes/data/sites.geojson``, the ONE source of truth that
-:func:`gpp_cubes.sites.load_sites` reads (also from an installed package), and an identical
+:func:`gpp_cubes.sites.catalog.load_sites` reads (also from an installed package), and an identical
 copy ``catalog/sites.geojson`` for browsing (GitHub, QGIS and geopandas render it as is).
 
 Run from the repository root::

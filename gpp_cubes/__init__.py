@@ -13,14 +13,14 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it
 _EXPORTS: dict[str, str] = {
-    "Site": "gpp_cubes.sites",
-    "load_sites": "gpp_cubes.sites",
-    "get_site": "gpp_cubes.sites",
-    "site_grid": "gpp_cubes.grid",
-    "SiteGrid": "gpp_cubes.grid",
-    "read_fluxnet": "gpp_cubes.fluxnet",
-    "gpp_targets": "gpp_cubes.fluxnet",
-    "detect_extremes": "gpp_cubes.extremes",
+    "Site": "gpp_cubes.sites.catalog",
+    "load_sites": "gpp_cubes.sites.catalog",
+    "get_site": "gpp_cubes.sites.catalog",
+    "site_grid": "gpp_cubes.sites.grid",
+    "SiteGrid": "gpp_cubes.sites.grid",
+    "read_fluxnet": "gpp_cubes.targets.fluxnet",
+    "gpp_targets": "gpp_cubes.targets.fluxnet",
+    "detect_extremes": "gpp_cubes.targets.extremes",
     "s2_cube": "gpp_cubes.s2",
     "s2_features": "gpp_cubes.s2",
 }

@@ -43,7 +43,7 @@ class StaleStoreError(GppError):
     """A complete store was built from other inputs or parameters than this run's.
 
     Raised before a build starts instead of reusing the store (see
-    :mod:`gpp_cubes.fingerprint`). The message names the store, the parameters that differ
+    :mod:`gpp_cubes.batch.fingerprint`). The message names the store, the parameters that differ
     (old -> new) and how to go on: rebuild what changed, rebuild everything, or write
     elsewhere. The CLI exits with code 2 (a decision the user has to make, like a usage
     error), not 1 (a build that ran and failed).

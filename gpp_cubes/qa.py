@@ -1,6 +1,6 @@
 """Feature QA: physically plausible ranges and a robust outlier scan of every sensor feature.
 
-Stage of the data flow: inside phase 1 of :mod:`gpp_cubes.build`, after each sensor stage
+Stage of the data flow: inside phase 1 of :mod:`gpp_cubes.batch`, after each sensor stage
 and before its intermediate store is written::
 
     S2 band means + indices (per time step) ──> range rules ──> Hampel scan ──> drop | flag
@@ -33,7 +33,7 @@ clear_sky_ghi       W m-2   [0, TOA(lat, day)]     a clear sky cannot add energy
 
 Index ranges are derived, not typed in (:func:`formula_range`): the spyndex formula is
 parsed and bounded with the bands in [0, 1] (the band rule), kernels in [0, 1] and the
-constants at the values :mod:`gpp_cubes.indices` passes. A ratio of linear forms is bounded
+constants at the values :mod:`gpp_cubes.s2.indices` passes. A ratio of linear forms is bounded
 exactly when its denominator is positive on the box of inputs (a linear-fractional function
 is quasilinear, so its extremes lie at corners of the box), or, when the denominator may
 vanish, as a weighted mean of coefficient ratios when every input is non-negative and every
@@ -314,10 +314,10 @@ OUTLIER_FLOORS: dict[str, tuple[float, float]] = {
 
 def _index_domain() -> tuple[dict[str, tuple[float, float]], dict[str, float]]:
     """Input box of the spyndex symbols: reflectances and kernels in [0, 1], linear gamma0
-    >= 0; constants as :func:`gpp_cubes.indices.index_params` passes them."""
+    >= 0; constants as :func:`gpp_cubes.s2.indices.index_params` passes them."""
     import spyndex
 
-    from gpp_cubes.indices import S2_WAVELENGTHS_NM, SPYNDEX_BANDS
+    from gpp_cubes.s2.indices import S2_WAVELENGTHS_NM, SPYNDEX_BANDS
 
     domain: dict[str, tuple[float, float]] = {s: (0.0, 1.0) for s in SPYNDEX_BANDS}
     domain.update({k: (0.0, 1.0) for k in ("kNN", "kNR", "kNB", "kNL", "kGG", "kGR", "kGB")})
@@ -1009,7 +1009,7 @@ def format_qa_table(qa: Mapping[str, Any], site_id: str = "") -> str:
 
 
 # --------------------------------------------------------------------------------------
-# The QA of each stage's output (called by gpp_cubes.build)
+# The QA of each stage's output (called by gpp_cubes.batch)
 # --------------------------------------------------------------------------------------
 
 
@@ -1073,7 +1073,7 @@ def qa_s2_features(ds: Any, cfg: QAConfig, site_id: str = "") -> tuple[np.ndarra
 
 def qa_s1_frame(frame: pd.DataFrame, cfg: QAConfig, *, n_found: int, n_loaded: int,
                 n_kept: int, site_id: str = "") -> tuple[pd.DataFrame, dict[str, Any]]:
-    """QA of the daily S1 features (:class:`gpp_cubes.s1.S1Result` frame).
+    """QA of the daily S1 features (:class:`gpp_cubes.sensors.s1.S1Result` frame).
 
     A range finding in ``S1_VV``/``S1_VH``/``S1_DpRVIVV`` drops the day's three values
     (they derive from the same two linear means); an outlier drops that value only.
@@ -1102,7 +1102,7 @@ def qa_s1_frame(frame: pd.DataFrame, cfg: QAConfig, *, n_found: int, n_loaded: i
 
 def qa_lst_frame(frame: pd.DataFrame, cfg: QAConfig, *, n_found: int, n_kept: int,
                  site_id: str = "") -> tuple[pd.DataFrame, dict[str, Any]]:
-    """QA of the daily MODIS LST features (:class:`gpp_cubes.lst.LstResult` frame) [K].
+    """QA of the daily MODIS LST features (:class:`gpp_cubes.sensors.lst.LstResult` frame) [K].
 
     Items without any tower value (QC, fill or unreadable) are counted as ``no_value``.
 

@@ -16,7 +16,7 @@ import numpy as np
 if TYPE_CHECKING:
     import xarray as xr
 
-    from gpp_cubes.grid import SiteGrid
+    from gpp_cubes.sites.grid import SiteGrid
 
 
 def radial_mask(grid: SiteGrid, outer_m: float, inner_m: float = 0.0) -> xr.DataArray:

@@ -41,7 +41,7 @@ MIN_SHARD = 16  # samples per device below which splitting a batch is not worth 
 def usable_cores() -> int:
     """Cores this process may run on (its CPU affinity; all cores where that is unknown).
 
-    The same count as :func:`gpp_cubes.build.default_workers` (one Dask worker per core),
+    The same count as :func:`gpp_cubes.batch.default_workers` (one Dask worker per core),
     kept here because :mod:`gpp_models` does not import the cube builder.
     """
     try:

@@ -11,7 +11,7 @@ a multi-site ``features.zarr`` (dims ``site``, ``time``), each with its completi
 
 This is a test helper, so unlike the rest of ``gpp_models`` (which may import only
 ``gpp_cubes.contract`` and ``gpp_cubes.errors``) it writes through the real writer of
-:mod:`gpp_cubes.features` and :mod:`gpp_cubes.store` (``combine_sites``,
+:mod:`gpp_cubes.cube.features` and :mod:`gpp_cubes.cube.store` (``combine_sites``,
 ``write_site_store``, ``write_multisite_store``, ``write_zarr_atomic``): the synthetic stores
 are then exactly what a build writes, not a second implementation of the contract.
 """
@@ -179,10 +179,10 @@ def synthetic_site(
 def write_store(ds: xr.Dataset, path: str | Path) -> Path:
     """Write ``ds`` to ``path`` with the build's atomic writer (temp path, rename, marker).
 
-    Unlike :func:`gpp_cubes.features.write_site_store` the path is free and ``ds`` is not
+    Unlike :func:`gpp_cubes.cube.features.write_site_store` the path is free and ``ds`` is not
     checked, so tests can write stores that break the contract on purpose.
     """
-    from gpp_cubes.store import write_zarr_atomic
+    from gpp_cubes.cube.store import write_zarr_atomic
 
     return write_zarr_atomic(ds, path, provenance=json.loads(ds.attrs.get("provenance", "{}")))
 
@@ -214,7 +214,7 @@ def write_synthetic_world(
     per_site : bool
         Also write ``<SITE>.zarr`` for every site.
     """
-    from gpp_cubes.features import combine_sites, write_multisite_store, write_site_store
+    from gpp_cubes.cube.features import combine_sites, write_multisite_store, write_site_store
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

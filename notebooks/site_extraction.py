@@ -63,10 +63,10 @@ import pandas as pd
 import spyndex
 
 import gpp_cubes
-from gpp_cubes.clearsky import daily_clear_sky_ghi
-from gpp_cubes.extremes import detect_extremes
-from gpp_cubes.features import daily_calendar, fill_predictor
-from gpp_cubes.fluxnet import find_fluxnet_file, gpp_targets, read_fluxnet
+from gpp_cubes.cube.features import daily_calendar, fill_predictor
+from gpp_cubes.sensors.clearsky import daily_clear_sky_ghi
+from gpp_cubes.targets.extremes import detect_extremes
+from gpp_cubes.targets.fluxnet import find_fluxnet_file, gpp_targets, read_fluxnet
 
 site = gpp_cubes.get_site(SITE)
 print(f"{site.id}: {site.name}, {site.latitude:.4f} N {site.longitude:.4f} E, "

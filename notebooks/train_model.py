@@ -73,7 +73,7 @@ work = Path(os.environ.get("GPP_DEMO_DIR", "~/.cache/gpp-cubes/notebooks")).expa
 
 # %%
 if FEATURES is None:
-    from gpp_cubes.build import build_sites
+    from gpp_cubes.batch import build_sites
     from gpp_cubes.demo import DemoConfig, generate_world, serve_world
 
     demo = DemoConfig(sites=("DE-Hai",), start="2018-01-01", end="2020-12-31",

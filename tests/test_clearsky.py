@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from scipy import integrate
 
-from gpp_cubes.clearsky import clear_sky_ghi, daily_clear_sky_ghi, solar_position
+from gpp_cubes.sensors.clearsky import clear_sky_ghi, daily_clear_sky_ghi, solar_position
 
 # Golden, Colorado (NREL SRRL): the SPA report's worked example (Reda & Andreas 2008, Table A4.1)
 GOLDEN = dict(latitude=39.742476, longitude=-105.1786, elevation_m=1830.14)

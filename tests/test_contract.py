@@ -13,8 +13,7 @@ import pytest
 import xarray as xr
 
 from gpp_cubes import contract
-from gpp_cubes.errors import InputFormatError
-from gpp_cubes.features import (
+from gpp_cubes.cube.features import (
     SiteInputs,
     SiteMeta,
     assemble_site,
@@ -22,6 +21,7 @@ from gpp_cubes.features import (
     write_multisite_store,
     write_site_store,
 )
+from gpp_cubes.errors import InputFormatError
 
 SITES = [("DE-Hai", 51.0792, 10.4522, 430.0, "DBF"), ("FI-Var", 67.7549, 29.61, 395.0, "ENF")]
 PREDICTORS = ["S2_PC1", "S2_PC2", *contract.FIXED_PREDICTORS]
@@ -163,9 +163,9 @@ def test_synthetic_world_is_written_by_the_real_writer(tmp_path: Path) -> None:
 
 
 def test_every_module_uses_the_contract_objects() -> None:
-    import gpp_cubes.features as features
-    import gpp_cubes.publish as publish
-    import gpp_cubes.store as store
+    import gpp_cubes.cube.features as features
+    import gpp_cubes.cube.publish as publish
+    import gpp_cubes.cube.store as store
     import gpp_models.data as data
     import gpp_models.testing as testing
 

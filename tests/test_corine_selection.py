@@ -17,7 +17,10 @@ import rasterio
 from pyproj import Transformer
 from rasterio.transform import from_origin
 
-from gpp_cubes.corine import (
+from gpp_cubes.demo.serve import serve_files
+from gpp_cubes.errors import SiteError
+from gpp_cubes.sites.catalog import point_site, study_sites
+from gpp_cubes.sites.corine import (
     FOREST_CLASSES,
     artificial_mask,
     clc_legend,
@@ -25,12 +28,9 @@ from gpp_cubes.corine import (
     read_corine,
     to_clc_codes,
 )
-from gpp_cubes.demo.serve import serve_files
-from gpp_cubes.errors import SiteError
-from gpp_cubes.fluxnet import fluxnet_filename, write_fluxnet
-from gpp_cubes.grid import site_grid
-from gpp_cubes.selection import buffer_stats, save_selection, select_sites
-from gpp_cubes.sites import point_site, study_sites
+from gpp_cubes.sites.grid import site_grid
+from gpp_cubes.sites.selection import buffer_stats, save_selection, select_sites
+from gpp_cubes.targets.fluxnet import fluxnet_filename, write_fluxnet
 
 RES = 100.0
 LEFT, TOP = 4310000.0, 3220000.0  # raster origin (LAEA metres)
@@ -273,7 +273,7 @@ def test_read_corine_ee():  # pragma: no cover - needs Earth Engine credentials 
     pytest.importorskip("ee")
     import ee
 
-    from gpp_cubes.corine import read_corine_ee
+    from gpp_cubes.sites.corine import read_corine_ee
 
     ee.Initialize()
     codes = read_corine_ee(site_grid(51.079407, 10.452089), site_id="DE-Hai")

@@ -108,8 +108,8 @@ def test_two_zone_site_has_items_on_both_tiles(demo_world: World, items: dict,
 
 def test_zone_34_item_is_on_its_tile_and_covers_the_site(demo_world: World, items: dict,
                                                            scenes: pd.DataFrame) -> None:
-    from gpp_cubes.clearsky import solar_position
-    from gpp_cubes.grid import site_grid
+    from gpp_cubes.sensors.clearsky import solar_position
+    from gpp_cubes.sites.grid import site_grid
 
     site = demo_world.site(TWO_ZONE_SITE)
     row = scenes[(scenes["site"] == TWO_ZONE_SITE) & (scenes["epsg"] == 32634)

@@ -16,7 +16,7 @@ from demo_fixtures import TEST_CONFIG
 from rasterio.windows import from_bounds
 
 from gpp_cubes.demo import DemoConfig, ServedWorld, World, generate_world, serve_world
-from gpp_cubes.grid import site_grid
+from gpp_cubes.sites.grid import site_grid
 
 REFERENCE = Path(__file__).resolve().parent / "data" / "reference"
 
@@ -298,7 +298,7 @@ def test_s1_tower_pixels_and_annulus(served_demo: ServedWorld) -> None:
 def test_modis_items_and_tower_pixel(served_demo: ServedWorld) -> None:
     import pystac_client
 
-    from gpp_cubes.lst import MODIS_ORIGIN_X, MODIS_PIXEL_M
+    from gpp_cubes.sensors.lst import MODIS_ORIGIN_X, MODIS_PIXEL_M
 
     world = served_demo.world
     site = world.site("FI-Var")
@@ -330,8 +330,8 @@ def test_modis_items_and_tower_pixel(served_demo: ServedWorld) -> None:
 
 
 def test_corine_agrees_with_scene_land_cover(demo_world: World) -> None:
-    from gpp_cubes.corine import artificial_mask, forest_mask, read_corine
     from gpp_cubes.demo.landscape import landcover
+    from gpp_cubes.sites.corine import artificial_mask, forest_mask, read_corine
 
     for site in demo_world.sites:
         g = site_grid(site.latitude, site.longitude)
@@ -345,8 +345,8 @@ def test_corine_agrees_with_scene_land_cover(demo_world: World) -> None:
 
 
 def test_gpp_is_the_known_function(demo_world: World) -> None:
-    from gpp_cubes.extremes import detect_extremes
-    from gpp_cubes.fluxnet import gpp_targets, read_fluxnet
+    from gpp_cubes.targets.extremes import detect_extremes
+    from gpp_cubes.targets.fluxnet import gpp_targets, read_fluxnet
 
     daily = demo_world.truth.daily
     for site in demo_world.sites:

@@ -295,10 +295,10 @@ def test_gdal_cloud_read_defaults_are_set(dockerfile: tuple[str, list[Stage]]) -
 
 
 def test_gdal_defaults_agree_with_the_library(dockerfile: tuple[str, list[Stage]]) -> None:
-    """The image's environment wins over gpp_cubes.providers.GDAL_DEFAULTS (configure_gdal
+    """The image's environment wins over gpp_cubes.stac.providers.GDAL_DEFAULTS (configure_gdal
     keeps values already set), so a disagreement would silently change the library's
     settings inside the image."""
-    providers = pytest.importorskip("gpp_cubes.providers")
+    providers = pytest.importorskip("gpp_cubes.stac.providers")
     name, stages = dockerfile
     env = final_env(stages[-1])
     differ = {
@@ -461,7 +461,7 @@ def test_workers_of_the_image_keep_glibcs_adaptive_mmap_threshold(name: str) -> 
     import yaml
     from distributed.nanny import _get_env_variables
 
-    from gpp_cubes.build import LOCAL_CLUSTER_CONFIG
+    from gpp_cubes.batch import LOCAL_CLUSTER_CONFIG
 
     copies = [shlex.split(v) for v in parse_stages(DOCKER / name)[-1].values("COPY")]
     assert ["docker/dask.yaml", "/etc/dask/gpp-cubes.yaml"] in copies

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gpp_cubes.extremes import (
+from gpp_cubes.targets.extremes import (
     anomalies,
     anomaly_threshold,
     day_of_year_365,

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from gpp_cubes.errors import InputFormatError
-from gpp_cubes.fluxnet import (
+from gpp_cubes.targets.fluxnet import (
     find_fluxnet_file,
     fluxnet_filename,
     fullset_dd_columns,

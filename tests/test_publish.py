@@ -19,8 +19,7 @@ from pystac.extensions.datacube import DatacubeExtension
 from pystac.validation import JsonSchemaSTACValidator
 from shapely.geometry import Point, shape
 
-from gpp_cubes.errors import InputFormatError
-from gpp_cubes.publish import (
+from gpp_cubes.cube.publish import (
     COLLECTION_ID,
     ZARR_MEDIA_TYPE,
     buffer_polygon,
@@ -28,7 +27,8 @@ from gpp_cubes.publish import (
     provenance_summary,
     update_cube_catalog,
 )
-from gpp_cubes.store import COMPLETE_MARKER, write_zarr_atomic
+from gpp_cubes.cube.store import COMPLETE_MARKER, write_zarr_atomic
+from gpp_cubes.errors import InputFormatError
 
 pytestmark = pytest.mark.filterwarnings("ignore:Consolidated metadata:UserWarning")
 

@@ -1,8 +1,8 @@
 """Feature QA (gpp_cubes.qa): ranges, index bounds, the Hampel scan, actions, tables, report.
 
 References are independent of the code under test: hand-worked numbers, the index values
-:func:`gpp_cubes.indices.compute_indices` produces, a numerical integral of the TOA
-irradiance, the clear-sky model of :mod:`gpp_cubes.clearsky`.
+:func:`gpp_cubes.s2.indices.compute_indices` produces, a numerical integral of the TOA
+irradiance, the clear-sky model of :mod:`gpp_cubes.sensors.clearsky`.
 """
 
 from __future__ import annotations
@@ -79,10 +79,10 @@ def test_formula_range_on_hand_made_formulas():
 
 def test_derived_index_bounds_hold_for_computed_indices():
     """Every bound derived for the shipped list holds on indices computed by
-    gpp_cubes.indices from random and corner reflectances in [0, 1]."""
+    gpp_cubes.s2.indices from random and corner reflectances in [0, 1]."""
     import xarray as xr
 
-    from gpp_cubes.indices import compute_indices, default_index_list
+    from gpp_cubes.s2.indices import compute_indices, default_index_list
 
     rng = np.random.default_rng(0)
     n = 20000
@@ -146,8 +146,8 @@ def test_ghi_bound_is_zero_plus_margin_in_the_polar_night():
 
 
 def test_clear_sky_ghi_never_exceeds_its_bound():
-    from gpp_cubes.clearsky import daily_clear_sky_ghi
     from gpp_cubes.qa import qa_clear_sky_ghi
+    from gpp_cubes.sensors.clearsky import daily_clear_sky_ghi
 
     # the polar-night edge (refraction) and a high, clear Alpine site
     for lat, lon, elev in [(67.7553, 29.61, 275.0), (46.5, 9.8, 2500.0)]:

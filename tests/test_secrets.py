@@ -245,7 +245,7 @@ def test_planted_token_never_appears_in_log_output(monkeypatch: pytest.MonkeyPat
     old_level = root.level
     root.addHandler(root_handler)
     root.setLevel(logging.DEBUG)
-    child = logging.getLogger("gpp_cubes.search.deep.child")
+    child = logging.getLogger("gpp_cubes.stac.search.deep.child")
     try:
         child.info("using key %s", PLANTED_KEY)
         child.warning({"headers": {"Ocp-Apim-Subscription-Key": PLANTED_KEY}})

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from gpp_cubes.errors import SiteError
-from gpp_cubes.sites import (
+from gpp_cubes.sites.catalog import (
     catalog_path,
     get_site,
     in_europe,
@@ -159,7 +159,7 @@ def test_study_sites_env_default(tmp_path, monkeypatch):
 
 
 def test_import_is_light():
-    code = ("import sys, gpp_cubes.sites; "
+    code = ("import sys, gpp_cubes.sites.catalog; "
             "print(any(m in sys.modules for m in ('rasterio', 'xarray', 'pandas', 'numpy')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert out.stdout.strip() == "False", out.stderr

@@ -28,7 +28,7 @@ Examples:
 
 def _parse_sites(spec: str) -> list[str]:
     from gpp_cubes.errors import ConfigError
-    from gpp_cubes.sites import study_sites, validate_site_id
+    from gpp_cubes.sites.catalog import study_sites, validate_site_id
 
     if spec.strip().lower() == "all":
         sites, message = study_sites()
@@ -69,7 +69,7 @@ class SiteProgress:
     """
 
     def __init__(self, progress: Any | Callable[[], Any], site_ids: list[str]) -> None:
-        from gpp_cubes.build import STAGES
+        from gpp_cubes.batch import STAGES
 
         lazy = callable(progress) and not hasattr(progress, "add_task")
         self._open = progress if lazy else None
@@ -209,7 +209,7 @@ def register(app: typer.Typer) -> None:
         config: Path | None = ConfigOption,
         debug: bool = DebugOption,
     ) -> None:
-        from gpp_cubes.build import any_failed, build_sites
+        from gpp_cubes.batch import any_failed, build_sites
         from gpp_cubes.errors import ConfigError
 
         state: dict[str, Any] = {}

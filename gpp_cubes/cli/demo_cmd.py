@@ -31,7 +31,7 @@ def _world_config(sites: int, seed: int, quick: bool) -> Any:
     default = DemoConfig()
     names = default.sites
     if sites > len(names):
-        from gpp_cubes.sites import load_sites
+        from gpp_cubes.sites.catalog import load_sites
 
         extra = [s.id for s in load_sites() if s.status == "candidate" and s.id not in names]
         names = (*names, *extra[: sites - len(names)])
@@ -42,7 +42,7 @@ def _world_config(sites: int, seed: int, quick: bool) -> Any:
 
 def _run_demo(out: Path, sites: int, seed: int, quick: bool, workers: int | None,
               force: bool) -> dict[str, Path]:
-    from gpp_cubes.build import CATALOG_DIR, any_failed, build_sites
+    from gpp_cubes.batch import CATALOG_DIR, any_failed, build_sites
     from gpp_cubes.cli.build_cmd import demo_stac_identity
     from gpp_cubes.demo import generate_world, serve_world
     from gpp_cubes.errors import BuildError

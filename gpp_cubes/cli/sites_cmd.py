@@ -45,7 +45,7 @@ def list_cmd(
     debug: bool = DebugOption,
 ) -> None:
     from gpp_cubes.errors import ConfigError
-    from gpp_cubes.sites import STATUSES, load_sites, study_sites
+    from gpp_cubes.sites.catalog import STATUSES, load_sites, study_sites
 
     def run() -> None:
         if status is not None and status not in STATUSES:
@@ -87,7 +87,7 @@ def show_cmd(
 ) -> None:
     from dataclasses import asdict
 
-    from gpp_cubes.sites import get_site
+    from gpp_cubes.sites.catalog import get_site
 
     def run() -> None:
         s = get_site(site)
@@ -128,8 +128,8 @@ def select_cmd(
     config: Path | None = ConfigOption,
     debug: bool = DebugOption,
 ) -> None:
-    from gpp_cubes.selection import save_selection, select_sites
-    from gpp_cubes.sites import get_site, load_sites, validate_site_id
+    from gpp_cubes.sites.catalog import get_site, load_sites, validate_site_id
+    from gpp_cubes.sites.selection import save_selection, select_sites
 
     def run() -> None:
         if site:

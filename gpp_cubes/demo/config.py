@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from gpp_cubes.errors import ConfigError
-from gpp_cubes.grid import site_grid
+from gpp_cubes.sites.grid import site_grid
 
 from .granule import TILE_SIZE_M, Tile, mgrs_tile
 from .landscape import FOREST_CLC, Patch, make_patches, site_rng
@@ -86,7 +86,7 @@ class DemoConfig:
         h = hashlib.sha256(self.to_json().encode())
         here = Path(__file__).resolve().parent
         sources = [p for p in here.glob("*.py") if p.name not in SERVING_MODULES]
-        for p in sorted([*sources, here.parent / "clearsky.py"]):
+        for p in sorted([*sources, here.parent / "sensors" / "clearsky.py"]):
             h.update(p.name.encode())
             h.update(p.read_bytes())
         return h.hexdigest()[:16]
@@ -208,7 +208,7 @@ class DemoSite(_Raster):
 
 def station(site_id: str) -> tuple[str, float, float, float, str]:
     """(name, latitude, longitude, elevation [m], IGBP) of a catalog station."""
-    from gpp_cubes.sites import get_site
+    from gpp_cubes.sites.catalog import get_site
 
     s = get_site(site_id)
     if s.elevation_m is None or s.igbp is None:

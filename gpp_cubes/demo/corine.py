@@ -3,7 +3,7 @@
 One COG per site in ETRS89-LAEA (EPSG:3035) at 100 m on the real CLC grid (origin on
 multiples of 100 m), ``uint16`` three-digit CLC codes (as in the Earth Engine export
 ``COPERNICUS/CORINE/V20/100m/2018``; the EEA GeoTIFF stores GRID_CODE 1-44 instead, which
-:func:`gpp_cubes.corine.to_clc_codes` also reads), nodata 0, covering the demo area of the
+:func:`gpp_cubes.sites.corine.to_clc_codes` also reads), nodata 0, covering the demo area of the
 site; and a VRT mosaic of all of them (``CLC2018_demo.vrt``) standing for the single
 Europe-wide raster. Classes come from the same land-cover patches as the Sentinel-2
 scenes (forest 311/312/313 by IGBP, grassland 231, cropland 211, urban 112), evaluated at

@@ -47,7 +47,7 @@ def write_site_fluxnet(root: Path, site: DemoSite, config: DemoConfig, daily: pd
     pandas.DataFrame
         ``daily`` plus ``gpp_written`` (NaN where -9999), ``nee_qc`` and ``status``.
     """
-    from gpp_cubes.fluxnet import fluxnet_filename, write_fluxnet
+    from gpp_cubes.targets.fluxnet import fluxnet_filename, write_fluxnet
 
     rng = site_rng(config.seed, site.site_id, "fluxnet")
     days = daily.index

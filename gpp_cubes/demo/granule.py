@@ -8,7 +8,7 @@ describe the full tile exactly as ESA's ``MTD_TL.xml`` does (``Tile_Geocoding`` 
 so the NBAR code reads them through ``sen2nbar.c_factor.c_factor_from_metadata`` unchanged.
 
 Sun angles are computed for the scene's sensing time at every grid node with the NREL SPA
-(:func:`gpp_cubes.clearsky.solar_position`). Viewing angles follow a simple push-broom
+(:func:`gpp_cubes.sensors.clearsky.solar_position`). Viewing angles follow a simple push-broom
 geometry: a straight north-south ground track (in the site's UTM CRS, so one track on the
 ground for the tiles of two zones) at a fixed offset per relative orbit, the view zenith
 ``atan(d / 786 km)`` of the across-track distance ``d``, the view azimuth pointing
@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 from pyproj import Transformer
 
-from gpp_cubes.grid import utm_epsg
+from gpp_cubes.sites.grid import utm_epsg
 
 TILE_SIZE_M = 109800.0
 ANGLE_STEP_M = 5000.0
@@ -175,7 +175,7 @@ def sun_angle_grids_many(tile: Tile, times: Sequence[pd.Timestamp]
     """
     from scipy.ndimage import map_coordinates
 
-    from gpp_cubes.clearsky import solar_position
+    from gpp_cubes.sensors.clearsky import solar_position
 
     # SPA at every 4th node (7 x 7 of 23 x 23: nodes 0, 4, ..., 20 and 22), bilinear in
     # between: sun angles are smooth over 110 km (interpolation error < 0.001 deg) and the

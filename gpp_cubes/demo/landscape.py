@@ -10,7 +10,7 @@ GPP model (the "known function" of the FLUXNET files) [g C m-2 d-1]::
 
     GPP = GPP_max(IGBP) * (GHI_cs / 300 W m-2) * (0.7 + 0.3 g) * (0.6 + 0.4 f_T) * d + e
 
-with ``GHI_cs`` the daily mean clear-sky GHI (:mod:`gpp_cubes.clearsky`), ``g`` the
+with ``GHI_cs`` the daily mean clear-sky GHI (:mod:`gpp_cubes.sensors.clearsky`), ``g`` the
 greenness in [0, 1] that the Sentinel-2 scenes carry (NDVI and NIR follow it), ``f_T`` a
 logistic temperature response of the daily LST the MODIS scenes carry, ``d`` the drought
 factor (0.4 inside a planted drought, 1 elsewhere, 5-day linear ramps) and ``e`` noise.
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from gpp_cubes.clearsky import daily_clear_sky_ghi
+from gpp_cubes.sensors.clearsky import daily_clear_sky_ghi
 
 #: CLC code of the forest around the tower, by IGBP class.
 FOREST_CLC = {"DBF": 311, "EBF": 311, "ENF": 312, "MF": 313}

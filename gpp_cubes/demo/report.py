@@ -28,8 +28,8 @@ def summary(served: ServedWorld, start: str = "2016-01-01", end: str = "2020-12-
     For each site: the number of items the STAC API returns per collection for the site
     grid's bounding box over the world's dates (pystac-client, POST paging), the valid
     fraction of daily GPP over ``start``..``end`` after the FLUXNET filters
-    (``gpp_cubes.fluxnet``), and the climate-induced extreme events detected in it
-    (``gpp_cubes.extremes``), next to the planted droughts.
+    (``gpp_cubes.targets.fluxnet``), and the climate-induced extreme events detected in it
+    (``gpp_cubes.targets.extremes``), next to the planted droughts.
 
     Parameters
     ----------
@@ -47,9 +47,9 @@ def summary(served: ServedWorld, start: str = "2016-01-01", end: str = "2020-12-
     """
     import pystac_client
 
-    from gpp_cubes.extremes import detect_extremes
-    from gpp_cubes.fluxnet import gpp_targets, read_fluxnet, valid_fraction
-    from gpp_cubes.grid import site_grid
+    from gpp_cubes.sites.grid import site_grid
+    from gpp_cubes.targets.extremes import detect_extremes
+    from gpp_cubes.targets.fluxnet import gpp_targets, read_fluxnet, valid_fraction
 
     world = served.world
     client = pystac_client.Client.open(served.stac_url)

@@ -221,7 +221,7 @@ def bright_block(site: DemoSite) -> tuple[float, float, float, float]:
 
     It lies on forest (no patch), so only the circle can exclude it.
     """
-    from gpp_cubes.grid import site_grid
+    from gpp_cubes.sites.grid import site_grid
 
     g = site_grid(site.latitude, site.longitude)
     for sx, sy in ((1, 1), (-1, 1), (-1, -1), (1, -1)):
@@ -449,7 +449,7 @@ def plan_datatakes(site: DemoSite, config: DemoConfig) -> list[Datatake]:
     Deterministic from the config's seed (a random stream of its own, so the scene contents
     drawn elsewhere do not shift).
     """
-    from gpp_cubes.clearsky import solar_position
+    from gpp_cubes.sensors.clearsky import solar_position
 
     times = scene_dates(site, config)
     sp = solar_position(pd.DatetimeIndex(times), site.latitude, site.longitude,

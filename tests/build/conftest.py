@@ -18,7 +18,7 @@ def build_served(served_demo):
 
 
 def build_kwargs(served) -> dict:
-    """Arguments of :func:`gpp_cubes.build.build_sites` for the served demo world."""
+    """Arguments of :func:`gpp_cubes.batch.build_sites` for the served demo world."""
     w = served.world
     return {"start": BUILD_START, "end": BUILD_END, "provider": "custom",
             "stac_url": served.stac_url, "corine_source": str(w.corine_path),
@@ -28,7 +28,7 @@ def build_kwargs(served) -> dict:
 @pytest.fixture(scope="session")
 def local_build(build_served, tmp_path_factory):
     """An uninterrupted build of every demo site on a 2-worker LocalCluster."""
-    from gpp_cubes.build import build_sites
+    from gpp_cubes.batch import build_sites
 
     out = tmp_path_factory.mktemp("local-build")
     sites = [s.site_id for s in build_served.world.sites]

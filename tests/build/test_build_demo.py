@@ -11,10 +11,10 @@ import pytest
 import xarray as xr
 from typer.testing import CliRunner
 
-from gpp_cubes.build import build_sites
-from gpp_cubes.features import SiteMeta
-from gpp_cubes.fluxnet import find_fluxnet_file, gpp_targets, read_fluxnet
-from gpp_cubes.store import is_complete
+from gpp_cubes.batch import build_sites
+from gpp_cubes.cube.features import SiteMeta
+from gpp_cubes.cube.store import is_complete
+from gpp_cubes.targets.fluxnet import find_fluxnet_file, gpp_targets, read_fluxnet
 
 from .compare import assert_same_store
 from .conftest import BUILD_END, BUILD_START, build_kwargs
@@ -123,7 +123,7 @@ def test_pca_failure_fails_the_waiting_sites_and_a_rerun_recovers(
     still settle every site, as failed with the reason, and write no store."""
     from distributed import Client, LocalCluster
 
-    import gpp_cubes.build as build
+    import gpp_cubes.batch as build
 
     _, ref = local_build
     out = tmp_path / "out"

@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from gpp_cubes.build import SENSORS, build_sites
-from gpp_cubes.store import _host, is_complete
+from gpp_cubes.batch import SENSORS, build_sites
+from gpp_cubes.cube.store import _host, is_complete
 
 from .compare import assert_same_store
 from .conftest import build_kwargs

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from gpp_cubes.build import BuildConfig, _read_phase1, resolve_sites, run_sensor
-from gpp_cubes.store import is_complete
+from gpp_cubes.batch import BuildConfig, _read_phase1, resolve_sites, run_sensor
+from gpp_cubes.cube.store import is_complete
 
 from .conftest import build_kwargs
 
@@ -21,10 +21,10 @@ SITE = "DE-Hai"
 def _plant(monkeypatch: pytest.MonkeyPatch, planted: dict) -> None:
     """Wrap the S2 and LST stages: an NBAR above 1, an NIRv spike, an LST of 400 K and a
     cloud-cold LST, on dates recorded in ``planted``."""
-    import gpp_cubes.lst
     import gpp_cubes.s2
+    import gpp_cubes.sensors.lst
 
-    real_s2, real_lst = gpp_cubes.s2.s2_features, gpp_cubes.lst.lst_features
+    real_s2, real_lst = gpp_cubes.s2.s2_features, gpp_cubes.sensors.lst.lst_features
 
     def s2_features(*args, **kwargs):
         ds = real_s2(*args, **kwargs)
@@ -46,7 +46,7 @@ def _plant(monkeypatch: pytest.MonkeyPatch, planted: dict) -> None:
         return res
 
     monkeypatch.setattr(gpp_cubes.s2, "s2_features", s2_features)
-    monkeypatch.setattr(gpp_cubes.lst, "lst_features", lst_features)
+    monkeypatch.setattr(gpp_cubes.sensors.lst, "lst_features", lst_features)
 
 
 @pytest.mark.parametrize("action", ["drop", "flag"])

@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-from gpp_cubes.build import build_sites
-from gpp_cubes.store import is_complete
+from gpp_cubes.batch import build_sites
+from gpp_cubes.cube.store import is_complete
 
 from .compare import assert_same_store
 from .conftest import build_kwargs
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow
 
 RUNNER = """
 import json, sys
-from gpp_cubes.build import build_sites
+from gpp_cubes.batch import build_sites
 args = json.loads(sys.argv[1])
 build_sites(args.pop("sites"), args.pop("out"), n_workers=1, **args)
 """

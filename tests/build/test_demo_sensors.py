@@ -6,12 +6,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gpp_cubes.features import SiteMeta
-from gpp_cubes.forest import forest_mask
-from gpp_cubes.grid import site_grid
-from gpp_cubes.lst import lst_features
-from gpp_cubes.s1 import s1_features
-from gpp_cubes.sites import get_site
+from gpp_cubes.cube.features import SiteMeta
+from gpp_cubes.sensors.lst import lst_features
+from gpp_cubes.sensors.s1 import s1_features
+from gpp_cubes.sites.catalog import get_site
+from gpp_cubes.sites.forest import forest_mask
+from gpp_cubes.sites.grid import site_grid
 
 START, END = "2018-01-01", "2018-12-31"
 SITE = "DE-Hai"

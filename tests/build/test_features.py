@@ -11,8 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gpp_cubes.errors import BuildError
-from gpp_cubes.features import (
+from gpp_cubes.cube.features import (
     FIXED_PREDICTORS,
     SiteInputs,
     SiteMeta,
@@ -21,6 +20,7 @@ from gpp_cubes.features import (
     daily_calendar,
     fill_predictor,
 )
+from gpp_cubes.errors import BuildError
 
 
 def test_calendar_is_gap_free_daily_ns():

@@ -25,7 +25,7 @@ WINTER = (11, 12, 1, 2)
 @pytest.fixture(scope="module")
 def northern_build(build_served, tmp_path_factory):
     """FI-Var and FI-Hyy over the whole test world (three years), one shared PCA."""
-    from gpp_cubes.build import build_sites
+    from gpp_cubes.batch import build_sites
 
     w = build_served.world
     out = tmp_path_factory.mktemp("north")

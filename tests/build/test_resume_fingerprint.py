@@ -1,7 +1,7 @@
 """Resume reuses a store only if it was built from what this run would build it from.
 
 Every store of a build records a fingerprint of its inputs and parameters
-(:mod:`gpp_cubes.fingerprint`); a complete store whose fingerprint differs stops the build
+(:mod:`gpp_cubes.batch.fingerprint`); a complete store whose fingerprint differs stops the build
 before the Dask cluster starts, or is rebuilt (with what depends on it) under
 ``rebuild_changed``. One site over three months keeps each build to a few seconds on an
 in-process cluster.
@@ -18,10 +18,10 @@ import pytest
 import xarray as xr
 from typer.testing import CliRunner
 
-import gpp_cubes.build as build
-from gpp_cubes.build import build_sites
+import gpp_cubes.batch as build
+from gpp_cubes.batch import build_sites
+from gpp_cubes.cube.store import is_complete, write_zarr_atomic
 from gpp_cubes.errors import GppError
-from gpp_cubes.store import is_complete, write_zarr_atomic
 
 from .compare import assert_same_store
 from .conftest import build_kwargs
@@ -281,15 +281,15 @@ def test_a_new_config_field_counts_everywhere_and_urls_lose_credentials(tmp_path
     """Fingerprints follow BuildConfig generically; each stage keeps only what it reads."""
     from dataclasses import dataclass, replace
 
-    from gpp_cubes.build import BuildConfig
-    from gpp_cubes.features import SiteMeta
-    from gpp_cubes.fingerprint import (
+    from gpp_cubes.batch import BuildConfig
+    from gpp_cubes.batch.fingerprint import (
         PHASE1,
         differences,
         pca_fingerprint,
         phase1_fingerprint,
         site_fingerprint,
     )
+    from gpp_cubes.cube.features import SiteMeta
 
     @dataclass(frozen=True)
     class Later(BuildConfig):  # a field added after this module was written

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from gpp_cubes.grid import site_grid
-from gpp_cubes.s1 import dprvi_vv, linear_to_db, s1_features_from_cube
+from gpp_cubes.sensors.s1 import dprvi_vv, linear_to_db, s1_features_from_cube
+from gpp_cubes.sites.grid import site_grid
 
 LAT, LON = 51.0792, 10.4522  # DE-Hai
 

@@ -89,7 +89,7 @@ def test_configure_process_tunes_malloc_and_devices() -> None:
 
 
 def test_core_count_matches_the_cube_builder() -> None:
-    from gpp_cubes.build import default_workers
+    from gpp_cubes.batch import default_workers
     from gpp_models.parallel import usable_cores
 
     assert usable_cores() == default_workers()

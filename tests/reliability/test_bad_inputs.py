@@ -51,7 +51,7 @@ def test_config_file_not_toml_is_named(tmp_path):
 
 @pytest.mark.parametrize("bad", ["../x", "..", "DE-Hai/../../etc", "/tmp/DE-Hai"])
 def test_path_like_site_ids_never_become_output_paths(bad, tmp_path):
-    from gpp_cubes.sites import point_site
+    from gpp_cubes.sites.catalog import point_site
 
     with pytest.raises(SiteError, match="invalid site id"):
         point_site(50.0, 10.0, site_id=bad)
@@ -59,7 +59,7 @@ def test_path_like_site_ids_never_become_output_paths(bad, tmp_path):
 
 
 def test_site_outside_europe_is_flagged_by_the_selection_rules():
-    from gpp_cubes.sites import get_site, in_europe, point_site
+    from gpp_cubes.sites.catalog import get_site, in_europe, point_site
 
     guy = get_site("GF-Guy")  # French Guiana: a catalog station outside Europe
     assert not in_europe(guy.latitude, guy.longitude)
@@ -68,7 +68,7 @@ def test_site_outside_europe_is_flagged_by_the_selection_rules():
 
 
 def test_coordinates_out_of_range_named():
-    from gpp_cubes.sites import point_site
+    from gpp_cubes.sites.catalog import point_site
 
     with pytest.raises(SiteError, match=r"XX-Bad: coordinates out of range: lat=95"):
         point_site(95.0, 10.0, site_id="XX-Bad")
@@ -82,7 +82,7 @@ def _flux() -> pd.DataFrame:
 
 
 def test_date_range_outside_the_fluxnet_data_is_an_error():
-    from gpp_cubes.fluxnet import gpp_targets
+    from gpp_cubes.targets.fluxnet import gpp_targets
 
     with pytest.raises(InputFormatError, match=r"DE-Hai.*2016-01-01.*2016-12-31.*2030"):
         gpp_targets(_flux(), start="2030-01-01", end="2030-12-31")
@@ -90,8 +90,8 @@ def test_date_range_outside_the_fluxnet_data_is_an_error():
 
 def test_search_date_range_outside_the_data_names_site_and_dates(served_demo):
     from gpp_cubes.errors import EmptySearchError
-    from gpp_cubes.grid import site_grid
-    from gpp_cubes.search import search_items
+    from gpp_cubes.sites.grid import site_grid
+    from gpp_cubes.stac.search import search_items
 
     s = served_demo.world.site("FI-Var")
     with pytest.raises(EmptySearchError, match=r"'FI-Var' between 2030-01-01 and 2030-02-01"):
@@ -101,8 +101,8 @@ def test_search_date_range_outside_the_data_names_site_and_dates(served_demo):
 
 
 def test_reversed_date_range_is_an_error():
+    from gpp_cubes.cube.features import daily_calendar
     from gpp_cubes.errors import BuildError
-    from gpp_cubes.features import daily_calendar
 
     with pytest.raises(BuildError, match=r"start 2020-12-31 is after end 2016-01-01"):
         daily_calendar("2020-12-31", "2016-01-01")

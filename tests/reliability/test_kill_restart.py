@@ -19,14 +19,14 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from gpp_cubes.store import COMPLETE_MARKER, is_complete
+from gpp_cubes.cube.store import COMPLETE_MARKER, is_complete
 
 # Writes a 40-chunk store whose chunks take 0.1 s each to compute (a slow COG read stands in),
 # so a kill lands mid-write. argv: path, value offset, seconds per chunk.
 WRITER = r"""
 import sys, time
 import dask, dask.array as da, numpy as np, xarray as xr
-from gpp_cubes.store import write_zarr_atomic
+from gpp_cubes.cube.store import write_zarr_atomic
 path, offset, pause = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
 def slow(block, block_info=None):
     time.sleep(pause)
@@ -114,7 +114,7 @@ def _dead_pid() -> int:
 
 
 def test_stale_temporaries_removed_live_and_foreign_ones_kept(tmp_path):
-    from gpp_cubes.store import _host, remove_stale_temporaries, write_zarr_atomic
+    from gpp_cubes.cube.store import _host, remove_stale_temporaries, write_zarr_atomic
 
     path = tmp_path / "SITE.zarr"
     other = tmp_path / "SITE.zarr2"  # another store whose name starts the same

@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from gpp_cubes.cloud import scl_masks
 from gpp_cubes.reduce import masked_mean
-from gpp_cubes.snow import fmask_snow
+from gpp_cubes.s2.cloud import scl_masks
+from gpp_cubes.s2.snow import fmask_snow
 
 SHAPES = st.tuples(st.integers(1, 4), st.integers(1, 6), st.integers(1, 6))
 refl = st.one_of(st.floats(-0.125, 1.25, allow_nan=False, width=32), st.just(np.nan))

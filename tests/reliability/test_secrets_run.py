@@ -10,10 +10,10 @@ import logging
 import pytest
 
 from gpp_cubes.errors import StacError
-from gpp_cubes.grid import site_grid
-from gpp_cubes.load import load_items
-from gpp_cubes.search import search_items
 from gpp_cubes.secrets import install_redaction, uninstall_redaction
+from gpp_cubes.sites.grid import site_grid
+from gpp_cubes.stac.load import load_items
+from gpp_cubes.stac.search import search_items
 
 TOKEN = "plantedPCkey0123456789abcdefSECRET"
 
@@ -48,7 +48,7 @@ def test_token_absent_from_logs_provenance_and_errors(planted, served_demo, prox
         except StacError as err:
             errors.append(str(err))
     assert errors, "the failing search did not raise"
-    from gpp_cubes.store import write_zarr_atomic
+    from gpp_cubes.cube.store import write_zarr_atomic
 
     path = write_zarr_atomic(ds.isel(time=[0]).drop_vars("items"), tmp_path / "x.zarr",
                              provenance={"stac_items": json.loads(ds.attrs["stac_items"]),
@@ -66,7 +66,7 @@ def test_token_in_free_text_provenance_is_redacted(planted, tmp_path):
     import numpy as np
     import xarray as xr
 
-    from gpp_cubes.store import write_zarr_atomic
+    from gpp_cubes.cube.store import write_zarr_atomic
 
     ds = xr.Dataset({"v": ("t", np.zeros(3))})
     path = write_zarr_atomic(ds, tmp_path / "y.zarr", provenance={

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from gpp_cubes.errors import StacError
-from gpp_cubes.grid import site_grid
-from gpp_cubes.search import search_items
+from gpp_cubes.sites.grid import site_grid
+from gpp_cubes.stac.search import search_items
 
 COLLECTION = "sentinel-2-l2a"
 START, END = "2018-01-01", "2020-12-31"
@@ -74,10 +74,10 @@ def test_connection_reset_mid_page_gives_identical_items(served_demo, grid, refe
 
 def test_every_page_cut_twice_gives_identical_items(served_demo, grid, reference_ids,
                                                     proxy_factory, monkeypatch):
-    import gpp_cubes.providers as providers
+    import gpp_cubes.stac.providers as providers
 
     fast = providers.stac_io_with_retries  # default attempts, short backoff (test speed)
-    monkeypatch.setattr("gpp_cubes.search.stac_io_with_retries",
+    monkeypatch.setattr("gpp_cubes.stac.search.stac_io_with_retries",
                         lambda **kw: fast(backoff_factor=0.05))
     with proxy_factory(served_demo.stac_url, "reset-body", rate=1.0, times=2,
                        match="/search") as proxy:
@@ -91,11 +91,11 @@ def test_every_page_cut_twice_gives_identical_items(served_demo, grid, reference
 def test_reset_mid_page_beyond_retries_is_a_clear_stac_error_not_a_short_list(
         served_demo, grid, proxy_factory, monkeypatch):
     """A page that stays cut after every retry fails the search, never returns fewer items."""
-    import gpp_cubes.providers as providers
+    import gpp_cubes.stac.providers as providers
 
     # Few, fast retries: the proxy cuts the first page on each of its 3 attempts.
     fast = providers.stac_io_with_retries
-    monkeypatch.setattr("gpp_cubes.search.stac_io_with_retries",
+    monkeypatch.setattr("gpp_cubes.stac.search.stac_io_with_retries",
                         lambda **kw: fast(total=2, backoff_factor=0.01))
     with proxy_factory(served_demo.stac_url, "reset-body", rate=1.0, times=100,
                        match="/search") as proxy:

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from gpp_cubes.nbar import BRDF_BANDS, c_factor_block, c_factor_native, read_angles
+from gpp_cubes.s2.nbar import BRDF_BANDS, c_factor_block, c_factor_native, read_angles
 
 from .world import REF, mtd_tl_for
 
@@ -161,7 +161,7 @@ def test_read_angles_equals_sen2nbar_on_demo_world_granules(tmp_path):
 
 
 def test_c_factor_cache_returns_the_computed_values(tmp_path, mini_world):
-    from gpp_cubes.nbar import c_factor_block_cached
+    from gpp_cubes.s2.nbar import c_factor_block_cached
 
     g = mini_world.grid
     p = tmp_path / "MTD_TL.xml"

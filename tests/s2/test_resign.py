@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 import numpy as np
 import pystac
 
-from gpp_cubes.load import load_items
-from gpp_cubes.providers import resign_expired, sas_expiry
+from gpp_cubes.stac.load import load_items
+from gpp_cubes.stac.providers import resign_expired, sas_expiry
 
 BLOB = "https://sentinel2l2a01.blob.core.windows.net/sentinel2-l2/32/U/NB/B04.tif"
 OLD = "st=2020-01-01T00%3A00%3A00Z&se=2020-01-02T00%3A00%3A00Z&sp=rl&sv=2021-06-08&sig=old"

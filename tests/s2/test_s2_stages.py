@@ -11,13 +11,13 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from gpp_cubes.cloud import cloud_masks, cloudsen12_masks, load_cloudsen12, scl_masks
 from gpp_cubes.errors import ConfigError
-from gpp_cubes.indices import compute_indices, read_index_list
-from gpp_cubes.nbar import BRDF_BANDS, apply_c_factor, c_factor_native, c_factor_on_grid
-from gpp_cubes.pca import apply_pca, fit_pca, load_pca, save_pca
 from gpp_cubes.s2 import S2_BANDS, s2_cube, s2_features, to_reflectance
-from gpp_cubes.snow import fmask_snow
+from gpp_cubes.s2.cloud import cloud_masks, cloudsen12_masks, load_cloudsen12, scl_masks
+from gpp_cubes.s2.indices import compute_indices, read_index_list
+from gpp_cubes.s2.nbar import BRDF_BANDS, apply_c_factor, c_factor_native, c_factor_on_grid
+from gpp_cubes.s2.pca import apply_pca, fit_pca, load_pca, save_pca
+from gpp_cubes.s2.snow import fmask_snow
 
 from .world import LAT, LON, REF, Scene, make_world, mtd_tl_for, when
 

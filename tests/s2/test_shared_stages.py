@@ -15,17 +15,17 @@ import rasterio
 import xarray as xr
 from rasterio.transform import from_origin
 
+from gpp_cubes.cube.store import is_complete, provenance_base, write_zarr_atomic
 from gpp_cubes.demo.serve import free_port
 from gpp_cubes.errors import AssetError, BuildError, ConfigError, EmptySearchError
-from gpp_cubes.load import load_items, load_report
-from gpp_cubes.providers import (
+from gpp_cubes.reduce import apply_clear_rule, clear_fraction, masked_mean, radial_mask
+from gpp_cubes.stac.load import load_items, load_report
+from gpp_cubes.stac.providers import (
     configure_gdal,
     resolve_provider,
     stac_io_with_retries,
 )
-from gpp_cubes.reduce import apply_clear_rule, clear_fraction, masked_mean, radial_mask
-from gpp_cubes.search import search_items
-from gpp_cubes.store import is_complete, provenance_base, write_zarr_atomic
+from gpp_cubes.stac.search import search_items
 
 from .world import RES, Scene, band_values, make_world, serve, when, write_cog
 
@@ -301,7 +301,7 @@ def test_masked_mean_and_clear_rule():
 
 # ---------------------------------------------------------------------------- forest
 def test_forest_mask_from_corine_raster(tmp_path, mini_world):
-    from gpp_cubes.forest import forest_mask
+    from gpp_cubes.sites.forest import forest_mask
 
     g = mini_world.grid
     left, bottom, right, top = g.bounds
@@ -344,7 +344,7 @@ def test_store_atomic_write_and_provenance(tmp_path):
 
 
 def test_store_interrupted_rewrite_keeps_previous(tmp_path, monkeypatch):
-    import gpp_cubes.store as store
+    import gpp_cubes.cube.store as store
 
     p = tmp_path / "S.zarr"
     write_zarr_atomic(_ds(1.0), p, provenance={})

@@ -20,8 +20,8 @@ import rasterio
 import xarray as xr
 from pyproj import Transformer
 
-from gpp_cubes.grid import site_grid
-from gpp_cubes.nbar import (
+from gpp_cubes.s2 import drop_duplicates, s2_features
+from gpp_cubes.s2.nbar import (
     BRDF_BANDS,
     C_FACTOR_RANGE,
     MAX_SUN_ZENITH,
@@ -29,7 +29,7 @@ from gpp_cubes.nbar import (
     c_factor_problem,
     sun_zenith_at,
 )
-from gpp_cubes.s2 import drop_duplicates, s2_features
+from gpp_cubes.sites.grid import site_grid
 
 from .world import LAT, LON, REF, Scene, make_world, mtd_tl_for, when
 
@@ -295,7 +295,7 @@ def test_a_day_mixing_boa_offsets_keeps_one_offset(tmp_path):
 def test_c_factors_cached_by_an_earlier_method_are_not_read_back(tmp_path, monkeypatch):
     """The c-factor cache outlives the code: a value cached by another computation (the
     reprojecting one gave NaN across UTM zones) must never be served for the new one."""
-    import gpp_cubes.nbar as nbar
+    import gpp_cubes.s2.nbar as nbar
 
     grid = site_grid(*FI_HYY)
     p = _zone34_mtd(tmp_path, grid)

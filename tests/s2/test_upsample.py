@@ -1,4 +1,4 @@
-"""Integer up-sampling reads (gpp_cubes.upsample) against GDAL's warper through odc-stac.
+"""Integer up-sampling reads (gpp_cubes.stac.readers) against GDAL's warper through odc-stac.
 
 The reference is odc-stac's own ``RioReader.read``, which hands these reads to
 ``rasterio.warp.reproject`` (nearest); the fast path must return the same window and the
@@ -15,8 +15,8 @@ import pytest
 import rasterio
 from affine import Affine
 
-from gpp_cubes.load import _retry_classes
-from gpp_cubes.upsample import axis_windows, integer_upsampling, read_upsampled
+from gpp_cubes.stac.load import _retry_classes
+from gpp_cubes.stac.readers import axis_windows, integer_upsampling, read_upsampled
 
 X0, Y0 = 600180.0, 5661180.0  # a 60 m multiple, as the site grids are snapped
 
@@ -152,7 +152,7 @@ def test_s2_features_use_it_and_equal_the_warper_path(tmp_path: Path,
     """Through the S2 builder: the 9 coarser assets of every scene take the fast path (the
     item's projection extension gives their footprint), and the features are identical to a
     build whose reads all go through odc-stac's warper."""
-    import gpp_cubes.upsample as upsample
+    import gpp_cubes.stac.readers as upsample
     from gpp_cubes.s2 import s2_features
 
     from .world import LAT, LON, REF, RES, Scene, make_world, when

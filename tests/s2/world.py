@@ -21,7 +21,7 @@ from pyproj import Transformer
 from rasterio.transform import from_origin
 
 from gpp_cubes.demo.serve import serve_files, serve_stac, serve_world
-from gpp_cubes.grid import SiteGrid, site_grid
+from gpp_cubes.sites.grid import SiteGrid, site_grid
 
 REF = Path(__file__).resolve().parents[1] / "data" / "reference"
 

@@ -60,7 +60,7 @@ from gpp_cubes.errors import BuildError, EmptySearchError
 if TYPE_CHECKING:
     import xarray as xr
 
-    from gpp_cubes.grid import SiteGrid
+    from gpp_cubes.sites.grid import SiteGrid
 
 log = logging.getLogger(__name__)
 
@@ -227,7 +227,7 @@ def s1_features_from_items(items: Sequence[Any], grid: SiteGrid, forest: xr.Data
     forest : xarray.DataArray
         Forest mask on ``grid``.
     engine : {"odc", "stackstac"}
-        Loader (:func:`gpp_cubes.load.load_items`).
+        Loader (:func:`gpp_cubes.stac.load.load_items`).
     min_valid_fraction : float
         See :func:`s1_features_from_cube`.
     site_id : str, optional
@@ -239,7 +239,7 @@ def s1_features_from_items(items: Sequence[Any], grid: SiteGrid, forest: xr.Data
     """
     import json
 
-    from gpp_cubes.load import compute_dropping_failures, load_items
+    from gpp_cubes.stac.load import compute_dropping_failures, load_items
 
     groups: dict[str, list[Any]] = {}
     for it in items:
@@ -297,13 +297,13 @@ def s1_features(grid: SiteGrid, forest: xr.DataArray, start: str, end: str, *,
     Parameters
     ----------
     grid : SiteGrid
-        Site grid (10 m UTM, :func:`gpp_cubes.grid.site_grid`).
+        Site grid (10 m UTM, :func:`gpp_cubes.sites.grid.site_grid`).
     forest : xarray.DataArray
-        Forest mask on ``grid`` (:func:`gpp_cubes.forest.forest_mask`).
+        Forest mask on ``grid`` (:func:`gpp_cubes.sites.forest.forest_mask`).
     start, end : str
         First and last day [ISO date].
     provider, stac_url : str
-        STAC endpoint (:func:`gpp_cubes.search.search_items`).
+        STAC endpoint (:func:`gpp_cubes.stac.search.search_items`).
     site_id : str, optional
     engine : {"odc", "stackstac"}
     min_valid_fraction : float
@@ -313,7 +313,7 @@ def s1_features(grid: SiteGrid, forest: xr.DataArray, start: str, end: str, *,
     S1Result
         An empty frame (and ``scenes_found`` 0) when the search finds nothing.
     """
-    from gpp_cubes.search import search_items
+    from gpp_cubes.stac.search import search_items
 
     try:
         items = search_items(S1_COLLECTION, grid, start, end, provider=provider,

@@ -47,13 +47,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from gpp_cubes.search import _public_url
+from gpp_cubes.stac.search import _public_url
 
 if TYPE_CHECKING:
     import pystac
     import xarray as xr
 
-    from gpp_cubes.grid import SiteGrid
+    from gpp_cubes.sites.grid import SiteGrid
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ def _fetch_one(item: pystac.Item, cache: Path) -> Path:
     import requests
     from requests.adapters import HTTPAdapter
 
-    from gpp_cubes.providers import http_retry
+    from gpp_cubes.stac.providers import http_retry
 
     with requests.Session() as s:
         s.mount("http://", HTTPAdapter(max_retries=http_retry()))

@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from gpp_cubes.errors import InputFormatError
-from gpp_cubes.sites import validate_site_id
+from gpp_cubes.sites.catalog import validate_site_id
 
 MISSING = -9999
 REQUIRED_COLUMNS = ("TIMESTAMP", "GPP_NT_VUT_REF", "NEE_VUT_REF_QC")

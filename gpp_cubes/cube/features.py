@@ -189,7 +189,7 @@ class SiteMeta:
 
     @classmethod
     def from_site(cls, site: Any) -> SiteMeta:
-        """From a :class:`gpp_cubes.sites.Site` (or anything with the same attributes)."""
+        """From a :class:`gpp_cubes.sites.catalog.Site` (or anything with the same attributes)."""
         elev = getattr(site, "elevation_m", None)
         return cls(site_id=str(site.id), latitude=float(site.latitude),
                    longitude=float(site.longitude),
@@ -365,7 +365,7 @@ def write_site_store(ds: xr.Dataset, out_dir: str | Path) -> Path:
     pathlib.Path
         The complete store.
     """
-    from gpp_cubes.store import write_zarr_atomic
+    from gpp_cubes.cube.store import write_zarr_atomic
 
     path = Path(out_dir) / f"{ds.attrs[SITE_ID_ATTR]}.zarr"
     return write_zarr_atomic(ds, path, provenance=json.loads(ds.attrs["provenance"]))
@@ -385,7 +385,7 @@ def write_multisite_store(site_stores: Sequence[str | Path], out_dir: str | Path
     -------
     pathlib.Path
     """
-    from gpp_cubes.store import is_complete, write_zarr_atomic
+    from gpp_cubes.cube.store import is_complete, write_zarr_atomic
 
     datasets = []
     for p in site_stores:

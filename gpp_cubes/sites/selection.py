@@ -2,12 +2,12 @@
 
 A site passes when all four criteria hold:
 
-1. **europe** - the tower lies inside Europe (:func:`gpp_cubes.sites.in_europe`);
+1. **europe** - the tower lies inside Europe (:func:`gpp_cubes.sites.catalog.in_europe`);
 2. **forest** - at least 70 % of the CORINE 2018 pixels within 1 km of the tower are forest
    (classes 311, 312, 313);
 3. **artificial** - no artificial-surface pixel (CLC 1xx) lies within that 1 km buffer;
 4. **valid_gpp** - at least 60 % of the days 2016-2020 have a valid daily GPP
-   (:func:`gpp_cubes.fluxnet.gpp_targets`).
+   (:func:`gpp_cubes.targets.fluxnet.gpp_targets`).
 
 The buffer is evaluated on the site grid (UTM, 10 m by default; CORINE's 100 m pixels are
 resampled to it by nearest neighbour): a grid pixel belongs to the buffer when its centre lies
@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from gpp_cubes.errors import GppError, SiteError
-from gpp_cubes.sites import Site, default_selection_path, in_europe
+from gpp_cubes.sites.catalog import Site, default_selection_path, in_europe
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,7 @@ def buffer_stats(codes, grid, buffer_m: float = 1000.0) -> dict[str, float]:
     Parameters
     ----------
     codes : xarray.DataArray or numpy.ndarray
-        CLC codes on ``grid`` (:func:`gpp_cubes.corine.read_corine`), 0 = no data.
+        CLC codes on ``grid`` (:func:`gpp_cubes.sites.corine.read_corine`), 0 = no data.
     grid : SiteGrid
         The site grid.
     buffer_m : float
@@ -86,7 +86,7 @@ def buffer_stats(codes, grid, buffer_m: float = 1000.0) -> dict[str, float]:
         ``forest_fraction`` [0-1], ``artificial_pixels`` [count], ``nodata_fraction`` [0-1],
         ``n_pixels`` [count].
     """
-    from gpp_cubes.corine import NODATA, artificial_mask, forest_mask
+    from gpp_cubes.sites.corine import NODATA, artificial_mask, forest_mask
 
     values = np.asarray(codes)
     inside = grid.distance_to_tower() <= buffer_m
@@ -102,8 +102,8 @@ def buffer_stats(codes, grid, buffer_m: float = 1000.0) -> dict[str, float]:
 
 
 def _corine_criteria(site: Site, corine_source, rules: SelectionRules) -> tuple[dict, list]:
-    from gpp_cubes.corine import read_corine
-    from gpp_cubes.grid import site_grid
+    from gpp_cubes.sites.corine import read_corine
+    from gpp_cubes.sites.grid import site_grid
 
     grid = site_grid(site.latitude, site.longitude, buffer_m=rules.buffer_m,
                      resolution=rules.resolution)
@@ -125,7 +125,12 @@ def _corine_criteria(site: Site, corine_source, rules: SelectionRules) -> tuple[
 
 def _gpp_criterion(site: Site, fluxnet_dir, rules: SelectionRules
                    ) -> tuple[float, str | None, str | None]:
-    from gpp_cubes.fluxnet import find_fluxnet_file, gpp_targets, read_fluxnet, valid_fraction
+    from gpp_cubes.targets.fluxnet import (
+        find_fluxnet_file,
+        gpp_targets,
+        read_fluxnet,
+        valid_fraction,
+    )
 
     path = find_fluxnet_file(fluxnet_dir, site.id)
     if path is None:
@@ -150,9 +155,9 @@ def select_sites(sites: Iterable[Site], corine_source: str | Path, fluxnet_dir: 
     Parameters
     ----------
     sites : iterable of Site
-        Sites to check (e.g. :func:`gpp_cubes.sites.load_sites`).
+        Sites to check (e.g. :func:`gpp_cubes.sites.catalog.load_sites`).
     corine_source : str or Path
-        CORINE 2018 raster, local or URL (:func:`gpp_cubes.corine.read_corine`).
+        CORINE 2018 raster, local or URL (:func:`gpp_cubes.sites.corine.read_corine`).
     fluxnet_dir : str or Path
         Directory holding the FLUXNET2015-format daily files or per-site archives.
     rules : SelectionRules, optional
@@ -207,7 +212,7 @@ def select_sites(sites: Iterable[Site], corine_source: str | Path, fluxnet_dir: 
 
 
 def save_selection(table: pd.DataFrame, path: str | Path | None = None) -> Path:
-    """Write a selection table as CSV where :func:`gpp_cubes.sites.study_sites` reads it.
+    """Write a selection table as CSV where :func:`gpp_cubes.sites.catalog.study_sites` reads it.
 
     The file is written to a temporary name and renamed, so a crash never leaves a
     half-written study set.
@@ -217,7 +222,7 @@ def save_selection(table: pd.DataFrame, path: str | Path | None = None) -> Path:
     table : pandas.DataFrame
         Output of :func:`select_sites`.
     path : str or Path, optional
-        Default :func:`gpp_cubes.sites.default_selection_path`.
+        Default :func:`gpp_cubes.sites.catalog.default_selection_path`.
     """
     path = Path(path) if path else default_selection_path()
     missing = {"site_id", "latitude", "longitude", "verdict"} - set(table.columns)

@@ -1,9 +1,10 @@
 """Batch builds of site feature cubes on Dask: two phases, resumable, one log per site.
 
 Stage of the data flow: the last one of ``gpp_cubes``. For every site it runs the sensor
-stages (:mod:`gpp_cubes.s2`, :mod:`gpp_cubes.s1`, :mod:`gpp_cubes.lst`,
-:mod:`gpp_cubes.clearsky`, :mod:`gpp_cubes.fluxnet` + :mod:`gpp_cubes.extremes`) and joins
-them into the daily cube of :mod:`gpp_cubes.features`.
+stages (:mod:`gpp_cubes.s2`, :mod:`gpp_cubes.sensors.s1`, :mod:`gpp_cubes.sensors.lst`,
+:mod:`gpp_cubes.sensors.clearsky`, :mod:`gpp_cubes.targets.fluxnet` +
+:mod:`gpp_cubes.targets.extremes`) and joins
+them into the daily cube of :mod:`gpp_cubes.cube.features`.
 
 Two phases, because the Sentinel-2 PCA is fitted on *all* sites' training years:
 
@@ -17,11 +18,11 @@ Two phases, because the Sentinel-2 PCA is fitted on *all* sites' training years:
    PCA are done.
 
 Resumable: every store (intermediate or final) is written atomically with a completion
-marker (:func:`gpp_cubes.store.write_zarr_atomic`) and the fingerprint of what it was built
-from (:mod:`gpp_cubes.fingerprint`); a site whose final store is complete is skipped, a site
+marker (:func:`gpp_cubes.cube.store.write_zarr_atomic`) and the fingerprint of what it was built
+from (:mod:`gpp_cubes.batch.fingerprint`); a site whose final store is complete is skipped, a site
 whose phase-1 store is complete skips phase 1. Before the cluster starts, a build checks its
 input files (:func:`check_inputs`), removes the hidden temporaries a killed earlier run left
-(:func:`gpp_cubes.store.remove_stale_temporaries`), and compares every complete store's
+(:func:`gpp_cubes.cube.store.remove_stale_temporaries`), and compares every complete store's
 fingerprint with this run's: a store built from other inputs or parameters stops the build
 (:class:`~gpp_cubes.errors.StaleStoreError`), or is rebuilt with what depends on it when
 ``rebuild_changed=True``. ``force=True`` rebuilds the requested sites and refits the PCA.
@@ -31,7 +32,7 @@ Nothing assumes one machine: the tasks are plain functions of picklable argument
 themselves and write the stores themselves, into ``out_dir``, which must therefore be a
 path every worker can reach (a shared file system on a multi-machine cluster). Only small
 per-site summaries travel back to the client. GDAL settings reach the workers through a
-``WorkerPlugin`` (:func:`gpp_cubes.providers.gdal_worker_plugin`), progress through Dask
+``WorkerPlugin`` (:func:`gpp_cubes.stac.providers.gdal_worker_plugin`), progress through Dask
 events (topic ``gpp-build``), logs into ``<out>/logs/<SITE>.log``.
 """
 
@@ -53,8 +54,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from gpp_cubes.errors import BuildError, ConfigError
-from gpp_cubes.features import (
+from gpp_cubes.batch.fingerprint import Fingerprint
+from gpp_cubes.cube.features import (
     DEFAULT_END,
     DEFAULT_START,
     MULTISITE_NAME,
@@ -62,7 +63,7 @@ from gpp_cubes.features import (
     TRAIN_YEARS,
     SiteMeta,
 )
-from gpp_cubes.fingerprint import Fingerprint
+from gpp_cubes.errors import BuildError, ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,7 @@ class BuildConfig:
     start, end : str
         Calendar [ISO dates, inclusive].
     provider, stac_url : str
-        STAC endpoint (:func:`gpp_cubes.providers.resolve_provider`).
+        STAC endpoint (:func:`gpp_cubes.stac.providers.resolve_provider`).
     stac_identity : str, optional
         Stable name of the STAC endpoint in the stores' fingerprints, instead of
         ``stac_url`` without its query: for a server started on a fresh port every run
@@ -237,8 +238,8 @@ def _fail(summary: dict[str, Any], site_id: str, err: BaseException) -> dict[str
 
 
 def _gpp_and_extremes(site_id: str, cfg: BuildConfig) -> tuple[pd.Series, pd.Series, str]:
-    from gpp_cubes.extremes import detect_extremes
-    from gpp_cubes.fluxnet import find_fluxnet_file, gpp_targets, read_fluxnet
+    from gpp_cubes.targets.extremes import detect_extremes
+    from gpp_cubes.targets.fluxnet import find_fluxnet_file, gpp_targets, read_fluxnet
 
     if not cfg.fluxnet_dir:
         raise ConfigError("no FLUXNET directory given (fluxnet_dir / --fluxnet)")
@@ -278,8 +279,8 @@ def _sensor_dataset(sensor: str, meta: SiteMeta, cfg: BuildConfig, summary: dict
     Dataset and provenance."""
     import xarray as xr
 
-    from gpp_cubes.grid import site_grid
     from gpp_cubes.qa import QAConfig, qa_clear_sky_ghi, qa_lst_frame, qa_s1_frame
+    from gpp_cubes.sites.grid import site_grid
 
     sid = meta.site_id
     cal = pd.date_range(cfg.start, cfg.end, freq="D", name="time")
@@ -295,7 +296,7 @@ def _sensor_dataset(sensor: str, meta: SiteMeta, cfg: BuildConfig, summary: dict
         return {"qa": {"config": qa_cfg.to_dict(), section: qa}}
 
     if sensor == "s1":
-        from gpp_cubes.forest import forest_mask
+        from gpp_cubes.sites.forest import forest_mask
 
         with _stage(sid, "forest", summary):
             if not cfg.corine_source:
@@ -314,7 +315,7 @@ def _sensor_dataset(sensor: str, meta: SiteMeta, cfg: BuildConfig, summary: dict
         return ds, {"item_ids": list(s2.item_ids), "params": s2.params,
                     **qa_prov("s2", s2.qa, "s2")}
     if sensor == "s1":
-        from gpp_cubes.s1 import FEATURES, s1_features
+        from gpp_cubes.sensors.s1 import FEATURES, s1_features
 
         with _stage(sid, "s1", summary):
             s1 = s1_features(grid, forest, cfg.start, cfg.end, provider=cfg.provider,
@@ -328,7 +329,7 @@ def _sensor_dataset(sensor: str, meta: SiteMeta, cfg: BuildConfig, summary: dict
         return ds, {"item_ids": list(s1.item_ids), "params": s1.params,
                     **qa_prov("s1", qa, "s1")}
     if sensor == "lst":
-        from gpp_cubes.lst import lst_features
+        from gpp_cubes.sensors.lst import lst_features
 
         with _stage(sid, "lst", summary):
             lst = lst_features(meta.latitude, meta.longitude, cfg.start, cfg.end,
@@ -342,7 +343,7 @@ def _sensor_dataset(sensor: str, meta: SiteMeta, cfg: BuildConfig, summary: dict
         return ds, {"item_ids": list(lst.item_ids), "params": lst.params,
                     **qa_prov("lst", qa, "lst")}
     if sensor == "target":
-        from gpp_cubes.clearsky import daily_clear_sky_ghi
+        from gpp_cubes.sensors.clearsky import daily_clear_sky_ghi
 
         with _stage(sid, "clearsky", summary):
             elev = 0.0 if np.isnan(meta.elevation_m) else meta.elevation_m
@@ -360,7 +361,7 @@ def _sensor_dataset(sensor: str, meta: SiteMeta, cfg: BuildConfig, summary: dict
         return ds, {"clear_sky_ghi": {"model": "pvlib SPA + Ineichen (Linke climatology)",
                                       "elevation_m": elev},
                     "gpp": {"file": Path(flux_path).name, "variable": "GPP_NT_VUT_REF",
-                            "qc_min": 0.7, "extremes": "gpp_cubes.extremes defaults"},
+                            "qc_min": 0.7, "extremes": "gpp_cubes.targets.extremes defaults"},
                     **qa_prov("clear_sky_ghi", qa, "ghi")}
     raise ConfigError(f"unknown sensor stage {sensor!r}; known: {', '.join(SENSORS)}")
 
@@ -382,9 +383,9 @@ def run_sensor(meta: SiteMeta, cfg: BuildConfig, sensor: str) -> dict[str, Any]:
         Summary: ``status`` ("ok" or "failed"), scene counts, clear fraction, GPP valid
         fraction, ``error``.
     """
-    from gpp_cubes.fingerprint import KEY, phase1_fingerprint
-    from gpp_cubes.providers import configure_gdal
-    from gpp_cubes.store import write_zarr_atomic
+    from gpp_cubes.batch.fingerprint import KEY, phase1_fingerprint
+    from gpp_cubes.cube.store import write_zarr_atomic
+    from gpp_cubes.stac.providers import configure_gdal
 
     sid = meta.site_id
     summary: dict[str, Any] = {"site": sid, "status": "ok", "error": None}
@@ -411,7 +412,7 @@ def run_sensor(meta: SiteMeta, cfg: BuildConfig, sensor: str) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------------
-# The Sentinel-2 adapters (stage owned by gpp_cubes.s2 / gpp_cubes.pca)
+# The Sentinel-2 adapters (stage owned by gpp_cubes.s2 / gpp_cubes.s2.pca)
 # --------------------------------------------------------------------------------------
 
 
@@ -485,7 +486,7 @@ def _s2_index_table(meta: SiteMeta, grid: Any, cfg: BuildConfig, threads: int = 
 
 
 def fit_pca_model(tables: Mapping[str, pd.DataFrame], train_years: Sequence[int]) -> Any:
-    """Fit :func:`gpp_cubes.pca.fit_pca` on the pooled index tables of all sites.
+    """Fit :func:`gpp_cubes.s2.pca.fit_pca` on the pooled index tables of all sites.
 
     Parameters
     ----------
@@ -495,7 +496,7 @@ def fit_pca_model(tables: Mapping[str, pd.DataFrame], train_years: Sequence[int]
     train_years : sequence of int
         Years the PCA is fitted on.
     """
-    from gpp_cubes.pca import fit_pca
+    from gpp_cubes.s2.pca import fit_pca
 
     ids = sorted(tables)
     pooled = pd.concat([tables[s] for s in ids], keys=ids, names=["site", "time"])
@@ -503,18 +504,18 @@ def fit_pca_model(tables: Mapping[str, pd.DataFrame], train_years: Sequence[int]
 
 
 def apply_pca_model(model: Any, table: pd.DataFrame) -> pd.DataFrame:
-    """``S2_PC1..k`` of a site's index table (:func:`gpp_cubes.pca.apply_pca`)."""
-    from gpp_cubes.pca import apply_pca
+    """``S2_PC1..k`` of a site's index table (:func:`gpp_cubes.s2.pca.apply_pca`)."""
+    from gpp_cubes.s2.pca import apply_pca
 
     return apply_pca(model, table)
 
 
 def save_pca_model(model: Any, path: Path, *, sites: Sequence[str],
                    fingerprint: Fingerprint | None = None) -> None:
-    """Save the PCA (:func:`gpp_cubes.pca.save_pca`) and, beside it, the sites it saw and
-    its fingerprint (:func:`gpp_cubes.fingerprint.write_pca_sidecar`)."""
-    from gpp_cubes.fingerprint import write_pca_sidecar
-    from gpp_cubes.pca import save_pca
+    """Save the PCA (:func:`gpp_cubes.s2.pca.save_pca`) and, beside it, the sites it saw and
+    its fingerprint (:func:`gpp_cubes.batch.fingerprint.write_pca_sidecar`)."""
+    from gpp_cubes.batch.fingerprint import write_pca_sidecar
+    from gpp_cubes.s2.pca import save_pca
 
     path.parent.mkdir(parents=True, exist_ok=True)
     # the previous PCA goes first, so a kill between the two writes never pairs it with
@@ -526,14 +527,14 @@ def save_pca_model(model: Any, path: Path, *, sites: Sequence[str],
 
 def load_pca_model(path: Path) -> Any:
     """Read the PCA saved by :func:`save_pca_model`."""
-    from gpp_cubes.pca import load_pca
+    from gpp_cubes.s2.pca import load_pca
 
     return load_pca(path)
 
 
 def pca_provenance(model: Any, path: Path) -> dict[str, Any]:
     """What a store records about the PCA it used."""
-    from gpp_cubes.fingerprint import pca_sidecar, read_pca_sidecar
+    from gpp_cubes.batch.fingerprint import pca_sidecar, read_pca_sidecar
 
     return {"file": f"{WORK_DIR}/{path.name}", "n_components": len(model.components),
             "explained_variance_ratio": [round(v, 6) for v in model.explained_variance_ratio],
@@ -551,7 +552,7 @@ def pca_provenance(model: Any, path: Path) -> dict[str, Any]:
 def _read_phase1(cfg: BuildConfig, site_id: str, sensor: str) -> tuple[Any, dict[str, Any]]:
     import xarray as xr
 
-    from gpp_cubes.store import is_complete
+    from gpp_cubes.cube.store import is_complete
 
     path = cfg.phase1_store(site_id, sensor)
     if not is_complete(path):
@@ -573,7 +574,7 @@ def run_fit_pca(site_ids: Sequence[str], cfg: BuildConfig, *, refit: bool = Fals
     The fitted PCA is saved to ``<out>/.work/pca.json`` and reused by every later run into
     the same directory (so all stores of a directory share one PCA); ``refit`` fits anew.
 
-    Its fingerprint (:func:`gpp_cubes.fingerprint.pca_fingerprint`) holds the train years
+    Its fingerprint (:func:`gpp_cubes.batch.fingerprint.pca_fingerprint`) holds the train years
     and the fingerprints of the S2 stores it was fitted on, as those stores recorded them.
 
     Returns
@@ -581,7 +582,7 @@ def run_fit_pca(site_ids: Sequence[str], cfg: BuildConfig, *, refit: bool = Fals
     dict
         ``{"path": str, "sites": [...], "reused": bool}``.
     """
-    from gpp_cubes.fingerprint import KEY, pca_fingerprint, read_pca_sidecar
+    from gpp_cubes.batch.fingerprint import KEY, pca_fingerprint, read_pca_sidecar
 
     path = cfg.pca_path()
     if path.is_file() and not refit:
@@ -607,9 +608,9 @@ def run_phase2(meta: SiteMeta, cfg: BuildConfig) -> dict[str, Any]:
     dict
         Summary (``status`` "ok"/"failed", the phase-1 counts, ``error``).
     """
-    from gpp_cubes.features import SiteInputs, assemble_site, daily_calendar, write_site_store
-    from gpp_cubes.fingerprint import KEY, read_pca_sidecar, site_fingerprint
-    from gpp_cubes.store import provenance_base
+    from gpp_cubes.batch.fingerprint import KEY, read_pca_sidecar, site_fingerprint
+    from gpp_cubes.cube.features import SiteInputs, assemble_site, daily_calendar, write_site_store
+    from gpp_cubes.cube.store import provenance_base
 
     sid = meta.site_id
     summary: dict[str, Any] = {"site": sid, "status": "ok", "error": None}
@@ -674,13 +675,13 @@ def run_phase2(meta: SiteMeta, cfg: BuildConfig) -> dict[str, Any]:
 
 def run_combine(site_ids: Sequence[str], cfg: BuildConfig) -> str:
     """Write the multi-site store from the complete per-site stores (a Dask task)."""
-    from gpp_cubes.features import write_multisite_store
+    from gpp_cubes.cube.features import write_multisite_store
 
     return str(write_multisite_store([cfg.site_store(s) for s in site_ids], cfg.out))
 
 
 def _summary_from_store(path: Path) -> dict[str, Any]:
-    from gpp_cubes.store import read_provenance
+    from gpp_cubes.cube.store import read_provenance
 
     return dict((read_provenance(path) or {}).get("summary", {}))
 
@@ -767,7 +768,7 @@ def dask_client(scheduler: str | None = None, n_workers: int | None = None,
 
 def resolve_sites(sites: Sequence[str | SiteMeta | Any]) -> list[SiteMeta]:
     """Site ids (catalog), :class:`SiteMeta` or catalog ``Site`` objects -> SiteMeta."""
-    from gpp_cubes.sites import get_site
+    from gpp_cubes.sites.catalog import get_site
 
     out: list[SiteMeta] = []
     for s in sites:
@@ -795,7 +796,7 @@ TABLE_COLUMNS = ("site", "status", "s2_found", "s2_kept", "s1_found", "s1_kept",
 def _s2_options(options: Mapping[str, Any] | None) -> tuple[tuple[str, Any], ...]:
     """S2 options as a sorted tuple, the scene rules of :mod:`gpp_cubes.s2` filled in with
     their defaults, so an explicit default and no option give the same fingerprint."""
-    from gpp_cubes.nbar import C_FACTOR_RANGE, MAX_SUN_ZENITH
+    from gpp_cubes.s2.nbar import C_FACTOR_RANGE, MAX_SUN_ZENITH
 
     opts = {"max_sun_zenith": MAX_SUN_ZENITH, "c_factor_range": C_FACTOR_RANGE,
             **(options or {})}
@@ -831,7 +832,7 @@ def build_sites(
 
     Before the Dask cluster starts, the inputs are checked (:func:`check_inputs`) and every
     complete store is compared with what this run would build
-    (:func:`gpp_cubes.fingerprint.plan_resume`): a store built from other inputs or
+    (:func:`gpp_cubes.batch.fingerprint.plan_resume`): a store built from other inputs or
     parameters (or by an older version, without a fingerprint) is never reused silently.
 
     Parameters
@@ -934,7 +935,7 @@ def check_inputs(cfg: BuildConfig, metas: Sequence[SiteMeta]) -> None:
     from gpp_cubes.errors import InputFormatError
 
     if cfg.fluxnet_dir:
-        from gpp_cubes.fluxnet import find_fluxnet_file
+        from gpp_cubes.targets.fluxnet import find_fluxnet_file
 
         d = Path(cfg.fluxnet_dir)
         if not d.is_dir():
@@ -965,9 +966,9 @@ def _prepare_out(cfg: BuildConfig, metas: Sequence[SiteMeta], *, force: bool,
     left, and the stores this run rebuilds (all of them with ``force``, those whose
     fingerprint changed with ``rebuild_changed``); stop if a changed store would be reused.
     """
+    from gpp_cubes.batch.fingerprint import pca_sidecar, plan_resume, stale_message
+    from gpp_cubes.cube.store import remove_stale_temporaries
     from gpp_cubes.errors import StaleStoreError
-    from gpp_cubes.fingerprint import pca_sidecar, plan_resume, stale_message
-    from gpp_cubes.store import remove_stale_temporaries
 
     if force:
         for m in metas:
@@ -997,8 +998,8 @@ def _prepare_out(cfg: BuildConfig, metas: Sequence[SiteMeta], *, force: bool,
 
 def _build_with_client(client: Any, metas: list[SiteMeta], cfg: BuildConfig, force: bool,
                        progress: ProgressFn | None) -> pd.DataFrame:
-    from gpp_cubes.providers import gdal_worker_plugin
-    from gpp_cubes.store import is_complete
+    from gpp_cubes.cube.store import is_complete
+    from gpp_cubes.stac.providers import gdal_worker_plugin
 
     def note(site: str, stage: str, state: str) -> None:
         if progress is not None:
@@ -1032,7 +1033,7 @@ def _build_with_client(client: Any, metas: list[SiteMeta], cfg: BuildConfig, for
                 and _multisite_fingerprints(multi) == _site_fingerprints(cfg, done)):
             client.submit(run_combine, done, cfg, pure=False, key=f"combine-{stamp}").result()
         # every build leaves a STAC collection of its cubes, so other tools can find them
-        from gpp_cubes.publish import update_cube_catalog
+        from gpp_cubes.cube.publish import update_cube_catalog
 
         update_cube_catalog(cfg.out / CATALOG_DIR, [cfg.site_store(s) for s in done])
     table = pd.DataFrame([{c: rows.get(m.site_id, {}).get(c) for c in TABLE_COLUMNS}
@@ -1054,7 +1055,7 @@ def _run_phases(client: Any, todo: list[SiteMeta], metas: list[SiteMeta], cfg: B
     """
     from distributed import as_completed
 
-    from gpp_cubes.store import is_complete
+    from gpp_cubes.cube.store import is_complete
 
     rows: dict[str, dict[str, Any]] = {}
     phase1 = {m.site_id: {"site": m.site_id, "status": "ok", "error": None} for m in todo}
@@ -1160,7 +1161,7 @@ def _multisite_fingerprints(path: Path) -> list[tuple[str, str | None]]:
     """(site, fingerprint hash) of the site stores a multi-site store combines, in order."""
     import xarray as xr
 
-    from gpp_cubes.fingerprint import KEY
+    from gpp_cubes.batch.fingerprint import KEY
 
     try:
         with xr.open_zarr(path, chunks=None) as ds:
@@ -1176,7 +1177,7 @@ def _site_fingerprints(cfg: BuildConfig, site_ids: Sequence[str]
                        ) -> list[tuple[str, str | None]]:
     """(site, fingerprint hash) of the site stores of ``site_ids`` ("?" for a store
     without fingerprint, which no record equals)."""
-    from gpp_cubes.fingerprint import read_fingerprint
+    from gpp_cubes.batch.fingerprint import read_fingerprint
 
     return [(s, fp.hash if (fp := read_fingerprint(cfg.site_store(s))) else "?")
             for s in site_ids]

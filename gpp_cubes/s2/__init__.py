@@ -11,7 +11,7 @@ Scene rules, before any pixel is read: a scene the archive holds twice keeps its
 processing (:func:`drop_duplicates`); a solar day keeps the tiles of one BOA offset
 (:func:`one_offset_per_day`); scenes with the sun too low at the tower, an implausible
 c-factor or granule angle grids that do not reach the site are excluded
-(:data:`gpp_cubes.nbar.MAX_SUN_ZENITH`, :func:`gpp_cubes.nbar.c_factor_problem`). Each
+(:data:`gpp_cubes.s2.nbar.MAX_SUN_ZENITH`, :func:`gpp_cubes.s2.nbar.c_factor_problem`). Each
 excluded item is logged and kept in ``excluded_items`` with its reason; read failures go to
 ``dropped_items`` and count towards ``max_failed_fraction``, exclusions do not. A pixel is
 valid only where every band has a value after NBAR, so each band mean divides by the number
@@ -40,12 +40,12 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from gpp_cubes.errors import BuildError, SiteError
-from gpp_cubes.nbar import C_FACTOR_RANGE, MAX_SUN_ZENITH
+from gpp_cubes.s2.nbar import C_FACTOR_RANGE, MAX_SUN_ZENITH
 
 if TYPE_CHECKING:
     import xarray as xr
 
-    from gpp_cubes.grid import SiteGrid
+    from gpp_cubes.sites.grid import SiteGrid
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ def one_offset_per_day(items: Sequence[Any], lon: float) -> tuple[list[Any], dic
     (kept, excluded) : (list, dict)
         Items kept in their input order; excluded item id -> ``"mixed_baseline: ..."``.
     """
-    from gpp_cubes.load import _group
+    from gpp_cubes.stac.load import _group
 
     excluded: dict[str, str] = {}
     for day in _group(items, lon):
@@ -181,7 +181,7 @@ def to_reflectance(ds: xr.Dataset, bands: Sequence[str] = S2_BANDS,
 
 def _resolve_site(site: str | tuple[float, float] | Any) -> tuple[str | None, float, float]:
     if isinstance(site, str):
-        from gpp_cubes.sites import get_site
+        from gpp_cubes.sites.catalog import get_site
 
         s = get_site(site)
         return s.id, float(s.latitude), float(s.longitude)
@@ -223,15 +223,15 @@ def s2_cube(
     Parameters
     ----------
     site_or_latlon : str, Site or (float, float)
-        Catalog site id (``"DE-Hai"``), a :class:`gpp_cubes.sites.Site`, or (latitude,
+        Catalog site id (``"DE-Hai"``), a :class:`gpp_cubes.sites.catalog.Site`, or (latitude,
         longitude) [degrees, WGS84] of any point.
     start, end : str
         First and last day (ISO dates), inclusive.
     provider, stac_url : str
-        STAC source (:func:`gpp_cubes.providers.resolve_provider`): Planetary Computer
+        STAC source (:func:`gpp_cubes.stac.providers.resolve_provider`): Planetary Computer
         (default), Earth Search, or any STAC API URL.
     cloud_mask : {"scl", "s2cloudless", "cloudsen12"}, default "scl"
-        Cloud/shadow method, see :mod:`gpp_cubes.cloud` for costs and choice.
+        Cloud/shadow method, see :mod:`gpp_cubes.s2.cloud` for costs and choice.
     cloud_model : path or callable, optional
         Local CloudSEN12-family weights or predictor (``cloud_mask="cloudsen12"``).
     engine : {"odc", "stackstac"}, default "odc"
@@ -242,7 +242,7 @@ def s2_cube(
     nbar : bool, default True
         Apply c-factor NBAR to B02-B08, B11, B12.
     snow : bool, default True
-        Mask snow with the Fmask test (:mod:`gpp_cubes.snow`).
+        Mask snow with the Fmask test (:mod:`gpp_cubes.s2.snow`).
     max_cloud : float, optional
         Scene cloud-cover pre-filter [%].
     radius_m : float, default 1000
@@ -252,18 +252,18 @@ def s2_cube(
     chunks : dict, optional
         Dask chunks (default one time step per chunk).
     cache_dir : path, optional
-        Granule-metadata cache (:func:`gpp_cubes.nbar.default_cache_dir`).
+        Granule-metadata cache (:func:`gpp_cubes.s2.nbar.default_cache_dir`).
     max_failed_fraction : float, default 0.2
         Fail when more than this fraction of scenes could not be used.
     items : sequence of pystac.Item, optional
         Use these items instead of searching.
     grid : SiteGrid, optional
         Override the site grid.
-    max_sun_zenith : float, default :data:`gpp_cubes.nbar.MAX_SUN_ZENITH` (80)
+    max_sun_zenith : float, default :data:`gpp_cubes.s2.nbar.MAX_SUN_ZENITH` (80)
         Scenes whose sun zenith at the tower exceeds this [degrees] are excluded: the
         c-factor kernels diverge beyond ~80 deg; ESA advises against quantitative use of
         L2A above 70 deg (the stricter choice).
-    c_factor_range : (float, float), default :data:`gpp_cubes.nbar.C_FACTOR_RANGE`
+    c_factor_range : (float, float), default :data:`gpp_cubes.s2.nbar.C_FACTOR_RANGE`
         Scenes with a c-factor outside this range anywhere on the grid are excluded [1].
 
     Returns
@@ -289,7 +289,7 @@ def s2_cube(
                 max_failed_fraction=max_failed_fraction)
     c = None
     if nbar:
-        from gpp_cubes.nbar import BRDF_BANDS, c_factor_cube
+        from gpp_cubes.s2.nbar import BRDF_BANDS, c_factor_cube
 
         brdf = [b for b in BRDF_BANDS if b in bands]
         tchunks = raw[bands[0]].chunks[0] if raw[bands[0]].chunks else None
@@ -325,9 +325,9 @@ def _prepare(site_or_latlon: Any, start: str, end: str, *, provider: str | None,
              items: Sequence[Any] | None, grid: SiteGrid | None,
              max_sun_zenith: float = MAX_SUN_ZENITH,
              c_factor_range: tuple[float, float] = C_FACTOR_RANGE) -> _Prepared:
-    from gpp_cubes.grid import site_grid
-    from gpp_cubes.providers import resign_expired, resolve_provider
-    from gpp_cubes.search import _public_url, search_items
+    from gpp_cubes.sites.grid import site_grid
+    from gpp_cubes.stac.providers import resign_expired, resolve_provider
+    from gpp_cubes.stac.search import _public_url, search_items
 
     site_id, lat, lon = _resolve_site(site_or_latlon)
     grid = grid or site_grid(lat, lon, buffer_m=radius_m)
@@ -345,7 +345,7 @@ def _prepare(site_or_latlon: Any, start: str, end: str, *, provider: str | None,
     dropped: dict[str, str] = {}
     mtd: dict[str, Path] = {}
     if nbar:
-        from gpp_cubes.nbar import fetch_granule_metadata
+        from gpp_cubes.s2.nbar import fetch_granule_metadata
 
         mtd, dropped = fetch_granule_metadata(items, cache_dir)
         for iid, why in dropped.items():
@@ -376,7 +376,7 @@ def _sun_zenith(item: Any, mtd: Path | None, grid: SiteGrid) -> float | None:
     """Sun zenith at the tower [degrees]: from the granule's sun-angle grid, else from the
     item's scene mean (``s2:mean_solar_zenith`` or ``view:sun_elevation``), else None."""
     if mtd is not None:
-        from gpp_cubes.nbar import sun_zenith_at
+        from gpp_cubes.s2.nbar import sun_zenith_at
 
         return sun_zenith_at(mtd, grid.tower_x, grid.tower_y, grid.epsg)
     props = item.properties
@@ -395,7 +395,7 @@ def _screen_scenes(items: Sequence[Any], mtd: dict[str, Path], grid: SiteGrid, *
     Sun zenith at the tower above ``max_sun_zenith`` (``"sun_zenith: ..."``); with NBAR, a
     granule whose angle grids do not reach the site (``"no_coverage: ..."``) or whose
     c-factor leaves ``c_factor_range`` (``"c_factor: ..."``), see
-    :func:`gpp_cubes.nbar.c_factor_problem`. The c-factors computed here land in the on-disk
+    :func:`gpp_cubes.s2.nbar.c_factor_problem`. The c-factors computed here land in the on-disk
     cache, where the pixel stage finds them again.
     """
     out: dict[str, str] = {}
@@ -407,7 +407,7 @@ def _screen_scenes(items: Sequence[Any], mtd: dict[str, Path], grid: SiteGrid, *
             out[it.id] = (f"sun_zenith: {sza:.1f} deg at the tower > limit "
                           f"{max_sun_zenith:g} deg")
     if nbar:
-        from gpp_cubes.nbar import BRDF_BANDS, c_factor_block_cached, c_factor_problem
+        from gpp_cubes.s2.nbar import BRDF_BANDS, c_factor_block_cached, c_factor_problem
 
         todo = [it for it in items if it.id not in out]
         for s in range(0, len(todo), block):
@@ -426,8 +426,8 @@ def _load(prep: _Prepared, bands: Sequence[str], engine: str,
           max_failed_fraction: float, items: Sequence[Any] | None = None) -> xr.Dataset:
     from functools import partial
 
-    from gpp_cubes.load import load_items
-    from gpp_cubes.providers import resign_expired
+    from gpp_cubes.stac.load import load_items
+    from gpp_cubes.stac.providers import resign_expired
 
     # Re-sign just before reading: a 5-year build outlives Planetary Computer's tokens.
     sign = partial(resign_expired, sign=prep.sign) if prep.sign is not None else None
@@ -452,7 +452,7 @@ def _forest(prep: _Prepared, corine: Any) -> tuple[xr.DataArray, str]:
 
     grid = prep.grid
     if corine is not None:
-        from gpp_cubes.forest import forest_mask
+        from gpp_cubes.sites.forest import forest_mask
 
         return forest_mask(grid, corine, site_id=prep.site_id), "CORINE 2018 (311, 312, 313)"
     return xr.DataArray(np.ones(grid.shape, bool), dims=("y", "x"),
@@ -467,10 +467,10 @@ def _assemble(raw: xr.Dataset, prep: _Prepared, bands: Sequence[str], c: xr.Data
     """Reflectance, masks, NBAR and circle on loaded DN (lazy or in memory alike)."""
     import xarray as xr
 
-    from gpp_cubes.cloud import SCL_INVALID, cloud_masks
-    from gpp_cubes.load import LoadReport
-    from gpp_cubes.nbar import apply_c_factor
     from gpp_cubes.reduce import radial_mask
+    from gpp_cubes.s2.cloud import SCL_INVALID, cloud_masks
+    from gpp_cubes.s2.nbar import apply_c_factor
+    from gpp_cubes.stac.load import LoadReport
 
     site_id, grid, n_all = prep.site_id, prep.grid, prep.n_all
     rep = LoadReport(json.loads(raw.attrs["stac_items"]),
@@ -483,7 +483,7 @@ def _assemble(raw: xr.Dataset, prep: _Prepared, bands: Sequence[str], c: xr.Data
     scl = raw["SCL"]
     cloud, shadow = cloud_masks(cloud_mask, ds[list(bands)], scl, cloud_model)
     if snow:
-        from gpp_cubes.snow import fmask_snow
+        from gpp_cubes.s2.snow import fmask_snow
 
         snow_m = fmask_snow(ds["B03"], ds["B08"], ds["B11"])
     else:
@@ -634,8 +634,8 @@ def _stream_means(site_or_latlon: Any, start: str, end: str, *, block: int,
     import dask
     import xarray as xr
 
-    from gpp_cubes.load import LoadReport, _grid_lon, _group
-    from gpp_cubes.nbar import BRDF_BANDS, c_factor_block_cached
+    from gpp_cubes.s2.nbar import BRDF_BANDS, c_factor_block_cached
+    from gpp_cubes.stac.load import LoadReport, _grid_lon, _group
 
     bands = list(bands)
     prep = _prepare(site_or_latlon, start, end, provider=provider, stac_url=stac_url,
@@ -768,7 +768,7 @@ def s2_features(
         Blocks processed at once in the fast path: with 2, the reads of one block overlap
         the CPU work of another, so a site uses up to ~1.3 cores. Batch builds pass the
         number of threads of their Dask worker (1 by default), so that each worker keeps to
-        its core and workers side by side do not compete (gpp_cubes.build).
+        its core and workers side by side do not compete (gpp_cubes.batch).
     **cube_kwargs
         Passed to :func:`s2_cube` (provider, stac_url, cloud_mask, engine, corine, ...).
 
@@ -781,8 +781,8 @@ def s2_features(
     """
     import xarray as xr
 
-    from gpp_cubes.indices import compute_indices
-    from gpp_cubes.store import provenance_base
+    from gpp_cubes.cube.store import provenance_base
+    from gpp_cubes.s2.indices import compute_indices
 
     if stream:
         means, attrs = _stream_means(site_or_latlon, start, end, block=block,

@@ -1,7 +1,7 @@
 """STAC search of a site: items of one collection over the site's buffer and a date range.
 
 The search is a POST ``/search`` by the buffer circle (``intersects``) and dates, through a
-``StacApiIO`` that retries throttling and 5xx (:mod:`gpp_cubes.providers`). A scene
+``StacApiIO`` that retries throttling and 5xx (:mod:`gpp_cubes.stac.providers`). A scene
 cloud-cover filter is sent with the query extension only where the API declares it, and is
 always applied again on the client: some APIs (``rustac serve``) silently ignore ``query`` or
 return nothing for it.
@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from gpp_cubes.errors import AssetError, EmptySearchError, StacError
-from gpp_cubes.providers import Provider, resolve_provider, stac_io_with_retries
 from gpp_cubes.secrets import redact
+from gpp_cubes.stac.providers import Provider, resolve_provider, stac_io_with_retries
 
 if TYPE_CHECKING:
     import pystac
 
-    from gpp_cubes.grid import SiteGrid
+    from gpp_cubes.sites.grid import SiteGrid
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ def search_items(
     start, end : str
         First and last day, ISO dates (``"2018-05-01"``), inclusive [UTC].
     provider : str or Provider, default "planetary-computer"
-        Where to search; see :func:`gpp_cubes.providers.resolve_provider`.
+        Where to search; see :func:`gpp_cubes.stac.providers.resolve_provider`.
     stac_url : str, optional
         Endpoint override (e.g. the demo world on 127.0.0.1).
     max_cloud : float, optional

@@ -409,7 +409,7 @@ def lst_features_from_items(items: Sequence[Any], grid: ModisGrid, start: str, e
     -------
     LstResult
     """
-    from gpp_cubes.load import compute_dropping_failures, load_items
+    from gpp_cubes.stac.load import compute_dropping_failures, load_items
 
     frame = _empty_frame(start, end)
     kept: set[str] = set()
@@ -469,11 +469,11 @@ def lst_features(latitude: float, longitude: float, start: str, end: str, *,
     start, end : str
         First and last day [ISO date].
     source : {"stac", "ee"}, default "stac"
-        ``stac``: ``modis-11A1-061`` through :func:`gpp_cubes.search.search_items`;
+        ``stac``: ``modis-11A1-061`` through :func:`gpp_cubes.stac.search.search_items`;
         ``ee``: Earth Engine ``MODIS/061/MOD11A1`` and ``MYD11A1`` (needs the ``ee`` extra
         and credentials).
     provider, stac_url : str
-        STAC endpoint, as for :func:`gpp_cubes.search.search_items`.
+        STAC endpoint, as for :func:`gpp_cubes.stac.search.search_items`.
     site_id : str, optional
         Named in errors and logs.
     window : int, default 5
@@ -494,8 +494,8 @@ def lst_features(latitude: float, longitude: float, start: str, end: str, *,
                                project=ee_project)
     if source != "stac":
         raise ConfigError(f"unknown LST source {source!r}; use 'stac' or 'ee'")
-    from gpp_cubes.grid import site_grid
-    from gpp_cubes.search import search_items
+    from gpp_cubes.sites.grid import site_grid
+    from gpp_cubes.stac.search import search_items
 
     # The search only needs a bounding box covering the window (tiles are 1100 km wide).
     search_grid = site_grid(latitude, longitude, buffer_m=window * MODIS_PIXEL_M / 2)

@@ -32,7 +32,7 @@ from gpp_cubes.errors import InputFormatError, SiteError
 if TYPE_CHECKING:
     import xarray as xr
 
-    from gpp_cubes.grid import SiteGrid
+    from gpp_cubes.sites.grid import SiteGrid
 
 #: CLC classes counted as forest: 311 broad-leaved, 312 coniferous, 313 mixed forest.
 FOREST_CLASSES: tuple[int, ...] = (311, 312, 313)
@@ -104,7 +104,7 @@ def read_corine(source: str | Path, grid: SiteGrid, *, encoding: Encoding = "aut
         A raster GDAL can open: a local GeoTIFF, ``/vsicurl/https://...``, an ``https://``
         URL (read through ``/vsicurl/``), a VRT, ...
     grid : SiteGrid
-        Target grid (:func:`gpp_cubes.grid.site_grid`).
+        Target grid (:func:`gpp_cubes.sites.grid.site_grid`).
     encoding : {"auto", "clc", "grid_code"}
         Pixel values of the source, see :func:`to_clc_codes`.
     site_id : str, optional

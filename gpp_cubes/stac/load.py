@@ -1,7 +1,7 @@
 """Lazy, Dask-backed loading of STAC items onto a site grid (odc-stac or stackstac).
 
 Both engines return the same thing: a Dataset with one variable per band, dims
-``(time, y, x)``, the pixel-centre coordinates of :class:`gpp_cubes.grid.SiteGrid`, one time
+``(time, y, x)``, the pixel-centre coordinates of :class:`gpp_cubes.sites.grid.SiteGrid`, one time
 step per solar day (items of one overpass that overlap the site, e.g. two MGRS tiles, are
 mosaicked, first valid pixel wins), and per-time coordinates ``items`` (space-separated ids
 of the scenes in that step) and any requested item properties.
@@ -29,13 +29,13 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 import numpy as np
 
 from gpp_cubes.errors import AssetError, BuildError, GppError
-from gpp_cubes.search import _public_url, item_datetime
+from gpp_cubes.stac.search import _public_url, item_datetime
 
 if TYPE_CHECKING:
     import pystac
     import xarray as xr
 
-    from gpp_cubes.grid import SiteGrid
+    from gpp_cubes.sites.grid import SiteGrid
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -105,7 +105,7 @@ def _read_with_retries(href: str, read: Callable[[], T], *, attempts: int = READ
 
     import rasterio
 
-    from gpp_cubes.providers import clear_gdal_http_cache, is_remote
+    from gpp_cubes.stac.providers import clear_gdal_http_cache, is_remote
 
     tries = max(1, attempts) if is_remote(href) else 1
     extra: dict[str, str] = {}
@@ -272,10 +272,10 @@ def load_items(
     site_id : str, optional
         Name used in messages.
     gdal_env : mapping, optional
-        GDAL settings for the pre-check (default :func:`gpp_cubes.providers.configure_gdal`).
+        GDAL settings for the pre-check (default :func:`gpp_cubes.stac.providers.configure_gdal`).
     sign : callable, optional
         Applied to every item just before loading, e.g.
-        ``functools.partial(gpp_cubes.providers.resign_expired, sign=provider.sign)`` to
+        ``functools.partial(gpp_cubes.stac.providers.resign_expired, sign=provider.sign)`` to
         renew expired Planetary Computer SAS tokens.
 
     Returns
@@ -292,7 +292,7 @@ def load_items(
     """
     import xarray as xr
 
-    from gpp_cubes.providers import configure_gdal
+    from gpp_cubes.stac.providers import configure_gdal
 
     where = f"site {site_id!r}" if site_id else "site"
     env = dict(gdal_env) if gdal_env is not None else configure_gdal()
@@ -429,12 +429,12 @@ def _retry_classes() -> dict[str, type]:
     """odc-stac / stackstac readers whose reads are retried (built lazily: slow imports)."""
     from odc.loader import RioDriver, RioReader
 
-    from gpp_cubes.upsample import read_upsampled
+    from gpp_cubes.stac.readers import read_upsampled
 
     class RetryingRioReader(RioReader):
         """odc-stac's rasterio reader, each read retried by :func:`_read_with_retries`;
         integer up-samplings (S2's 20 m and 60 m bands on the 10 m grid) are read without
-        GDAL's warper (:mod:`gpp_cubes.upsample`)."""
+        GDAL's warper (:mod:`gpp_cubes.stac.readers`)."""
 
         def read(self, cfg: Any, dst_geobox: Any, *, dst: Any = None,
                  selection: Any = None) -> Any:

@@ -81,7 +81,7 @@ def buffer_polygon(
 ) -> dict[str, Any]:
     """The tower's analysis buffer as a GeoJSON polygon in WGS84.
 
-    The circle is drawn in the site's UTM zone (the CRS of :func:`gpp_cubes.grid.site_grid`,
+    The circle is drawn in the site's UTM zone (the CRS of :func:`gpp_cubes.sites.grid.site_grid`,
     where the cube's spatial reduction measures distances), then its vertices are projected
     to longitude/latitude.
 
@@ -101,7 +101,7 @@ def buffer_polygon(
     """
     from pyproj import Transformer
 
-    from gpp_cubes.grid import utm_epsg
+    from gpp_cubes.sites.grid import utm_epsg
 
     if not radius_m > 0:
         raise ValueError(f"buffer radius must be positive, got {radius_m} m")
@@ -133,7 +133,7 @@ def _bbox(geometry: dict[str, Any]) -> list[float]:
 def _open_store(path: Path, require_complete: bool) -> xr.Dataset:
     import xarray as xr
 
-    from gpp_cubes.store import is_complete
+    from gpp_cubes.cube.store import is_complete
 
     if not path.is_dir():
         raise InputFormatError(f"cube store {path} does not exist (or is not a directory)")

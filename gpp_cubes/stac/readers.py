@@ -1,7 +1,7 @@
 """Reads that up-sample a coarser, grid-aligned raster by an integer factor (nearest).
 
 Sentinel-2's 20 m and 60 m assets (9 of the 13 read per scene) loaded on a 10 m site grid
-whose bounds are multiples of 60 m (:mod:`gpp_cubes.grid`), in the tile's own UTM zone,
+whose bounds are multiples of 60 m (:mod:`gpp_cubes.sites.grid`), in the tile's own UTM zone,
 are an exact integer up-sampling: every 10 m pixel lies inside a single source pixel.
 odc-stac hands every read that is not a plain paste to GDAL's warper
 (``rasterio.warp.reproject``), whose set-up costs ~2 ms of CPU per 200 x 200 window of a
@@ -9,7 +9,7 @@ local file. Reading the source window and repeating each pixel k x k times gives
 values as a nearest-neighbour warp, for ~0.05 ms (in a build over HTTP, ~0.8 ms of CPU less
 per read, ~10 % of a Sentinel-2 task). Anything else (another CRS, a rotation, a
 misaligned grid, other resampling, multi-band selections) goes to odc-stac's own read.
-It imports odc-stac at module level: :mod:`gpp_cubes.load` imports it only when it builds
+It imports odc-stac at module level: :mod:`gpp_cubes.stac.load` imports it only when it builds
 its reader, which needs odc-stac anyway.
 """
 

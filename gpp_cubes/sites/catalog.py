@@ -5,7 +5,7 @@ The catalog is a GeoJSON FeatureCollection shipped as package data
 reference station tables). It holds the 38 forest stations of the ICOS Warm Winter 2020
 product. A value not known from the public sources is ``None`` (JSON ``null``), never guessed.
 
-This module imports only the standard library so ``import gpp_cubes.sites`` stays fast.
+This module imports only the standard library so ``import gpp_cubes.sites.catalog`` stays fast.
 """
 
 from __future__ import annotations
@@ -79,9 +79,9 @@ class Site:
     status_reason: str | None
     source: str | None
 
-    def grid(self, **kwargs):  # -> gpp_cubes.grid.SiteGrid (pyproj imported lazily)
-        """The site's UTM grid, see :func:`gpp_cubes.grid.site_grid`."""
-        from gpp_cubes.grid import site_grid
+    def grid(self, **kwargs):  # -> gpp_cubes.sites.grid.SiteGrid (pyproj imported lazily)
+        """The site's UTM grid, see :func:`gpp_cubes.sites.grid.site_grid`."""
+        from gpp_cubes.sites.grid import site_grid
 
         return site_grid(self.latitude, self.longitude, **kwargs)
 

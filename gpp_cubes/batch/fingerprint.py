@@ -1,6 +1,6 @@
 """Fingerprints: what each store of a build was made from, so resume never silently reuses.
 
-Stage of the data flow: bookkeeping of :mod:`gpp_cubes.build`. Every store a build writes
+Stage of the data flow: bookkeeping of :mod:`gpp_cubes.batch`. Every store a build writes
 records in its provenance (key ``fingerprint``) the named values that determine its content,
 and a short hash of them:
 
@@ -20,7 +20,7 @@ store                          values of its fingerprint
 =============================  ==========================================================
 
 Every stage also records the gpp-cubes version, and every
-:class:`~gpp_cubes.build.BuildConfig` field that :data:`NOT_DETERMINING` does not list as
+:class:`~gpp_cubes.batch.BuildConfig` field that :data:`NOT_DETERMINING` does not list as
 irrelevant to it: a field added to ``BuildConfig`` later counts for every stage until it is
 listed there (a needless rebuild costs time, a wrong reuse costs trust). Input files are
 identified by path (CORINE) or name (FLUXNET: the same files copied elsewhere stay the same)
@@ -50,7 +50,7 @@ from urllib.parse import urlsplit, urlunsplit
 KEY = "fingerprint"
 #: Hex digits of the short hash.
 HASH_LENGTH = 16
-#: Phase-1 stages, one store each per site (:data:`gpp_cubes.build.SENSORS`).
+#: Phase-1 stages, one store each per site (:data:`gpp_cubes.batch.SENSORS`).
 PHASE1 = ("s2", "s1", "lst", "target")
 
 _ALL_INPUT_FIELDS = frozenset({"provider", "stac_url", "stac_identity", "corine_source",
@@ -220,13 +220,13 @@ def source_identity(name: str, source: str | os.PathLike[str] | None, *,
 def _stac_endpoint(cfg: Any) -> str:
     if getattr(cfg, "stac_identity", None):
         return str(cfg.stac_identity)
-    from gpp_cubes.providers import resolve_provider
+    from gpp_cubes.stac.providers import resolve_provider
 
     return public_url(resolve_provider(cfg.provider, cfg.stac_url).url)
 
 
 def _versions(names: Sequence[str]) -> dict[str, Any]:
-    from gpp_cubes.store import package_versions
+    from gpp_cubes.cube.store import package_versions
 
     return {f"version.{k}": v for k, v in package_versions(tuple(names)).items()}
 
@@ -239,7 +239,7 @@ def _config_values(cfg: Any, stage: str, site_id: str | None) -> dict[str, Any]:
         if name in skip:
             continue
         if name == "provider":
-            from gpp_cubes.providers import resolve_provider
+            from gpp_cubes.stac.providers import resolve_provider
 
             out["provider"] = resolve_provider(cfg.provider, cfg.stac_url).name
         elif name == "stac_url":
@@ -262,7 +262,7 @@ def _config_values(cfg: Any, stage: str, site_id: str | None) -> dict[str, Any]:
 def _fluxnet_file(directory: str | None, site_id: str | None) -> Path | None:
     if not directory or site_id is None or not Path(directory).is_dir():
         return None
-    from gpp_cubes.fluxnet import find_fluxnet_file
+    from gpp_cubes.targets.fluxnet import find_fluxnet_file
 
     return find_fluxnet_file(directory, site_id)
 
@@ -306,7 +306,7 @@ def site_fingerprint(cfg: Any, meta: Any, inputs: Mapping[str, Fingerprint | Non
 
 def read_fingerprint(path: str | Path) -> Fingerprint | None:
     """The fingerprint a store recorded (None if it has none)."""
-    from gpp_cubes.store import read_provenance
+    from gpp_cubes.cube.store import read_provenance
 
     return Fingerprint.from_record((read_provenance(path) or {}).get(KEY))
 
@@ -414,7 +414,7 @@ def plan_resume(cfg: Any, metas: Sequence[Any]) -> list[StaleStore]:
     list of StaleStore
         Empty when every complete store can be reused.
     """
-    from gpp_cubes.store import is_complete
+    from gpp_cubes.cube.store import is_complete
 
     stale: list[StaleStore] = []
     planned: dict[tuple[str, str], Fingerprint] = {}

@@ -1,6 +1,6 @@
 """Forest mask on the site grid from CORINE Land Cover 2018 (classes 311, 312, 313).
 
-Reading and reprojecting CORINE is :mod:`gpp_cubes.corine`'s job (nearest neighbour onto the
+Reading and reprojecting CORINE is :mod:`gpp_cubes.sites.corine`'s job (nearest neighbour onto the
 grid); this stage turns the class codes into the boolean mask the reductions use.
 """
 
@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import xarray as xr
 
-    from gpp_cubes.grid import SiteGrid
+    from gpp_cubes.sites.grid import SiteGrid
 
 
 def forest_mask(grid: SiteGrid, corine_source: str | Path | xr.DataArray, *,
@@ -24,7 +24,7 @@ def forest_mask(grid: SiteGrid, corine_source: str | Path | xr.DataArray, *,
     grid : SiteGrid
         Site grid.
     corine_source : str, Path or xarray.DataArray
-        A CORINE raster (local path or URL, see :func:`gpp_cubes.corine.read_corine`) or CLC
+        A CORINE raster (local path or URL, see :func:`gpp_cubes.sites.corine.read_corine`) or CLC
         codes already on the grid.
     site_id : str, optional
         Named in error messages.
@@ -41,7 +41,7 @@ def forest_mask(grid: SiteGrid, corine_source: str | Path | xr.DataArray, *,
     """
     import xarray as xr
 
-    from gpp_cubes import corine
+    from gpp_cubes.sites import corine
 
     if isinstance(corine_source, xr.DataArray):
         codes = corine_source

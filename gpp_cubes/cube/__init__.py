@@ -1,0 +1,1 @@
+"""The feature cube: assembly, zarr store and STAC publication."""

@@ -1,0 +1,1 @@
+"""Site catalogue, grids, CORINE and the forest selection."""

@@ -1,0 +1,1 @@
+"""STAC access: providers, GDAL settings, search, loading and readers."""

@@ -1,0 +1,1 @@
+"""GPP targets: FLUXNET files and climate-induced extremes."""
