@@ -216,6 +216,39 @@ def point_site(lat: float, lon: float, name: str | None = None, *,
     )
 
 
+def as_site(site: Site | str | tuple[float, float] | Any) -> Site:
+    """The one way every stage turns its ``site`` argument into a :class:`Site`.
+
+    Parameters
+    ----------
+    site : Site, str or (float, float)
+        A :class:`Site` (returned as is), a catalogue id such as ``"DE-Hai"``, a
+        ``(latitude, longitude)`` pair [degrees, WGS84] (an ad hoc :func:`point_site`), or an
+        object with ``id`` (or ``site_id``), ``latitude`` and ``longitude`` attributes (a demo
+        site, a user's record), optionally ``elevation_m`` [m] and ``igbp``.
+
+    Raises
+    ------
+    SiteError
+        For an unknown or malformed id, coordinates out of range, or anything else.
+    """
+    if isinstance(site, Site):
+        return site
+    if isinstance(site, str):
+        return get_site(site)
+    if hasattr(site, "latitude") and hasattr(site, "longitude"):
+        site_id = getattr(site, "id", None) or getattr(site, "site_id", None)
+        return point_site(float(site.latitude), float(site.longitude),
+                          getattr(site, "name", None), site_id=site_id or "XX-Pnt",
+                          elevation_m=getattr(site, "elevation_m", None),
+                          igbp=getattr(site, "igbp", None) or None)
+    try:
+        lat, lon = site
+        return point_site(float(lat), float(lon))
+    except (TypeError, ValueError) as err:
+        raise SiteError(f"expected a site id, a Site or (lat, lon), got {site!r}") from err
+
+
 def default_selection_path() -> Path:
     """Where ``gpp sites select`` saves the study set and :func:`study_sites` reads it.
 
