@@ -70,19 +70,17 @@ def _run(cfg, root: Path, years: int) -> dict:
 
 def _cluster(world_root: Path, memory_limit: str) -> None:
     from gpp_cubes.batch import build_sites, dask_client
-    from gpp_cubes.cube.features import SiteMeta
     from gpp_cubes.demo import generate_world, serve_world
     from tests.demo_fixtures import TEST_CONFIG
 
     world = generate_world(world_root / "cluster-world", TEST_CONFIG)
     with dask_client(n_workers=2, memory_limit=memory_limit) as client, \
             serve_world(world) as served, tempfile.TemporaryDirectory() as out:
-        metas = [SiteMeta(site_id=s.site_id, latitude=s.latitude, longitude=s.longitude,
-                          elevation_m=s.elevation_m, igbp=s.igbp) for s in world.sites]
         client.wait_for_workers(2)
         before = set(client.scheduler_info()["workers"])
         t0 = time.perf_counter()
-        table = build_sites(metas, out, start=world.config.start, end=world.config.end,
+        table = build_sites(list(world.sites), out, start=world.config.start,
+                            end=world.config.end,
                             provider="custom", stac_url=served.stac_url,
                             corine_source=str(world.corine_path),
                             fluxnet_dir=str(world.fluxnet_dir), client=client)

@@ -59,12 +59,14 @@ def main() -> None:
 
     from gpp_cubes.contract import reason_category
     from gpp_cubes.demo import DemoConfig, generate_world, serve_world
+    from gpp_cubes.paper import STUDY_START
     from gpp_cubes.s2 import drop_duplicates, s2_features
     from gpp_cubes.sites.grid import site_grid
-    from gpp_cubes.stac.providers import configure_gdal
+    from gpp_cubes.stac.gdal import configure_gdal
     from gpp_cubes.stac.search import search_items
 
-    start, end = "2016-01-01", f"{2016 + args.years - 1}-12-31"
+    first_year = int(STUDY_START[:4])
+    start, end = STUDY_START, f"{first_year + args.years - 1}-12-31"
     cfg = DemoConfig(sites=(args.site,), start=start, end=end,
                      s2_revisit_days=args.revisit)
     base = Path(os.environ.get("GPP_CUBES_CACHE") or Path.home() / ".cache" / "gpp_cubes")

@@ -1,9 +1,10 @@
 """Spatial reduction around the tower: buffer circle/annulus masks, clear-pixel rule, means.
 
 The paper averages Sentinel-2 NBAR over the clear forest pixels inside a 1 km *circle* around
-the tower (not the bounding box), dropping time steps with < 1 % clear forest pixels, and
-Sentinel-1 backscatter over a 50-1000 m annulus. These functions are pure xarray and work
-lazily on Dask arrays.
+the tower (not the bounding box), dropping time steps with fewer than 1 % clear forest pixels
+(:func:`clear_fraction`, :func:`keep_clear`; both Sentinel-2 paths use them), and
+Sentinel-1 backscatter over a 50-1000 m annulus (radii in :mod:`gpp_cubes.paper`). These
+functions are pure xarray and work lazily on Dask arrays.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from gpp_cubes.paper import MIN_CLEAR_FRACTION
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -92,8 +95,27 @@ def clear_fraction(valid: xr.DataArray, region: xr.DataArray,
     return n_clear / n_region.where(n_region > 0)
 
 
+def keep_clear(fraction: np.ndarray | xr.DataArray,
+               min_fraction: float = MIN_CLEAR_FRACTION) -> np.ndarray:
+    """The paper's clear rule: which time steps have at least ``min_fraction`` clear pixels.
+
+    Parameters
+    ----------
+    fraction : array_like
+        (time) clear fraction [1] (:func:`clear_fraction`); NaN (empty region) is not kept.
+    min_fraction : float, default :data:`gpp_cubes.paper.MIN_CLEAR_FRACTION`
+
+    Returns
+    -------
+    numpy.ndarray
+        bool (time).
+    """
+    frac = np.asarray(fraction)
+    return ~np.isnan(frac) & (frac >= min_fraction)
+
+
 def apply_clear_rule(ds: xr.Dataset | xr.DataArray, valid: xr.DataArray,
-                     region: xr.DataArray, min_fraction: float = 0.01,
+                     region: xr.DataArray, min_fraction: float = MIN_CLEAR_FRACTION,
                      dims: Sequence[str] = ("y", "x")) -> xr.Dataset | xr.DataArray:
     """Drop time steps with fewer than ``min_fraction`` clear pixels in ``region``.
 
@@ -102,8 +124,9 @@ def apply_clear_rule(ds: xr.Dataset | xr.DataArray, valid: xr.DataArray,
     ds : xarray.Dataset or DataArray
         Data with a ``time`` dimension (a time series or a cube).
     valid, region : see :func:`clear_fraction`.
-    min_fraction : float, default 0.01
-        The paper's rule: at least 1 % clear forest pixels in the 1 km circle.
+    min_fraction : float, default :data:`gpp_cubes.paper.MIN_CLEAR_FRACTION`
+        The paper's rule (:func:`keep_clear`): at least 1 % clear forest pixels in the 1 km
+        circle.
 
     Returns
     -------
@@ -111,6 +134,6 @@ def apply_clear_rule(ds: xr.Dataset | xr.DataArray, valid: xr.DataArray,
         Time steps kept; a ``clear_fraction`` coordinate records the fraction of each.
     """
     frac = clear_fraction(valid, region, dims).compute()
-    keep = (frac >= min_fraction).fillna(False).values
+    keep = keep_clear(frac.values, min_fraction)
     out = ds.assign_coords(clear_fraction=("time", frac.values.astype("float32")))
     return out.isel(time=np.flatnonzero(keep))

@@ -19,6 +19,10 @@ What is redacted by :func:`redact`:
 - PEM private keys (the ``private_key`` of a service-account file) and Google OAuth access
   tokens (``ya29.``).
 
+Naming a URL in a message (an endpoint, a file that failed) uses :func:`public_url`, which
+drops the query string whole; free text goes through :func:`redact`, which keeps the text
+readable and masks only the secrets in it. This module is the only place either is done.
+
 References
 ----------
 Microsoft, "Grant limited access to Azure Storage resources using shared access signatures
@@ -28,6 +32,7 @@ sks, skv, si, sdd``. Planetary Computer, "Using tokens for data access" (SAS-sig
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -45,6 +50,7 @@ __all__ = [
     "forget_secrets",
     "get_credential",
     "install_redaction",
+    "public_url",
     "redact",
     "redact_mapping",
     "register_secret",
@@ -232,13 +238,42 @@ def _redact_query(match: re.Match[str]) -> str:
     return "?" + "&".join(out)
 
 
-def redact(text: str) -> str:
+def public_url(url: str) -> str:
+    """``url`` without user info, query string and fragment (where credentials travel).
+
+    Parameters
+    ----------
+    url : str
+        An endpoint or asset href.
+
+    Returns
+    -------
+    str
+        ``scheme://host[:port]/path`` (host lower-cased, as URLs compare); a local path is
+        returned unchanged.
+    """
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:  # IPv6
+        host = f"[{host}]"
+    with contextlib.suppress(ValueError):  # a malformed port: keep the host alone
+        if parts.port:
+            host += f":{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def redact(text: str, *, urls: Iterable[str] = ()) -> str:
     """Mask every known credential and signature in ``text``.
 
     Parameters
     ----------
     text : str
         A log message, an error message, an href, a JSON document...
+    urls : iterable of str, optional
+        Hrefs the text may quote (e.g. the asset a read error is about): each is replaced
+        by its :func:`public_url` first.
 
     Returns
     -------
@@ -251,6 +286,9 @@ def redact(text: str) -> str:
     >>> redact("https://x.blob.core.windows.net/a/B04.tif?st=2024&se=2025&sp=rl&sig=Ab%2Bc")
     'https://x.blob.core.windows.net/a/B04.tif?st=***&se=***&sp=***&sig=***'
     """
+    for url in urls:
+        if url and url in text:
+            text = text.replace(url, public_url(url))
     return _redact_known(text, _known_secrets())
 
 

@@ -2,7 +2,13 @@
 
 A run is fully described by a :class:`ModelConfig` (the network) and a :class:`TrainConfig`
 (data protocol, optimiser, budget); both are hashable so jitted functions can take the model
-configuration as a static argument and compile once per architecture.
+configuration as a static argument and compile once per architecture. A hyperparameter
+search is bounded by a :class:`SearchSpace` and a budget (:data:`TUNE_TRIALS`,
+:data:`TUNE_MAX_EPOCHS`). This module imports no JAX or Optuna, so the ``gpp`` command
+reads its option defaults from these fields. The defaults that are
+the paper's protocol (sequence length, split years, dropout, epochs, the layer and unit
+bounds) come from :mod:`gpp_cubes.paper`, so the CLI options derived from these fields show
+the same values.
 
 References
 ----------
@@ -17,6 +23,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from gpp_cubes import paper
 from gpp_cubes.errors import ConfigError
 
 Cell = Literal["rnn", "gru", "lstm"]
@@ -25,8 +32,13 @@ Protocol = Literal["holdout", "paper"]
 Impl = Literal["fused", "flax"]
 
 CELLS: tuple[str, ...] = ("rnn", "gru", "lstm")
-MAX_LAYERS = 5
-MAX_UNITS = 512
+#: Largest network the configuration accepts (and the tuner searches), section 2.2.
+MAX_LAYERS = paper.MAX_LAYERS
+MAX_UNITS = paper.MAX_UNITS
+#: Default budget of one tuning worker: trials, and Hyperband's largest resource per trial
+#: [epochs] (3^3: rungs at 1, 3, 9 and 27 epochs with reduction factor 3).
+TUNE_TRIALS = 30
+TUNE_MAX_EPOCHS = 27
 
 
 def _as_int(field_name: str, value: Any) -> int:
@@ -57,12 +69,12 @@ class ModelConfig:
         Recurrent cell: Elman RNN (tanh), GRU (Cho et al. 2014, PyTorch/Flax form) or LSTM
         (Hochreiter & Schmidhuber 1997, no peepholes).
     layers : int
-        Number of stacked recurrent layers [1-5].
+        Number of stacked recurrent layers [1-:data:`MAX_LAYERS`].
     units : int
-        Hidden units per layer [1-512].
+        Hidden units per layer [1-:data:`MAX_UNITS`].
     dropout : float
         Dropout rate applied to each recurrent layer's output (between layers and before the
-        head) during training [0-1). The paper uses 0.2.
+        head) during training [0-1); default :data:`gpp_cubes.paper.DROPOUT` (section 2.2).
     init : {"paper_uniform", "flax_default"}
         ``paper_uniform`` draws every kernel from U[-1/sqrt(n), 1/sqrt(n)] with n the fan-in
         of that kernel (the number of input features for the first layer's input kernel). The
@@ -82,7 +94,7 @@ class ModelConfig:
     cell: Cell = "lstm"
     layers: int = 2
     units: int = 128
-    dropout: float = 0.2
+    dropout: float = paper.DROPOUT
     init: Init = "paper_uniform"
     unroll: int = 1
     impl: Impl = "fused"
@@ -116,11 +128,12 @@ class TrainConfig:
     model : ModelConfig
         The network.
     epochs : int
-        Passes over the training samples [1]; the paper trains 300.
+        Passes over the training samples [1]; default :data:`gpp_cubes.paper.EPOCHS`.
     batch_size : int
         Samples per optimiser step [1].
     learning_rate : float
-        Adam step size [1]; tuned log-uniformly in 1e-4..1e-2.
+        Adam step size [1]; tuned log-uniformly in
+        :data:`gpp_cubes.paper.LEARNING_RATE_RANGE`.
     seed : int
         Seed of parameter init, dropout and batch order; equal seeds give equal runs.
     protocol : {"holdout", "paper"}
@@ -129,11 +142,14 @@ class TrainConfig:
         fits on all ``train_years`` and keeps the checkpoint that is best on the *test* years,
         as in the paper: this leaks the test set into model selection and is reported so.
     window : int
-        Sequence length [days]: the ``window`` days ending on day t predict GPP on day t.
+        Sequence length [days]: the ``window`` days ending on day t predict GPP on day t;
+        default :data:`gpp_cubes.paper.SEQUENCE_LENGTH`.
     train_years, test_years : tuple of int
-        Calendar years of the temporal split (paper: 2016-2018 / 2019-2020).
+        Calendar years of the temporal split; default :data:`gpp_cubes.paper.TRAIN_YEARS` /
+        :data:`gpp_cubes.paper.TEST_YEARS` (section 2.2).
     val_year : int or None
-        Training year held out for validation in the ``holdout`` protocol. None selects the
+        Training year held out for validation in the ``holdout`` protocol (default: the last
+        training year). None selects the
         *blocked* split instead: every fourth ISO week of the training years is held out
         (used automatically when a cube holds a single training year; validation days then
         neighbour fitting days, so validation scores are optimistic, but the test years stay
@@ -149,15 +165,15 @@ class TrainConfig:
     """
 
     model: ModelConfig = field(default_factory=ModelConfig)
-    epochs: int = 300
+    epochs: int = paper.EPOCHS
     batch_size: int = 256
     learning_rate: float = 1e-3
     seed: int = 0
     protocol: Protocol = "holdout"
-    window: int = 90
-    train_years: tuple[int, ...] = (2016, 2017, 2018)
-    test_years: tuple[int, ...] = (2019, 2020)
-    val_year: int | None = 2018
+    window: int = paper.SEQUENCE_LENGTH
+    train_years: tuple[int, ...] = paper.TRAIN_YEARS
+    test_years: tuple[int, ...] = paper.TEST_YEARS
+    val_year: int | None = paper.TRAIN_YEARS[-1]
     ensemble: int = 1
     patience: int | None = None
     checkpoint_every: int = 10
@@ -251,3 +267,24 @@ class TrainConfig:
         if unknown:
             raise ConfigError(f"unknown training config key(s): {', '.join(unknown)}")
         return cls(model=ModelConfig(**model), **data)
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """Hyperparameter ranges of :func:`gpp_models.tune.tune`; the defaults are the paper's
+    (section 2.2).
+
+    Attributes
+    ----------
+    layers : (int, int)
+        Inclusive range of stacked layers [1-:data:`MAX_LAYERS`].
+    units : tuple of int
+        Candidate hidden sizes (categorical): the powers of two from 16 to
+        :data:`MAX_UNITS`.
+    learning_rate : (float, float)
+        Log-uniform range of the Adam step size (:data:`gpp_cubes.paper.LEARNING_RATE_RANGE`).
+    """
+
+    layers: tuple[int, int] = (1, MAX_LAYERS)
+    units: tuple[int, ...] = tuple(2**k for k in range(4, MAX_UNITS.bit_length()))
+    learning_rate: tuple[float, float] = paper.LEARNING_RATE_RANGE

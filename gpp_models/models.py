@@ -6,9 +6,9 @@ Two implementations of the same equations with the same number of parameters. Th
 and both kernels stacked, the kernel gradient accumulated in the backward loop, and the gate
 activations saved as separate arrays. ``impl="flax"`` drives Flax's stock cells
 (``nn.SimpleCell``, ``nn.GRUCell``, ``nn.OptimizedLSTMCell``) with ``nn.RNN``; it is kept as
-the reference the fused layers are tested against (forward and gradients). On the 2-core
-XLA:CPU machine of benchmarks/bench_models.py (one pinned core) the fused layers trained
-1.0x (RNN), 1.2x (GRU) and 1.4-1.5x (LSTM) as fast as the stock cells. Inputs are
+the reference the fused layers are tested against (forward and gradients); on XLA:CPU the
+fused layers train at least as fast as the stock cells, the more gates the larger the gain
+(benchmarks/bench_models.py). Inputs are
 time-major ``(time, batch, feature)`` so the scan slices without transposes. The network's
 input is data: no gradient flows to it (``stop_gradient``), which lets the first fused layer
 skip its input gradient.
@@ -38,6 +38,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from gpp_cubes.paper import SEQUENCE_LENGTH
 from gpp_models.config import ModelConfig
 from gpp_models.recurrence import LAYERS, gru_kernel
 
@@ -175,7 +176,7 @@ def build_model(config: ModelConfig) -> GPPRecurrentNet:
 
 
 def init_params(config: ModelConfig, rng: jax.Array, n_features: int,
-                window: int = 90) -> Any:
+                window: int = SEQUENCE_LENGTH) -> Any:
     """Initial parameters for inputs of ``n_features`` predictors."""
     x = jnp.zeros((window, 1, n_features), jnp.float32)
     return build_model(config).init({"params": rng}, x, train=False)["params"]

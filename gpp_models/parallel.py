@@ -4,10 +4,8 @@ On CPU, XLA parallelises a recurrent step *inside* each operation (a (B, F+H) x 
 matmul and the gate arithmetic, 90 times per layer and direction), and at these sizes the
 threads spend much of each step waiting for each other. Splitting the batch instead, one
 slice per core, lets every core run whole time steps on its own and meet the others once per
-optimiser step, to sum the gradients. Measured on the 2-core benchmark machine
-(benchmarks/bench_models.py, 2 layers x 128 units, batch 256, 90 steps): LSTM training went
-from 1 900 to 2 220 samples/s, GRU from 2 070 to 2 390, RNN from 4 780 to 6 760; at batch 32
-the LSTM went from 920 to 1 300.
+optimiser step, to sum the gradients; every cell trains faster so, the more at small
+batches (benchmarks/bench_models.py measures it).
 
 :func:`configure_cpu_devices`, called by :func:`gpp_models.runtime.configure_process` (never
 on import), asks JAX for one CPU device per usable core (at most :data:`MAX_CPU_DEVICES`) if

@@ -1,11 +1,11 @@
 """The whole modelling chain in one call: tune -> train -> evaluate -> explain -> figures -> report.
 
 ``run_pipeline`` is what ``gpp demo`` calls after building the demo world's features.zarr.
-Budgets are small on purpose: on two shared CPU cores and the three-site synthetic world,
-``quick`` took 38 s and the default (then 40 epochs, units <= 64) 8.7 min; real studies use
-the individual ``gpp tune/train/...`` commands with the paper's budget (300 epochs, 10 FI repeats).
-The timings assume the process set-up of :func:`gpp_models.runtime.configure_process`, which
-``gpp demo`` makes before calling this (a library function leaves the process alone).
+Budgets are small on purpose, so the demo's three-site synthetic world runs in minutes on a
+laptop; real studies use the individual ``gpp tune/train/...`` commands with the paper's
+budget (:data:`gpp_cubes.paper.EPOCHS` epochs, 10 FI repeats). ``gpp demo`` makes the process
+set-up of :func:`gpp_models.runtime.configure_process` before calling this (a library
+function leaves the process alone).
 """
 
 from __future__ import annotations

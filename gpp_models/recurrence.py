@@ -5,18 +5,18 @@ matmul per time step forward, ``[x_t, h_{t-1}] @ W`` with ``W`` of shape (F+H, G
 input and recurrent kernels stacked), and two per step backward (``dz @ W.T`` and the kernel
 gradient ``[x_t, h_{t-1}].T @ dz`` accumulated in the loop carry).
 
-Why this layout (measured on a 2-core AMD EPYC with XLA:CPU; benchmarks/bench_models.py):
+Why this layout (timings: benchmarks/bench_models.py and benchmarks/README.md):
 
-* One (B, F+H) x (F+H, G*H) matmul per step runs at the machine's matmul peak; the small-K
-  (F = 25) input matmul on its own does not (about a tenth of peak), neither per step nor
-  hoisted before the loop as a (T*B, F) x (F, G*H) matmul.
+* One (B, F+H) x (F+H, G*H) matmul per step runs near the machine's matmul peak; the small-K
+  (F = 25) input matmul on its own does not, neither per step nor hoisted before the loop as
+  a (T*B, F) x (F, G*H) matmul.
 * Nothing of shape (time, batch, G*H) other than the saved gate activations is materialised:
   hoisting the input projection out of the loop, or stacking dz for one large kernel-gradient
-  matmul after the loop, adds 47 MB buffers (T=90, B=256, 4H=512) whose zero-fill, layout
-  transposes and page faults cost more than the matmuls they replace.
+  matmul after the loop, adds buffers of that size whose zero-fill, layout transposes and
+  page faults cost more than the matmuls they replace.
 * Gate activations are saved as separate (B, H) arrays, not one (B, 4H) array: XLA:CPU's
   loop fusions reading several column slices of one array run several times slower than on
-  whole arrays (measured: an LSTM layer's forward + backward went from 85 to 70 ms).
+  whole arrays.
 * The first layer's input is data: ``input_grad=False`` skips the input rows of the
   backward matmul and returns a zero input gradient.
 * Autodiff of a scan re-derives the activations and cannot share work between gates; here
@@ -67,6 +67,23 @@ def _backward_kernel(w: jax.Array, F: int, input_grad: bool) -> jax.Array:
     return w.T if input_grad else w[F:].T
 
 
+def _backward_setup(w: jax.Array, gates: int, input_grad: bool
+                    ) -> tuple[int, int, jax.Array]:
+    """(H, F, backward kernel) of a stacked kernel ``w`` of shape (F+H, gates*H)."""
+    H = w.shape[1] // gates
+    F = w.shape[0] - H
+    return H, F, _backward_kernel(w, F, input_grad)
+
+
+def _scan_backward(step, init: tuple, xs, dhs: jax.Array, F: int, unroll: int,
+                   input_grad: bool) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Run a backward ``step`` over time, last step first; its carry ends with (dw, db).
+
+    Returns the layer's gradients (dx, dw, db)."""
+    carry, dx = jax.lax.scan(step, init, xs, reverse=True, unroll=unroll)
+    return _input_grad(dx, dhs, F, input_grad), carry[-2], carry[-1]
+
+
 def _input_part(dxh: jax.Array, F: int, H: int) -> jax.Array | None:
     return dxh[:, :F] if dxh.shape[-1] == F + H else None
 
@@ -97,9 +114,7 @@ def _rnn_fwd(x: jax.Array, w: jax.Array, b: jax.Array, unroll: int, input_grad: 
 
 def _rnn_bwd(unroll: int, input_grad: bool, res, dhs: jax.Array):
     hs, xhs, w = res
-    H = w.shape[1]
-    F = w.shape[0] - H
-    w_t = _backward_kernel(w, F, input_grad)
+    H, F, w_t = _backward_setup(w, 1, input_grad)
 
     def step(carry, inp):
         dh_next, dw, db = carry
@@ -109,8 +124,7 @@ def _rnn_bwd(unroll: int, input_grad: bool, res, dhs: jax.Array):
         return (dxh[:, -H:], dw + xh.T @ dz, db + dz.sum(0)), _input_part(dxh, F, H)
 
     init = (_zeros(dhs.shape[1], H, dhs), jnp.zeros_like(w), jnp.zeros((H,), w.dtype))
-    (_, dw, db), dx = jax.lax.scan(step, init, (dhs, hs, xhs), reverse=True, unroll=unroll)
-    return _input_grad(dx, dhs, F, input_grad), dw, db
+    return _scan_backward(step, init, (dhs, hs, xhs), dhs, F, unroll, input_grad)
 
 
 rnn_layer.defvjp(_rnn_fwd, _rnn_bwd)
@@ -144,9 +158,7 @@ def _gru_fwd(x: jax.Array, w: jax.Array, b: jax.Array, unroll: int, input_grad: 
 
 def _gru_bwd(unroll: int, input_grad: bool, res, dhs: jax.Array):
     saved, w = res
-    H = w.shape[1] // 4
-    F = w.shape[0] - H
-    w_t = _backward_kernel(w, F, input_grad)
+    H, F, w_t = _backward_setup(w, 4, input_grad)
 
     def step(carry, inp):
         dh_next, dw, db = carry
@@ -160,8 +172,7 @@ def _gru_bwd(unroll: int, input_grad: bool, res, dhs: jax.Array):
         return carry, _input_part(dxh, F, H)
 
     init = (_zeros(dhs.shape[1], H, dhs), jnp.zeros_like(w), jnp.zeros((4 * H,), w.dtype))
-    (_, dw, db), dx = jax.lax.scan(step, init, (dhs, saved), reverse=True, unroll=unroll)
-    return _input_grad(dx, dhs, F, input_grad), dw, db
+    return _scan_backward(step, init, (dhs, saved), dhs, F, unroll, input_grad)
 
 
 gru_layer.defvjp(_gru_fwd, _gru_bwd)
@@ -199,9 +210,7 @@ def _lstm_fwd(x: jax.Array, w: jax.Array, b: jax.Array, unroll: int, input_grad:
 
 def _lstm_bwd(unroll: int, input_grad: bool, res, dhs: jax.Array):
     saved, w = res
-    H = w.shape[1] // 4
-    F = w.shape[0] - H
-    w_t = _backward_kernel(w, F, input_grad)
+    H, F, w_t = _backward_setup(w, 4, input_grad)
 
     def step(carry, inp):
         dh_next, dc_next, dw, db = carry
@@ -216,8 +225,7 @@ def _lstm_bwd(unroll: int, input_grad: bool, res, dhs: jax.Array):
 
     zeros = _zeros(dhs.shape[1], H, dhs)
     init = (zeros, zeros, jnp.zeros_like(w), jnp.zeros((4 * H,), w.dtype))
-    (_, _, dw, db), dx = jax.lax.scan(step, init, (dhs, saved), reverse=True, unroll=unroll)
-    return _input_grad(dx, dhs, F, input_grad), dw, db
+    return _scan_backward(step, init, (dhs, saved), dhs, F, unroll, input_grad)
 
 
 lstm_layer.defvjp(_lstm_fwd, _lstm_bwd)

@@ -45,11 +45,11 @@ def tune_glibc_malloc() -> bool:
     Sets glibc's ``M_MMAP_MAX=0`` (large buffers come from the heap, not fresh ``mmap``
     pages), ``M_TRIM_THRESHOLD=1 GiB`` (the heap is not shrunk after every step) and
     ``M_ARENA_MAX=1`` (XLA's worker threads share the main heap instead of per-thread heaps
-    that glibc unmaps whenever they fall empty). Measured on the 2-core benchmark machine:
-    a 47 MB XLA buffer costs 12 000 page faults (about 20 ms) per use with the defaults and
-    none after this; the benchmark's LSTM training step (benchmarks/bench_models.py) ran
-    about 1.5x faster, in JAX and in PyTorch alike. Must run before the JAX backend starts
-    (its threads pick their heap on first use). The process keeps its peak heap until exit.
+    that glibc unmaps whenever they fall empty). With glibc's defaults every use of a large
+    XLA buffer page-faults its fresh ``mmap`` pages in again; after this it does not
+    (benchmarks/bench_models.py shows the effect on a training step). Must run before the
+    JAX backend starts (its threads pick their heap on first use). The process keeps its
+    peak heap until exit.
 
     Returns
     -------

@@ -11,7 +11,8 @@ References
 ----------
 Li, L. et al. (2018). Hyperband: a novel bandit-based approach to hyperparameter
 optimization. JMLR 18(185). Akiba, T. et al. (2019). Optuna. KDD.
-Montero, D. et al. (2024), section 2.2 (<= 5 layers, <= 512 units, lr 1e-4..1e-2 log).
+Montero, D. et al. (2024), section 2.2 (the search space,
+:class:`gpp_models.config.SearchSpace`).
 """
 
 from __future__ import annotations
@@ -25,30 +26,11 @@ from typing import Any
 import optuna
 
 from gpp_cubes.errors import GppError
-from gpp_models.config import MAX_LAYERS, TrainConfig
+from gpp_models.config import TUNE_MAX_EPOCHS, TUNE_TRIALS, SearchSpace, TrainConfig
 from gpp_models.data import Cube, Prepared, open_cube, prepare_for
 from gpp_models.train import TrainResult, train_and_evaluate
 
 logger = logging.getLogger("gpp_models")
-
-
-@dataclass(frozen=True)
-class SearchSpace:
-    """Hyperparameter ranges.
-
-    Attributes
-    ----------
-    layers : (int, int)
-        Inclusive range of stacked layers [1-5].
-    units : tuple of int
-        Candidate hidden sizes (categorical) [<= 512].
-    learning_rate : (float, float)
-        Log-uniform range of the Adam step size.
-    """
-
-    layers: tuple[int, int] = (1, MAX_LAYERS)
-    units: tuple[int, ...] = (16, 32, 64, 128, 256, 512)
-    learning_rate: tuple[float, float] = (1e-4, 1e-2)
 
 
 @dataclass
@@ -93,8 +75,8 @@ def tune(
     base: TrainConfig,
     workdir: str | Path,
     *,
-    n_trials: int = 30,
-    max_epochs: int = 27,
+    n_trials: int = TUNE_TRIALS,
+    max_epochs: int = TUNE_MAX_EPOCHS,
     space: SearchSpace = SearchSpace(),
     storage: str | None = None,
     timeout: float | None = None,

@@ -15,13 +15,13 @@ import xarray as xr
 from gpp_cubes import contract
 from gpp_cubes.cube.features import (
     SiteInputs,
-    SiteMeta,
     assemble_site,
     daily_calendar,
     write_multisite_store,
     write_site_store,
 )
 from gpp_cubes.errors import InputFormatError
+from gpp_cubes.sites import point_site
 
 SITES = [("DE-Hai", 51.0792, 10.4522, 430.0, "DBF"), ("FI-Var", 67.7549, 29.61, 395.0, "ENF")]
 PREDICTORS = ["S2_PC1", "S2_PC2", *contract.FIXED_PREDICTORS]
@@ -36,7 +36,8 @@ def _site_cube(site: tuple[str, float, float, float, str], seed: int) -> xr.Data
     gpp = pd.Series(rng.normal(5.0, 1.0, cal.size), index=cal)
     gpp[::7] = np.nan
     extreme = pd.Series(rng.random(cal.size) > 0.9, index=cal)
-    inputs = SiteInputs(SiteMeta(site_id, lat, lon, elev, igbp), preds, gpp, extreme,
+    inputs = SiteInputs(point_site(lat, lon, site_id=site_id, elevation_m=elev, igbp=igbp),
+                        preds, gpp, extreme,
                         {"generator": "tests/test_contract.py"})
     return assemble_site(inputs, cal)
 

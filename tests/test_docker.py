@@ -295,10 +295,10 @@ def test_gdal_cloud_read_defaults_are_set(dockerfile: tuple[str, list[Stage]]) -
 
 
 def test_gdal_defaults_agree_with_the_library(dockerfile: tuple[str, list[Stage]]) -> None:
-    """The image's environment wins over gpp_cubes.stac.providers.GDAL_DEFAULTS (configure_gdal
+    """The image's environment wins over gpp_cubes.stac.gdal.GDAL_DEFAULTS (configure_gdal
     keeps values already set), so a disagreement would silently change the library's
     settings inside the image."""
-    providers = pytest.importorskip("gpp_cubes.stac.providers")
+    providers = pytest.importorskip("gpp_cubes.stac.gdal")
     name, stages = dockerfile
     env = final_env(stages[-1])
     differ = {

@@ -28,29 +28,27 @@ plus size and modification time [ns]; URLs without their query, so no credential
 recorded; the STAC endpoint by ``stac_identity`` when the caller gives one (a server started
 on a fresh port every run, such as the demo world's).
 
-Before a build starts, :func:`plan_resume` lists the complete stores whose recorded
-fingerprint differs from the one this run would write (or that have none: written by an
-older version), with what depends on them, in dependency order; :class:`StaleStore` names
-the differing values (``corine_source=None -> /data/clc.tif``).
+Before a build starts, :func:`gpp_cubes.batch.resume.plan_resume` compares them with the
+stores already there.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+
+from gpp_cubes.secrets import public_url
 
 #: Provenance key of the fingerprint record.
 KEY = "fingerprint"
 #: Hex digits of the short hash.
 HASH_LENGTH = 16
-#: Phase-1 stages, one store each per site (:data:`gpp_cubes.batch.SENSORS`).
+#: Phase-1 stages, one store each per site (the tasks of :mod:`gpp_cubes.batch.tasks`).
 PHASE1 = ("s2", "s1", "lst", "target")
 
 _ALL_INPUT_FIELDS = frozenset({"provider", "stac_url", "stac_identity", "corine_source",
@@ -168,32 +166,9 @@ def differences(old: Fingerprint, new: Fingerprint) -> list[tuple[str, Any, Any]
     return out
 
 
-def _show(value: Any) -> str:
-    """A value as the message shows it: text as is, None as None, others as JSON."""
-    if value is None:
-        text = "None"
-    elif isinstance(value, str):
-        text = value
-    else:
-        text = json.dumps(value, default=str)
-    return text if len(text) <= 120 else text[:117] + "..."
-
-
 # --------------------------------------------------------------------------------------
 # Identities of the inputs
 # --------------------------------------------------------------------------------------
-
-
-def public_url(url: str) -> str:
-    """``url`` without user info, query and fragment (where credentials travel)."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if ":" in host:  # IPv6
-        host = f"[{host}]"
-    with contextlib.suppress(ValueError):  # a malformed port: keep the host alone
-        if parts.port:
-            host += f":{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 def source_identity(name: str, source: str | os.PathLike[str] | None, *,
@@ -272,19 +247,30 @@ def _fluxnet_file(directory: str | None, site_id: str | None) -> Path | None:
 # --------------------------------------------------------------------------------------
 
 
-def phase1_fingerprint(cfg: Any, meta: Any, sensor: str) -> Fingerprint:
+def _site_values(site: Any, names: Sequence[str] | None = None) -> dict[str, Any]:
+    """``site.<name>`` values of the site attributes a store records (all if ``names`` is
+    None), as :func:`gpp_cubes.cube.features.site_attributes` writes them."""
+    from gpp_cubes.cube.features import site_attributes
+
+    attrs = site_attributes(site)
+    return {f"site.{k}": attrs[k] for k in (attrs if names is None else names)}
+
+
+def phase1_fingerprint(cfg: Any, site: Any, sensor: str) -> Fingerprint:
     """Fingerprint of the phase-1 store of ``sensor`` ("s2", "s1", "lst", "target").
 
     Parameters
     ----------
     cfg : BuildConfig
-    meta : SiteMeta
+    site : gpp_cubes.sites.Site
         The site (position [degrees], elevation [m]).
     sensor : str
     """
-    site = {f"site.{k}": getattr(meta, k) for k in SITE_FIELDS[sensor]}
-    return Fingerprint.make({"stage": sensor, **site,
-                             **_config_values(cfg, sensor, meta.site_id),
+    from gpp_cubes.sites.catalog import as_site
+
+    site = as_site(site)
+    return Fingerprint.make({"stage": sensor, **_site_values(site, SITE_FIELDS[sensor]),
+                             **_config_values(cfg, sensor, site.id),
                              **_versions(VERSIONS.get(sensor, ("gpp-cubes",)))})
 
 
@@ -295,11 +281,11 @@ def pca_fingerprint(cfg: Any, s2: Mapping[str, Fingerprint | None]) -> Fingerpri
                             {f"s2/{s}": s2[s] for s in sorted(s2)}, explain_inputs=False)
 
 
-def site_fingerprint(cfg: Any, meta: Any, inputs: Mapping[str, Fingerprint | None]
+def site_fingerprint(cfg: Any, site: Any, inputs: Mapping[str, Fingerprint | None]
                      ) -> Fingerprint:
     """Fingerprint of a site store made from ``inputs`` (its phase-1 stores and "pca")."""
-    site = {f"site.{k}": v for k, v in asdict(meta).items()}
-    return Fingerprint.make({"stage": "site", **site, **_config_values(cfg, "site", None),
+    return Fingerprint.make({"stage": "site", **_site_values(site),
+                             **_config_values(cfg, "site", None),
                              **_versions(("gpp-cubes",))},
                             {k: inputs.get(k) for k in (*PHASE1, "pca")})
 
@@ -311,161 +297,18 @@ def read_fingerprint(path: str | Path) -> Fingerprint | None:
     return Fingerprint.from_record((read_provenance(path) or {}).get(KEY))
 
 
-def pca_sidecar(path: Path) -> Path:
-    """``pca.sites.json`` beside ``pca.json``: the sites the PCA saw and its fingerprint."""
-    return path.with_suffix(".sites.json")
-
-
-def write_pca_sidecar(path: Path, sites: Sequence[str], fp: Fingerprint | None) -> None:
-    """Write the sidecar of the PCA ``path`` (atomically: temporary file, then rename)."""
-    side = pca_sidecar(path)
-    tmp = side.with_name(side.name + ".tmp")
-    tmp.write_text(json.dumps({"sites": sorted(sites), KEY: fp.record() if fp else None},
-                              sort_keys=True))
-    tmp.replace(side)
+def pca_sidecar_content(sites: Sequence[str], fp: Fingerprint | None) -> dict[str, Any]:
+    """What the sidecar of a batch build's PCA holds (:func:`gpp_cubes.s2.pca.save_pca_model`):
+    the sites it was fitted on and its fingerprint."""
+    return {"sites": sorted(sites), KEY: fp.record() if fp else None}
 
 
 def read_pca_sidecar(path: Path) -> tuple[list[str], Fingerprint | None]:
     """Sites and fingerprint of the PCA ``path`` (an older version's sidecar, a plain list
     of sites, has no fingerprint)."""
-    side = pca_sidecar(path)
-    try:
-        data = json.loads(side.read_text())
-    except (OSError, ValueError):
+    from gpp_cubes.s2.pca import read_sidecar
+
+    data = read_sidecar(path)
+    if data is None:
         return [], None
-    if isinstance(data, list):
-        return [str(s) for s in data], None
-    return [str(s) for s in data.get("sites", [])], Fingerprint.from_record(data.get(KEY))
-
-
-# --------------------------------------------------------------------------------------
-# Resume
-# --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class StaleStore:
-    """A complete store this run must not reuse.
-
-    Attributes
-    ----------
-    path : Path
-    old : Fingerprint or None
-        What it was built with (None: no fingerprint, an older version wrote it).
-    new : Fingerprint or None
-        What this run would build it with (None when unknown before the build).
-    reason : str, optional
-        Why it is rebuilt when its own values are unchanged (an input store is rebuilt).
-    """
-
-    path: Path
-    old: Fingerprint | None
-    new: Fingerprint | None
-    reason: str | None = None
-
-    def describe(self) -> str:
-        """One clause: the store and what differs (``X was built with a=1, this run has
-        a=2``)."""
-        name = _display(self.path)
-        if self.old is None:
-            return f"{name} has no fingerprint (built by an older version of gpp-cubes)"
-        diffs = differences(self.old, self.new) if self.new is not None else []
-        if diffs:
-            shown = diffs[:4] + ([("...", "", "")] if len(diffs) > 4 else [])
-            was = ", ".join(k if k == "..." else f"{k}={_show(o)}" for k, o, _ in shown)
-            has = ", ".join(k if k == "..." else f"{k}={_show(n)}" for k, _, n in shown)
-            return f"{name} was built with {was}, this run has {has}"
-        if self.reason:
-            return f"{name} is made from stores that change ({self.reason})"
-        return (f"{name} was built with fingerprint {self.old.hash}, this run has "
-                f"{self.new.hash if self.new else 'another'}")
-
-
-def _display(path: Path) -> str:
-    rel = os.path.relpath(path)
-    return rel if not rel.startswith("..") else str(path)
-
-
-def stale_message(stale: Sequence[StaleStore]) -> str:
-    """The one line that stops a build: the first stale store, and how to go on."""
-    more = len(stale) - 1
-    extra = f" (and {more} other store{'s' if more > 1 else ''})" if more else ""
-    return (f"{stale[0].describe()}{extra}; rerun with --rebuild-changed to rebuild what "
-            "changed (or --force to rebuild everything, or choose another --out)")
-
-
-def plan_resume(cfg: Any, metas: Sequence[Any]) -> list[StaleStore]:
-    """The complete stores of ``metas`` this run must rebuild, in dependency order.
-
-    Phase-1 stores whose fingerprint differs; the PCA if its train years, version or the
-    S2 stores of this run's sites it was fitted on differ (or are rebuilt); a site store if
-    its own values or inputs differ, an input is rebuilt or the PCA is refitted. A site
-    store whose PCA file is gone (``.work`` removed) is judged by the PCA it recorded.
-    Stores without a fingerprint are stale. ``features.zarr`` is not listed: the build
-    rewrites it whenever the site stores it combines change.
-
-    Parameters
-    ----------
-    cfg : BuildConfig
-    metas : sequence of SiteMeta
-
-    Returns
-    -------
-    list of StaleStore
-        Empty when every complete store can be reused.
-    """
-    from gpp_cubes.cube.store import is_complete
-
-    stale: list[StaleStore] = []
-    planned: dict[tuple[str, str], Fingerprint] = {}
-    rebuilt: set[tuple[str, str]] = set()
-    for m in metas:
-        for sensor in PHASE1:
-            fp = planned[(m.site_id, sensor)] = phase1_fingerprint(cfg, m, sensor)
-            path = cfg.phase1_store(m.site_id, sensor)
-            if is_complete(path):
-                old = read_fingerprint(path)
-                if old is None or old.hash != fp.hash:
-                    stale.append(StaleStore(path, old, fp))
-                    rebuilt.add((m.site_id, sensor))
-
-    pca_path = cfg.pca_path()
-    pca: Fingerprint | None = None  # the PCA this run's site stores will be made with
-    refit = False
-    if pca_path.is_file():
-        _, old = read_pca_sidecar(pca_path)
-        if old is None:
-            stale.append(StaleStore(pca_path, None, None))
-            refit = True
-        else:
-            ids = {m.site_id for m in metas}
-            fitted = sorted(k.removeprefix("input.s2/") for k in old.values
-                            if k.startswith("input.s2/"))
-            s2 = {s: planned[(s, "s2")] if s in ids else old.input(f"s2/{s}") for s in fitted}
-            expected = pca_fingerprint(cfg, s2)
-            again = [s for s in fitted if (s, "s2") in rebuilt]
-            if expected.hash != old.hash or again:
-                stale.append(StaleStore(pca_path, old, expected, reason=(
-                    f"S2 store of {', '.join(again)} rebuilt" if again else None)))
-                refit = True
-            else:
-                pca = old
-
-    for m in metas:
-        path = cfg.site_store(m.site_id)
-        if not is_complete(path):
-            continue
-        old = read_fingerprint(path)
-        if old is None:
-            stale.append(StaleStore(path, None, None))
-            continue
-        if refit:
-            stale.append(StaleStore(path, old, None, reason="the PCA is refitted"))
-            continue
-        inputs = {s: planned[(m.site_id, s)] for s in PHASE1}
-        fp = site_fingerprint(cfg, m, {**inputs, "pca": pca or old.input("pca")})
-        again = [s for s in PHASE1 if (m.site_id, s) in rebuilt]
-        if fp.hash != old.hash or again:
-            stale.append(StaleStore(path, old, fp, reason=(
-                f"phase-1 {', '.join(again)} rebuilt" if again else None)))
-    return stale
+    return data["sites"], Fingerprint.from_record(data.get(KEY))

@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from gpp_cubes.batch.config import config_default
 from gpp_cubes.cli.common import ConfigOption, DebugOption, console, guarded, progress_bar
 
 EXAMPLES = """\
@@ -182,7 +183,7 @@ def register(app: typer.Typer) -> None:
                  "this run's (and what depends on them); without it such a store stops the "
                  "build (exit code 2) before anything runs."),
         provider: str = typer.Option(
-            "planetary-computer", "--provider",
+            config_default("provider"), "--provider",
             help="planetary-computer, earth-search or custom (with --stac)."),
         stac: str | None = typer.Option(None, "--stac", help="STAC API URL (any provider)."),
         corine: str | None = typer.Option(
@@ -190,10 +191,13 @@ def register(app: typer.Typer) -> None:
         fluxnet: Path | None = typer.Option(
             None, "--fluxnet", help="Directory of FLUXNET2015-format daily files."),
         start: str | None = typer.Option(
-            None, "--start", help="First day [default: 2016-01-01, or the demo world's]."),
+            None, "--start",
+            help=f"First day (default: {config_default('start')}, or the demo world's)."),
         end: str | None = typer.Option(
-            None, "--end", help="Last day [default: 2020-12-31, or the demo world's]."),
-        engine: str = typer.Option("odc", "--engine", help="Raster loader: odc or stackstac."),
+            None, "--end",
+            help=f"Last day (default: {config_default('end')}, or the demo world's)."),
+        engine: str = typer.Option(config_default("engine"), "--engine",
+                                   help="Raster loader: odc or stackstac."),
         max_sun_zenith: float | None = typer.Option(
             None, "--max-sun-zenith", min=0.0, max=90.0,
             help="Exclude S2 scenes whose sun zenith at the tower exceeds this [degrees; "
@@ -225,7 +229,8 @@ def register(app: typer.Typer) -> None:
                               "stac_url": stac, "stac_identity": None, "provider": provider,
                               "corine_source": corine,
                               "fluxnet_dir": str(fluxnet) if fluxnet else None,
-                              "start": "2016-01-01", "end": "2020-12-31"}
+                              "start": config_default("start"),
+                              "end": config_default("end")}
                 with site_progress(list(inputs["sites"])) as show:
                     table = build_sites(
                         inputs["sites"], out, start=start or inputs["start"],

@@ -4,10 +4,16 @@ Registered into the ``gpp`` typer app by :func:`register`; heavy imports (JAX, O
 matplotlib) happen inside the commands so ``gpp --help`` stays fast. Every command first
 calls :func:`gpp_models.runtime.configure_process` (glibc allocator, one JAX CPU device per
 core), before JAX's backend starts: the process is ours here, not a library user's.
+
+Option defaults and bounds are read from the configuration dataclasses
+(:class:`~gpp_models.config.ModelConfig`, :class:`~gpp_models.config.TrainConfig`,
+:class:`~gpp_models.config.SearchSpace`; :mod:`gpp_models.config` imports no JAX), never
+retyped, so the command line and the library cannot drift apart.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
@@ -16,30 +22,56 @@ import typer
 from rich.table import Table
 
 from gpp_cubes.cli.common import ConfigOption, DebugOption, console, guarded, progress_bar
+from gpp_models.config import (
+    MAX_LAYERS,
+    MAX_UNITS,
+    TUNE_MAX_EPOCHS,
+    TUNE_TRIALS,
+    ModelConfig,
+    SearchSpace,
+    TrainConfig,
+)
 
-CellOption = typer.Option("lstm", "--cell", help="Recurrent cell: rnn, gru or lstm.")
+
+def _defaults(cls: type) -> dict[str, Any]:
+    """Field name -> default of a configuration dataclass (fields with a plain default)."""
+    return {f.name: f.default for f in dataclasses.fields(cls)
+            if f.default is not dataclasses.MISSING}
+
+
+MODEL = _defaults(ModelConfig)
+TRAIN = _defaults(TrainConfig)
+SPACE = SearchSpace()
+
+CellOption = typer.Option(MODEL["cell"], "--cell", help="Recurrent cell: rnn, gru or lstm.")
 ProtocolOption = typer.Option(
-    "holdout", "--protocol",
+    TRAIN["protocol"], "--protocol",
     help="holdout: select on the last training year (default, honest); paper: select on the "
          "test years as the paper did (leaks; flagged in every output).")
-BatchSizeOption = typer.Option(256, "--batch-size", min=1)
-WindowOption = typer.Option(90, "--window", min=1, help="Sequence length [days].")
-SeedOption = typer.Option(0, "--seed")
+BatchSizeOption = typer.Option(TRAIN["batch_size"], "--batch-size", min=1)
+WindowOption = typer.Option(TRAIN["window"], "--window", min=1, help="Sequence length [days].")
+SeedOption = typer.Option(TRAIN["seed"], "--seed")
+EpochsOption = typer.Option(TRAIN["epochs"], "--epochs", min=1, help="Full training epochs.")
+RunsArgument = typer.Argument(..., help="Run directories (gpp train).")
+FeaturesArgument = typer.Argument(..., help="features.zarr (or per-site stores).")
+OutOption = typer.Option(..., "--out", help="Results directory.")
+ResultsArgument = typer.Argument(..., help="Results directory (evaluate/explain).")
 
 
 def _base_config(cell: str, protocol: str, epochs: int, batch_size: int, seed: int,
                  window: int, ensemble: int, **model: Any) -> Any:
-    from gpp_models.config import ModelConfig, TrainConfig
-
     return TrainConfig(model=ModelConfig(cell=cell, **model), epochs=epochs,  # type: ignore[arg-type]
                        batch_size=batch_size, seed=seed, protocol=protocol,  # type: ignore[arg-type]
                        window=window, ensemble=ensemble)
 
 
-def _configure_process() -> None:
+def _configure_process(debug: bool | None = None) -> None:
+    """Tune the process for JAX; with ``debug`` given, also log gpp_models to the console."""
     from gpp_models.runtime import configure_process
 
     configure_process()
+    if debug is not None:
+        _log_to_console(debug)
 
 
 def _log_to_console(debug: bool) -> None:
@@ -88,21 +120,24 @@ def register(app: typer.Typer) -> None:
 """, help="Hyperband search (Optuna) of layers, units and learning rate for one cell; "
           "then trains the best configuration in full (WORKDIR/run).")
     def tune_cmd(
-        features: Path = typer.Argument(..., help="features.zarr (or per-site stores)."),
+        features: Path = FeaturesArgument,
         cell: str = CellOption,
         workdir: Path = typer.Option(..., "--workdir", help="Study and run directory."),
-        trials: int = typer.Option(30, "--trials", min=1, help="Trials run by this worker."),
-        max_epochs: int = typer.Option(27, "--max-epochs", min=1,
+        trials: int = typer.Option(TUNE_TRIALS, "--trials", min=1,
+                                   help="Trials run by this worker."),
+        max_epochs: int = typer.Option(TUNE_MAX_EPOCHS, "--max-epochs", min=1,
                                        help="Hyperband's maximum epochs per trial."),
-        max_layers: int = typer.Option(5, "--max-layers", min=1, max=5),
-        units: str = typer.Option("16,32,64,128,256,512", "--units",
-                                  help="Candidate hidden sizes, comma-separated (<= 512)."),
+        max_layers: int = typer.Option(SPACE.layers[1], "--max-layers", min=1, max=MAX_LAYERS),
+        units: str = typer.Option(",".join(map(str, SPACE.units)), "--units",
+                                  help=f"Candidate hidden sizes, comma-separated "
+                                       f"(<= {MAX_UNITS})."),
         storage: str | None = typer.Option(
             None, "--storage", help="Optuna storage URL (default sqlite in WORKDIR/tune)."),
         train_best: bool = typer.Option(True, "--train/--no-train",
                                         help="Train the best configuration in full."),
-        epochs: int = typer.Option(300, "--epochs", min=1, help="Full training epochs."),
-        ensemble: int = typer.Option(1, "--ensemble", min=1, help="Seeds of the final run."),
+        epochs: int = EpochsOption,
+        ensemble: int = typer.Option(TRAIN["ensemble"], "--ensemble", min=1,
+                                     help="Seeds of the final run."),
         protocol: str = ProtocolOption,
         batch_size: int = BatchSizeOption,
         window: int = WindowOption,
@@ -111,10 +146,9 @@ def register(app: typer.Typer) -> None:
         debug: bool = DebugOption,
     ) -> None:
         def run() -> None:
-            _configure_process()
-            from gpp_models.tune import SearchSpace, tune
+            _configure_process(debug)
+            from gpp_models.tune import tune
 
-            _log_to_console(debug)
             base = _base_config(cell, protocol, epochs, batch_size, seed, window, 1)
             space = SearchSpace(layers=(1, max_layers),
                                 units=tuple(int(u) for u in units.split(",") if u.strip()))
@@ -141,21 +175,21 @@ def register(app: typer.Typer) -> None:
 """, help="Train one architecture (K seeds at once with --ensemble K); keeps the best "
           "checkpoint on the selection years; resumable.")
     def train_cmd(
-        features: Path = typer.Argument(..., help="features.zarr (or per-site stores)."),
+        features: Path = FeaturesArgument,
         cell: str = CellOption,
         workdir: Path = typer.Option(..., "--workdir", help="Run directory."),
-        layers: int = typer.Option(2, "--layers", min=1, max=5),
-        units: int = typer.Option(128, "--units", min=1, max=512),
-        dropout: float = typer.Option(0.2, "--dropout", min=0.0, max=0.99),
-        init: str = typer.Option("paper_uniform", "--init",
+        layers: int = typer.Option(MODEL["layers"], "--layers", min=1, max=MAX_LAYERS),
+        units: int = typer.Option(MODEL["units"], "--units", min=1, max=MAX_UNITS),
+        dropout: float = typer.Option(MODEL["dropout"], "--dropout", min=0.0, max=0.99),
+        init: str = typer.Option(MODEL["init"], "--init",
                                  help="paper_uniform (U[-1/sqrt(n), 1/sqrt(n)]) or "
                                       "flax_default."),
-        learning_rate: float = typer.Option(1e-3, "--learning-rate"),
-        epochs: int = typer.Option(300, "--epochs", min=1),
+        learning_rate: float = typer.Option(TRAIN["learning_rate"], "--learning-rate"),
+        epochs: int = EpochsOption,
         batch_size: int = BatchSizeOption,
-        ensemble: int = typer.Option(1, "--ensemble", min=1,
+        ensemble: int = typer.Option(TRAIN["ensemble"], "--ensemble", min=1,
                                      help="Seeds trained at once (jax.vmap)."),
-        patience: int | None = typer.Option(None, "--patience", min=1,
+        patience: int | None = typer.Option(TRAIN["patience"], "--patience", min=1,
                                             help="Early stopping patience [epochs]."),
         protocol: str = ProtocolOption,
         window: int = WindowOption,
@@ -164,8 +198,7 @@ def register(app: typer.Typer) -> None:
         debug: bool = DebugOption,
     ) -> None:
         def run() -> None:
-            _configure_process()
-            _log_to_console(debug)
+            _configure_process(debug)
             cfg = _base_config(cell, protocol, epochs, batch_size, seed, window, ensemble,
                                layers=layers, units=units, dropout=dropout, init=init)
             cfg = cfg.replace(learning_rate=learning_rate, patience=patience)
@@ -181,19 +214,18 @@ def register(app: typer.Typer) -> None:
 """, help="NRMSE per site on the test years (full, growing season, extremes) for trained "
           "runs and two baselines (seasonal cycle, linear).")
     def evaluate_cmd(
-        runs: list[Path] = typer.Argument(..., help="Run directories (gpp train)."),
-        out: Path = typer.Option(..., "--out", help="Results directory."),
+        runs: list[Path] = RunsArgument,
+        out: Path = OutOption,
         features: Path | None = typer.Option(None, "--features",
                                              help="Cube (default: the one each run used)."),
         config: Path | None = ConfigOption,
         debug: bool = DebugOption,
     ) -> None:
         def run() -> None:
-            _configure_process()
+            _configure_process(debug)
             from gpp_models.evaluate import evaluate_runs
             from gpp_models.train import load_run
 
-            _log_to_console(debug)
             long = evaluate_runs([load_run(r, features) for r in runs], out)
             _print_nrmse(long)
             console.print(f"tables and predictions -> {out}")
@@ -206,8 +238,8 @@ def register(app: typer.Typer) -> None:
 """, help="Permutation feature importance (whole sequences shuffled across test samples) "
           "per site; writes OUT/fi_<MODEL>.csv.")
     def explain_cmd(
-        runs: list[Path] = typer.Argument(..., help="Run directories (gpp train)."),
-        out: Path = typer.Option(..., "--out", help="Results directory."),
+        runs: list[Path] = RunsArgument,
+        out: Path = OutOption,
         repeats: int = typer.Option(10, "--repeats", min=1, help="Shuffles per feature."),
         seed: int = SeedOption,
         features: Path | None = typer.Option(None, "--features"),
@@ -215,11 +247,10 @@ def register(app: typer.Typer) -> None:
         debug: bool = DebugOption,
     ) -> None:
         def run() -> None:
-            _configure_process()
+            _configure_process(debug)
             from gpp_models.explain import explain_run, median_importance, summarize_importance
             from gpp_models.train import load_run
 
-            _log_to_console(debug)
             out.mkdir(parents=True, exist_ok=True)
             with progress_bar() as bar:
                 task = bar.add_task("runs", total=len(runs))
@@ -240,7 +271,7 @@ def register(app: typer.Typer) -> None:
 """, help="The paper's Figures 1-3 (NRMSE box plots, feature importance, example sites) "
           "as PNG and SVG.")
     def figures_cmd(
-        results: Path = typer.Argument(..., help="Results directory (evaluate/explain)."),
+        results: Path = ResultsArgument,
         out: Path | None = typer.Option(None, "--out", help="Default RESULTS/figures."),
         config: Path | None = ConfigOption,
         debug: bool = DebugOption,
@@ -261,7 +292,7 @@ def register(app: typer.Typer) -> None:
   gpp report results/ --out results/report.html
 """, help="One self-contained HTML page: tables, figures, run configs and provenance.")
     def report_cmd(
-        results: Path = typer.Argument(..., help="Results directory (evaluate/explain)."),
+        results: Path = ResultsArgument,
         out: Path | None = typer.Option(None, "--out", help="Default RESULTS/report.html."),
         config: Path | None = ConfigOption,
         debug: bool = DebugOption,

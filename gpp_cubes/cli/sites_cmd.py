@@ -1,4 +1,8 @@
-"""``gpp sites``: browse the site catalog and apply the paper's site rules."""
+"""``gpp sites``: browse the site catalog and apply the paper's site rules.
+
+The rules' thresholds in the help text are :mod:`gpp_cubes.paper`'s, the defaults of
+:class:`gpp_cubes.sites.selection.SelectionRules`.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from gpp_cubes import paper
 from gpp_cubes.cli.common import ConfigOption, DebugOption, guarded, progress_bar
 
 sites_app = typer.Typer(
@@ -104,8 +109,10 @@ def show_cmd(
 @sites_app.command(
     "select",
     help=(
-        "Apply the paper's site rules (>= 70 % forest and no artificial CORINE class within "
-        "1 km, inside Europe, >= 60 % valid daily GPP in 2016-2020) to every catalog station, "
+        f"Apply the paper's site rules (>= {paper.MIN_FOREST_FRACTION * 100:.0f} % forest and no "
+        f"artificial CORINE class within {paper.RADIUS_M / 1000:g} km, inside Europe, "
+        f">= {paper.MIN_VALID_GPP_FRACTION * 100:.0f} % valid daily GPP in "
+        f"{paper.STUDY_START[:4]}-{paper.STUDY_END[:4]}) to every catalog station, "
         "print the per-site criteria and save the study set that '--sites all' then means."
     ),
     epilog=(

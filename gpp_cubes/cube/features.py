@@ -57,19 +57,16 @@ from gpp_cubes.contract import (  # re-exported: the contract is defined in one 
     site_coordinates,
 )
 from gpp_cubes.errors import BuildError
+from gpp_cubes.paper import STUDY_END, STUDY_START, TEST_YEARS, TRAIN_YEARS
+from gpp_cubes.sites.catalog import Site, as_site
 
 __all__ = [
-    "DEFAULT_END",
-    "DEFAULT_START",
     "FIXED_PREDICTORS",
     "FORMAT_VERSION",
     "MULTISITE_NAME",
     "SITE_COORDS",
-    "TEST_YEARS",
-    "TRAIN_YEARS",
     "FillCounts",
     "SiteInputs",
-    "SiteMeta",
     "assemble_site",
     "combine_sites",
     "daily_calendar",
@@ -77,17 +74,13 @@ __all__ = [
     "predictor_metadata",
     "predictor_order",
     "provenance_json",
+    "site_attributes",
     "write_multisite_store",
     "write_site_store",
 ]
 
-DEFAULT_START = "2016-01-01"
-DEFAULT_END = "2020-12-31"
-TRAIN_YEARS = (2016, 2017, 2018)
-TEST_YEARS = (2019, 2020)
 
-
-def daily_calendar(start: str = DEFAULT_START, end: str = DEFAULT_END) -> pd.DatetimeIndex:
+def daily_calendar(start: str = STUDY_START, end: str = STUDY_END) -> pd.DatetimeIndex:
     """The gap-free daily calendar ``start..end`` (inclusive), ``datetime64[ns]``, named time."""
     cal = pd.date_range(pd.Timestamp(start).normalize(), pd.Timestamp(end).normalize(),
                         freq="D", name="time")
@@ -166,35 +159,25 @@ def provenance_json(provenance: Mapping[str, Any]) -> str:
     return json.dumps(provenance, sort_keys=True, default=_json_default)
 
 
-@dataclass(frozen=True)
-class SiteMeta:
-    """The site attributes of a store.
+def site_attributes(site: Site | Any) -> dict[str, Any]:
+    """The site attributes a per-site store carries (:data:`SITE_ID_ATTR`, :data:`SITE_ATTRS`).
 
-    Attributes
+    Parameters
     ----------
-    site_id : str
-    latitude, longitude : float
-        Tower position [degrees, WGS84].
-    elevation_m : float
-        Tower elevation [m a.s.l.]; NaN when unknown.
-    igbp : str
-        IGBP class ("" when unknown).
+    site : Site or anything :func:`gpp_cubes.sites.catalog.as_site` accepts
+
+    Returns
+    -------
+    dict
+        ``site_id``; ``latitude``, ``longitude`` [degrees, WGS84] and ``elevation_m``
+        [m a.s.l.] as float (elevation NaN when unknown); ``igbp`` ("" when unknown).
     """
-
-    site_id: str
-    latitude: float
-    longitude: float
-    elevation_m: float = float("nan")
-    igbp: str = ""
-
-    @classmethod
-    def from_site(cls, site: Any) -> SiteMeta:
-        """From a :class:`gpp_cubes.sites.catalog.Site` (or anything with the same attributes)."""
-        elev = getattr(site, "elevation_m", None)
-        return cls(site_id=str(site.id), latitude=float(site.latitude),
-                   longitude=float(site.longitude),
-                   elevation_m=float("nan") if elev is None else float(elev),
-                   igbp=str(getattr(site, "igbp", None) or ""))
+    site = as_site(site)
+    elev = site.elevation_m
+    return {SITE_ID_ATTR: str(site.id), "latitude": float(site.latitude),
+            "longitude": float(site.longitude),
+            "elevation_m": float("nan") if elev is None else float(elev),
+            "igbp": str(site.igbp or "")}
 
 
 @dataclass(frozen=True)
@@ -203,7 +186,8 @@ class SiteInputs:
 
     Attributes
     ----------
-    meta : SiteMeta
+    site : Site
+        The station (:func:`site_attributes` are written from it).
     predictors : pandas.DataFrame
         One column per predictor (``S2_PC*``, ``S1_*``, ``MOD11A1_*``, ``MYD11A1_*``,
         ``clear_sky_ghi``) [units of :func:`predictor_metadata`], indexed by date; NaN where
@@ -216,7 +200,7 @@ class SiteInputs:
         Item ids, versions and parameters (stored as JSON).
     """
 
-    meta: SiteMeta
+    site: Site
     predictors: pd.DataFrame
     gpp: pd.Series
     extreme: pd.Series
@@ -242,13 +226,13 @@ def assemble_site(inputs: SiteInputs, calendar: pd.DatetimeIndex, *,
         ``time`` dimension; float32 predictors without NaN, ``GPP`` float32 (NaN kept),
         ``extreme`` bool, attributes as in ``docs/architecture.md``.
     """
-    m = inputs.meta
+    site = site_attributes(inputs.site)
     names = predictor_order(list(inputs.predictors.columns))
     data_vars: dict[str, xr.DataArray] = {}
     fill_summary: dict[str, dict[str, int]] = {}
     for name in names:
         values, counts = fill_predictor(inputs.predictors[name], calendar, name=name,
-                                        site_id=m.site_id)
+                                        site_id=site[SITE_ID_ATTR])
         units, long_name = predictor_metadata(name)
         data_vars[name] = xr.DataArray(values, dims="time", attrs={
             "units": units, "long_name": long_name, "n_observed": counts.n_observed,
@@ -274,11 +258,7 @@ def assemble_site(inputs: SiteInputs, calendar: pd.DatetimeIndex, *,
     ds = xr.Dataset(data_vars, coords={"time": ("time", calendar.values)})
     ds.attrs = {
         "format_version": FORMAT_VERSION,
-        SITE_ID_ATTR: m.site_id,
-        "latitude": float(m.latitude),
-        "longitude": float(m.longitude),
-        "elevation_m": float(m.elevation_m),
-        "igbp": m.igbp,
+        **site,
         "predictors": names,
         "target": TARGET,
         "train_years": [int(y) for y in train_years],

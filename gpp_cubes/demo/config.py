@@ -13,8 +13,9 @@ from gpp_cubes.sites.grid import site_grid
 from .granule import TILE_SIZE_M, Tile, mgrs_tile
 from .landscape import FOREST_CLC, Patch, make_patches, site_rng
 
-# Modules of this package that serve a world but take no part in generating one.
-SERVING_MODULES = frozenset({"serve.py", "fileserver.py"})
+# Modules of this package that take no part in generating a world: serving one, and the
+# hand-specified test scenes.
+SERVING_MODULES = frozenset({"serve.py", "fileserver.py", "scenes.py"})
 
 
 @dataclass(frozen=True)
@@ -80,8 +81,9 @@ class DemoConfig:
     def digest(self) -> str:
         """Hash of the config and of the generator's source code (regenerate on change).
 
-        The modules that only serve a world (``serve.py``, ``fileserver.py``) are left out:
-        a change to them does not change what is generated.
+        The modules that take no part in generating a world (``serve.py``,
+        ``fileserver.py``, ``scenes.py``) are left out: a change to them does not change
+        what is generated.
         """
         h = hashlib.sha256(self.to_json().encode())
         here = Path(__file__).resolve().parent

@@ -1,7 +1,7 @@
 """The demo world's ground truth: land cover patches, phenology, temperature, drought, GPP.
 
 Everything here is a pure, deterministic function of the site, the dates and a seed; the
-product writers (:mod:`~gpp_cubes.demo.s2`, :mod:`~gpp_cubes.demo.s1`,
+product writers (:mod:`~gpp_cubes.demo.s2_render`, :mod:`~gpp_cubes.demo.s1`,
 :mod:`~gpp_cubes.demo.modis`, :mod:`~gpp_cubes.demo.corine`, :mod:`~gpp_cubes.demo.fluxnet`)
 all sample the same truth, so a stage that recovers greenness, temperature or GPP from the
 products can be checked against it.

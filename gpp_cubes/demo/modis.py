@@ -25,7 +25,7 @@ import pandas as pd
 from .cog import write_cog
 from .config import DemoConfig, DemoSite
 from .landscape import site_rng
-from .s2 import _collection
+from .s2_items import collection_document
 
 COLLECTION = "modis-11A1-061"
 WINDOW = 7
@@ -179,7 +179,7 @@ def write_group(root: Path, tile: tuple[int, int], sites: list[DemoSite], platfo
 
 def collection() -> dict[str, Any]:
     """The ``modis-11A1-061`` collection."""
-    return _collection(
+    return collection_document(
         COLLECTION, "MODIS Land Surface Temperature/Emissivity Daily",
         "Demo-world MOD11A1/MYD11A1 v6.1 LST in Planetary Computer's item schema (synthetic).",
         ["https://stac-extensions.github.io/raster/v1.1.0/schema.json"])

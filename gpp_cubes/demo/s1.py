@@ -25,7 +25,7 @@ from scipy import ndimage
 from .cog import footprint_wgs84, write_cog
 from .config import DemoConfig, DemoSite
 from .landscape import landcover, site_rng
-from .s2 import _collection
+from .s2_items import collection_document
 
 COLLECTION = "sentinel-1-rtc"
 NODATA = -32768.0
@@ -167,7 +167,7 @@ def write_site_scenes(root: Path, site: DemoSite, config: DemoConfig, daily: pd.
 
 def collection() -> dict[str, Any]:
     """The ``sentinel-1-rtc`` collection."""
-    return _collection(
+    return collection_document(
         COLLECTION, "Sentinel 1 Radiometrically Terrain Corrected (RTC)",
         "Demo-world Sentinel-1 RTC gamma0 in Planetary Computer's item schema (synthetic).",
         ["https://stac-extensions.github.io/sar/v1.0.0/schema.json"])

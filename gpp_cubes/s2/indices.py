@@ -60,8 +60,10 @@ S2_WAVELENGTHS_NM: Mapping[str, float] = {
 
 
 def default_index_list() -> list[str]:
-    """The shipped index list (``gpp_cubes/data/s2_indices.txt``)."""
-    text = (resources.files("gpp_cubes") / "data" / "s2_indices.txt").read_text("utf-8")
+    """The shipped index list (:data:`gpp_cubes.paper.INDEX_LIST_RESOURCE`)."""
+    from gpp_cubes.paper import INDEX_LIST_RESOURCE
+
+    text = resources.files("gpp_cubes").joinpath(INDEX_LIST_RESOURCE).read_text("utf-8")
     return parse_index_list(text)
 
 

@@ -1,11 +1,17 @@
 """PCA of the spectral indices: fit on the training years of all sites, apply everywhere.
 
 The indices are standardised (zero mean, unit variance per index) and a PCA is fitted on the
-rows of the training years only (2016-2018, all sites pooled: fitting on the test years would
-leak them into the predictors). The leading components that together explain >= 99 % of the
-variance are kept (the paper kept 18) and named ``S2_PC1``, ``S2_PC2``, ... The fitted
-scaler and loadings are stored as JSON next to the cubes, so the same transform applies to any
-site and a user can see which indices drive each component.
+rows of the training years only (:data:`gpp_cubes.paper.TRAIN_YEARS`, all sites pooled:
+fitting on the test years would leak them into the predictors). The leading components that
+together explain at least :data:`gpp_cubes.paper.PCA_VARIANCE` of the variance are kept and
+named ``S2_PC1``, ``S2_PC2``, ... The fitted scaler and loadings are stored as JSON next to
+the cubes, so the same transform applies to any site and a user can see which indices drive
+each component.
+
+A batch build (:mod:`gpp_cubes.batch`) fits one PCA on the pooled tables of every site
+(:func:`fit_pca_model`) and keeps it in its output directory with a sidecar naming the sites
+it saw (:func:`save_pca_model`); every site store records what it used
+(:func:`pca_provenance`). Fit, apply, save and load live here, in one place.
 
 References
 ----------
@@ -16,19 +22,22 @@ developments. Phil. Trans. R. Soc. A 374, 20150202.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from gpp_cubes.atomic import write_atomic
 from gpp_cubes.errors import BuildError, InputFormatError
+from gpp_cubes.paper import PCA_VARIANCE, TRAIN_YEARS
 
 if TYPE_CHECKING:
     import pandas as pd
 
-TRAIN_YEARS: tuple[int, ...] = (2016, 2017, 2018)
+#: ``format`` of the JSON written by :func:`save_pca`.
+PCA_FORMAT = "gpp-cubes-pca/1"
 
 
 @dataclass(frozen=True)
@@ -83,7 +92,7 @@ class FittedPCA:
         return [self.indices[i] for i in np.argsort(row)[::-1][:n]]
 
 
-def fit_pca(table: pd.DataFrame, *, variance: float = 0.99,
+def fit_pca(table: pd.DataFrame, *, variance: float = PCA_VARIANCE,
             train_years: Sequence[int] = TRAIN_YEARS, max_missing: float = 0.05
             ) -> FittedPCA:
     """Fit the standardised PCA on the training-year rows of an index table.
@@ -93,9 +102,9 @@ def fit_pca(table: pd.DataFrame, *, variance: float = 0.99,
     table : pandas.DataFrame
         Rows = observations (any index containing a ``time`` level or a DatetimeIndex; all
         sites pooled), columns = spectral indices [1].
-    variance : float, default 0.99
+    variance : float, default :data:`gpp_cubes.paper.PCA_VARIANCE`
         Keep the fewest leading components whose cumulative explained variance >= this.
-    train_years : sequence of int, default (2016, 2017, 2018)
+    train_years : sequence of int, default :data:`gpp_cubes.paper.TRAIN_YEARS`
         Only rows in these years are used for the fit.
     max_missing : float, default 0.05
         Indices undefined (NaN) on more than this fraction of training rows, or constant,
@@ -172,18 +181,93 @@ def apply_pca(fitted: FittedPCA, table: pd.DataFrame) -> pd.DataFrame:
 
 
 def save_pca(fitted: FittedPCA, path: str | Path) -> Path:
-    """Write the fitted PCA as JSON (loadings, explained variance, standardisation)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({"format": "gpp-cubes-pca/1", **asdict(fitted)}, indent=1))
-    tmp.replace(path)
-    return path
+    """Write the fitted PCA as JSON (loadings, explained variance, standardisation), atomically."""
+    return write_atomic(path, json.dumps({"format": PCA_FORMAT, **asdict(fitted)}, indent=1))
 
 
 def load_pca(path: str | Path) -> FittedPCA:
     """Read a PCA written by :func:`save_pca`."""
     data = json.loads(Path(path).read_text())
-    if data.pop("format", None) != "gpp-cubes-pca/1":
+    if data.pop("format", None) != PCA_FORMAT:
         raise InputFormatError(f"{path} is not a gpp-cubes PCA file")
     data["components"] = tuple(tuple(r) for r in data["components"])
     return FittedPCA(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+
+# --------------------------------------------------------------------------------------
+# One PCA shared by the sites of a batch build
+# --------------------------------------------------------------------------------------
+
+
+def fit_pca_model(tables: Mapping[str, pd.DataFrame],
+                  train_years: Sequence[int] = TRAIN_YEARS) -> FittedPCA:
+    """Fit :func:`fit_pca` on the pooled index tables of several sites.
+
+    Parameters
+    ----------
+    tables : mapping of site id -> pandas.DataFrame
+        Daily S2 index tables (clear days) [1]; pooled in sorted site order so the fit is
+        deterministic.
+    train_years : sequence of int
+        Years the PCA is fitted on.
+    """
+    import pandas as pd
+
+    ids = sorted(tables)
+    pooled = pd.concat([tables[s] for s in ids], keys=ids, names=["site", "time"])
+    return fit_pca(pooled, train_years=train_years)
+
+
+def pca_sidecar(path: str | Path) -> Path:
+    """``pca.sites.json`` beside ``pca.json``: the sites the PCA saw (and, for a batch build,
+    its fingerprint)."""
+    return Path(path).with_suffix(".sites.json")
+
+
+def save_pca_model(fitted: FittedPCA, path: str | Path, sidecar: Mapping[str, Any]) -> Path:
+    """Save a shared PCA: first its sidecar, then the PCA itself.
+
+    The previous PCA is removed before the sidecar is written, so a process killed between
+    the two writes never pairs an old PCA with a new sidecar; the PCA file is written last,
+    so its presence means the fit is complete.
+
+    Parameters
+    ----------
+    fitted : FittedPCA
+    path : path
+        The PCA file (``.json``).
+    sidecar : mapping
+        JSON content of :func:`pca_sidecar` (``{"sites": [...], ...}``), written with sorted
+        keys.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    write_atomic(pca_sidecar(path), json.dumps(dict(sidecar), sort_keys=True))
+    return save_pca(fitted, path)
+
+
+def read_sidecar(path: str | Path) -> dict[str, Any] | None:
+    """The sidecar of the PCA ``path`` as a dict with at least ``sites`` (None if missing
+    or unreadable). An older version's sidecar, a plain list of sites, gives ``{"sites":
+    [...]}``."""
+    try:
+        data = json.loads(pca_sidecar(path).read_text())
+    except (OSError, ValueError):
+        return None
+    if isinstance(data, list):
+        return {"sites": [str(s) for s in data]}
+    return {**data, "sites": [str(s) for s in data.get("sites", [])]}
+
+
+def pca_provenance(fitted: FittedPCA, path: str | Path) -> dict[str, Any]:
+    """What a site store records about the shared PCA ``path`` it used (the file relative to
+    the output directory, components, variance, training rows, and the sites it saw)."""
+    path = Path(path)
+    side = pca_sidecar(path)
+    sites = (read_sidecar(path) or {"sites": []})["sites"] if side.is_file() else None
+    return {"file": f"{path.parent.name}/{path.name}", "n_components": len(fitted.components),
+            "explained_variance_ratio": [round(v, 6) for v in fitted.explained_variance_ratio],
+            "train_years": list(fitted.train_years), "n_samples": fitted.n_samples,
+            "variance_threshold": fitted.variance_threshold,
+            "dropped_indices": list(fitted.dropped_indices), "sites": sites}

@@ -18,7 +18,8 @@ defined on linear gamma0 (Bhogapurapu et al. 2021).
 The annulus
 -----------
 Pixels whose centre is closer than 50 m to the tower are excluded (the mast and its
-infrastructure are bright, corner-reflector-like scatterers), as are pixels beyond 1000 m.
+infrastructure are bright, corner-reflector-like scatterers), as are pixels beyond 1000 m
+(:data:`gpp_cubes.paper.S1_ANNULUS_INNER_M`, :data:`gpp_cubes.paper.S1_ANNULUS_OUTER_M`).
 Within the annulus only CORINE forest pixels (CLC 311/312/313) count, and only pixels where
 both VV and VH are valid, so both polarisations (and DpRVI) describe the same pixels.
 
@@ -56,6 +57,7 @@ import numpy as np
 import pandas as pd
 
 from gpp_cubes.errors import BuildError, EmptySearchError
+from gpp_cubes.paper import S1_ANNULUS_INNER_M, S1_ANNULUS_OUTER_M
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -67,8 +69,6 @@ log = logging.getLogger(__name__)
 S1_COLLECTION = "sentinel-1-rtc"
 S1_BANDS = ("vv", "vh")
 S1_NODATA = -32768.0
-ANNULUS_INNER_M = 50.0
-ANNULUS_OUTER_M = 1000.0
 FEATURES = ("S1_VV", "S1_VH", "S1_DpRVIVV")
 
 
@@ -112,17 +112,10 @@ def dprvi_vv(vv: np.ndarray | float, vh: np.ndarray | float) -> np.ndarray:
     return np.asarray(out, dtype=np.float64)
 
 
-def _tower_lon(grid: SiteGrid) -> float:
-    from pyproj import Transformer
-
-    lon, _ = Transformer.from_crs(grid.epsg, 4326, always_xy=True).transform(
-        grid.tower_x, grid.tower_y)
-    return float(lon)
-
-
 def s1_features_from_cube(vv: xr.DataArray, vh: xr.DataArray, forest: xr.DataArray | np.ndarray,
                           grid: SiteGrid, *, min_valid_fraction: float = 0.5,
-                          inner_m: float = ANNULUS_INNER_M, outer_m: float = ANNULUS_OUTER_M
+                          inner_m: float = S1_ANNULUS_INNER_M,
+                          outer_m: float = S1_ANNULUS_OUTER_M
                           ) -> pd.DataFrame:
     """Daily S1 features from per-pass gamma0 cubes on the site grid.
 
@@ -150,6 +143,7 @@ def s1_features_from_cube(vv: xr.DataArray, vh: xr.DataArray, forest: xr.DataArr
     import xarray as xr
 
     from gpp_cubes.reduce import masked_mean, radial_mask
+    from gpp_cubes.stac.load import tower_lon
 
     if vv.shape != vh.shape:
         raise ValueError(f"VV and VH cubes differ in shape: {vv.shape} vs {vh.shape}")
@@ -159,7 +153,7 @@ def s1_features_from_cube(vv: xr.DataArray, vh: xr.DataArray, forest: xr.DataArr
     region = ring & forest_da
     n_region = int(region.sum())
     if n_region == 0:
-        raise BuildError("no forest pixel in the 50-1000 m annulus of the tower")
+        raise BuildError(f"no forest pixel in the {inner_m:g}-{outer_m:g} m annulus of the tower")
     vv = vv.assign_coords(y=ring["y"].values, x=ring["x"].values)
     vh = vh.assign_coords(y=ring["y"].values, x=ring["x"].values)
     valid = (vv > 0) & (vh > 0) & (vv != S1_NODATA) & (vh != S1_NODATA)
@@ -168,7 +162,7 @@ def s1_features_from_cube(vv: xr.DataArray, vh: xr.DataArray, forest: xr.DataArr
     vv_mean = masked_mean(vv, mask).values.astype(np.float64)
     vh_mean = masked_mean(vh, mask).values.astype(np.float64)
     keep = (frac >= min_valid_fraction) & np.isfinite(vv_mean) & np.isfinite(vh_mean)
-    lon = _tower_lon(grid)
+    lon = tower_lon(grid)
     t = pd.DatetimeIndex(pd.to_datetime(vv["time"].values))
     days = (t + pd.to_timedelta(lon / 15.0, unit="h")).normalize()
     per_pass = pd.DataFrame({"vv": vv_mean, "vh": vh_mean}, index=days)[keep]
@@ -239,7 +233,7 @@ def s1_features_from_items(items: Sequence[Any], grid: SiteGrid, forest: xr.Data
     """
     import json
 
-    from gpp_cubes.stac.load import compute_dropping_failures, load_items
+    from gpp_cubes.stac.load import compute_dropping_failures, load_items, tower_lon
 
     groups: dict[str, list[Any]] = {}
     for it in items:
@@ -254,7 +248,7 @@ def s1_features_from_items(items: Sequence[Any], grid: SiteGrid, forest: xr.Data
         per_pass = s1_features_from_cube(cube["vv"], cube["vh"], forest, grid,
                                          min_valid_fraction=min_valid_fraction)
         # An item is kept when its pass (time step) contributed a day.
-        lon = _tower_lon(grid)
+        lon = tower_lon(grid)
         t = pd.DatetimeIndex(pd.to_datetime(cube["time"].values))
         days = (t + pd.to_timedelta(lon / 15.0, unit="h")).normalize()
         for day, ids in zip(days, cube["items"].values, strict=True):
@@ -280,7 +274,7 @@ def s1_features_from_items(items: Sequence[Any], grid: SiteGrid, forest: xr.Data
         frame = pd.DataFrame(columns=[*FEATURES, "S1_VV_linear", "S1_VH_linear", "n_passes"],
                              index=pd.DatetimeIndex([], name="time"))
     params = {"collection": S1_COLLECTION, "bands": list(S1_BANDS),
-              "annulus_m": [ANNULUS_INNER_M, ANNULUS_OUTER_M], "mean": "linear power",
+              "annulus_m": [S1_ANNULUS_INNER_M, S1_ANNULUS_OUTER_M], "mean": "linear power",
               "min_valid_fraction": min_valid_fraction,
               "same_day_passes": "equal-weight linear mean of per-pass linear means",
               "index": "spyndex DpRVIVV", "engine": engine}

@@ -14,6 +14,8 @@ from functools import cached_property
 import numpy as np
 from pyproj import CRS, Transformer
 
+from gpp_cubes.paper import RADIUS_M
+
 #: Snap the grid origin to this many metres, the coarsest Sentinel-2 pixel (60 m bands).
 GRID_SNAP_M = 60.0
 
@@ -111,7 +113,7 @@ def site_grid(
     lat: float,
     lon: float,
     *,
-    buffer_m: float = 1000.0,
+    buffer_m: float = RADIUS_M,
     resolution: float = 10.0,
     margin_m: float = 60.0,
     epsg: int | None = None,
@@ -122,8 +124,8 @@ def site_grid(
     ----------
     lat, lon : float
         Tower latitude and longitude [degrees, WGS84].
-    buffer_m : float, default 1000
-        Radius of the analysis buffer around the tower [m] (the paper's 1 km).
+    buffer_m : float, default :data:`gpp_cubes.paper.RADIUS_M`
+        Radius of the analysis buffer around the tower [m] (paper section 2.1).
     resolution : float, default 10
         Pixel size [m] (Sentinel-2's finest band).
     margin_m : float, default 60

@@ -1,6 +1,7 @@
 """The paper's site-selection rules as code (Montero et al., 2024, section 2.1).
 
-A site passes when all four criteria hold:
+A site passes when all four criteria hold (thresholds: :class:`SelectionRules`, whose
+defaults are the paper's, :mod:`gpp_cubes.paper`):
 
 1. **europe** - the tower lies inside Europe (:func:`gpp_cubes.sites.catalog.in_europe`);
 2. **forest** - at least 70 % of the CORINE 2018 pixels within 1 km of the tower are forest
@@ -24,39 +25,45 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from gpp_cubes import paper
+from gpp_cubes.atomic import atomic_path
 from gpp_cubes.errors import GppError, SiteError
 from gpp_cubes.sites.catalog import Site, default_selection_path, in_europe
 
 
 @dataclass(frozen=True)
 class SelectionRules:
-    """Thresholds of the site rules.
+    """Thresholds of the site rules; the defaults are the paper's (section 2.1).
 
     Attributes
     ----------
     buffer_m : float
-        Buffer radius around the tower [m].
+        Buffer radius around the tower [m]; default :data:`gpp_cubes.paper.RADIUS_M`.
     min_forest_fraction : float
-        Minimum forest share of the buffer [0-1].
+        Minimum forest share of the buffer [0-1]; default
+        :data:`gpp_cubes.paper.MIN_FOREST_FRACTION`.
     max_artificial_pixels : int
-        Largest number of artificial (1xx) grid pixels tolerated in the buffer.
+        Largest number of artificial (1xx) grid pixels tolerated in the buffer; default
+        :data:`gpp_cubes.paper.MAX_ARTIFICIAL_PIXELS`.
     min_valid_fraction : float
-        Minimum share of days with valid GPP over ``start``..``end`` [0-1].
+        Minimum share of days with valid GPP over ``start``..``end`` [0-1]; default
+        :data:`gpp_cubes.paper.MIN_VALID_GPP_FRACTION`.
     start, end : str
-        Study period (inclusive).
+        Study period (inclusive); default :data:`gpp_cubes.paper.STUDY_START`,
+        :data:`gpp_cubes.paper.STUDY_END`.
     qc_min : float
-        Minimum daily ``NEE_VUT_REF_QC`` [0-1].
+        Minimum daily ``NEE_VUT_REF_QC`` [0-1]; default :data:`gpp_cubes.paper.QC_MIN`.
     resolution : float
         Site-grid pixel size [m].
     """
 
-    buffer_m: float = 1000.0
-    min_forest_fraction: float = 0.70
-    max_artificial_pixels: int = 0
-    min_valid_fraction: float = 0.60
-    start: str = "2016-01-01"
-    end: str = "2020-12-31"
-    qc_min: float = 0.70
+    buffer_m: float = paper.RADIUS_M
+    min_forest_fraction: float = paper.MIN_FOREST_FRACTION
+    max_artificial_pixels: int = paper.MAX_ARTIFICIAL_PIXELS
+    min_valid_fraction: float = paper.MIN_VALID_GPP_FRACTION
+    start: str = paper.STUDY_START
+    end: str = paper.STUDY_END
+    qc_min: float = paper.QC_MIN
     resolution: float = 10.0
 
 
@@ -68,7 +75,7 @@ COLUMNS = [
 ]
 
 
-def buffer_stats(codes, grid, buffer_m: float = 1000.0) -> dict[str, float]:
+def buffer_stats(codes, grid, buffer_m: float = paper.RADIUS_M) -> dict[str, float]:
     """Forest share, artificial pixel count and no-data share within the tower buffer.
 
     Parameters
@@ -77,7 +84,7 @@ def buffer_stats(codes, grid, buffer_m: float = 1000.0) -> dict[str, float]:
         CLC codes on ``grid`` (:func:`gpp_cubes.sites.corine.read_corine`), 0 = no data.
     grid : SiteGrid
         The site grid.
-    buffer_m : float
+    buffer_m : float, default :data:`gpp_cubes.paper.RADIUS_M`
         Buffer radius [m]; pixels whose centre is within it count.
 
     Returns
@@ -214,7 +221,7 @@ def select_sites(sites: Iterable[Site], corine_source: str | Path, fluxnet_dir: 
 def save_selection(table: pd.DataFrame, path: str | Path | None = None) -> Path:
     """Write a selection table as CSV where :func:`gpp_cubes.sites.catalog.study_sites` reads it.
 
-    The file is written to a temporary name and renamed, so a crash never leaves a
+    The file is written atomically (:mod:`gpp_cubes.atomic`), so a crash never leaves a
     half-written study set.
 
     Parameters
@@ -228,10 +235,8 @@ def save_selection(table: pd.DataFrame, path: str | Path | None = None) -> Path:
     missing = {"site_id", "latitude", "longitude", "verdict"} - set(table.columns)
     if missing:
         raise ValueError(f"selection table lacks column(s) {', '.join(sorted(missing))}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    table.to_csv(tmp, index=False, float_format="%.6g")
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.6g")
     return path
 
 

@@ -7,12 +7,14 @@ mosaicked, first valid pixel wins), and per-time coordinates ``items`` (space-se
 of the scenes in that step) and any requested item properties.
 
 Failed scenes are never turned silently into nodata (odc-stac ``fail_on_error=False`` and
-stackstac ``errors_as_nodata`` do exactly that): either every asset is opened before the load
-(``precheck=True``), or the load is computed by :func:`compute_dropping_failures`, which
-finds the failing time steps when a read fails. Either way an item that cannot be read is
-dropped, logged with its id and the reason, and listed in ``ds.attrs["dropped_items"]``
-(JSON) so provenance counts it; the site fails with :class:`~gpp_cubes.errors.BuildError`
-when more than ``max_failed_fraction`` of its items failed.
+stackstac ``errors_as_nodata`` do exactly that): every read is retried
+(:mod:`gpp_cubes.stac.readers`), and then either every asset is opened before the load
+(``precheck=True``) or the load is computed by :func:`compute_dropping_failures`, which
+finds the failing time steps when a read fails (:mod:`gpp_cubes.stac.failures`). Either way
+an item that cannot be read is dropped, logged with its id and the reason, and listed in
+``ds.attrs["dropped_items"]`` (JSON) so provenance counts it; the site fails with
+:class:`~gpp_cubes.errors.BuildError` when more than ``max_failed_fraction`` of its items
+failed.
 """
 
 from __future__ import annotations
@@ -23,13 +25,13 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
-from functools import lru_cache
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from gpp_cubes.errors import AssetError, BuildError, GppError
-from gpp_cubes.stac.search import _public_url, item_datetime
+from gpp_cubes.errors import AssetError, GppError
+from gpp_cubes.stac.failures import MAX_FAILED_FRACTION, check_failed_fraction, compute_dropping
+from gpp_cubes.stac.search import item_datetime
 
 if TYPE_CHECKING:
     import pystac
@@ -38,7 +40,6 @@ if TYPE_CHECKING:
     from gpp_cubes.sites.grid import SiteGrid
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 
 @dataclass
@@ -80,7 +81,8 @@ def solar_day(item: pystac.Item, lon: float) -> np.datetime64:
     return np.datetime64(t.date().isoformat(), "D")
 
 
-def _grid_lon(grid: SiteGrid) -> float:
+def tower_lon(grid: SiteGrid) -> float:
+    """Longitude of the grid's tower [degrees east]: what its solar days are reckoned by."""
     from pyproj import Transformer
 
     lon, _ = Transformer.from_crs(grid.epsg, 4326, always_xy=True).transform(
@@ -88,129 +90,8 @@ def _grid_lon(grid: SiteGrid) -> float:
     return float(lon)
 
 
-#: Attempts of one asset open or read. GDAL retries HTTP error statuses itself
-#: (GDAL_HTTP_MAX_RETRY) but not a transfer cut mid-body, and caches that failure.
-READ_ATTEMPTS = 3
-#: Wait before the first retry [s], doubled on each further one.
-READ_RETRY_DELAY_S = 0.25
-
-
-def _read_with_retries(href: str, read: Callable[[], T], *, attempts: int = READ_ATTEMPTS,
-                       delay_s: float = READ_RETRY_DELAY_S) -> T:
-    """``read()``, tried again after clearing GDAL's cache of ``href`` when it raises.
-
-    Only remote hrefs are retried (a local file does not heal). The last error is raised.
-    """
-    import time
-
-    import rasterio
-
-    from gpp_cubes.stac.providers import clear_gdal_http_cache, is_remote
-
-    tries = max(1, attempts) if is_remote(href) else 1
-    extra: dict[str, str] = {}
-    for k in range(tries):
-        try:
-            if not extra:
-                return read()
-            with rasterio.Env(**extra):
-                return read()
-        except Exception as err:  # RasterioIOError, CPLE_*, WarpOperationError, ...
-            if k + 1 >= tries:
-                raise
-            # GDAL remembers the failed transfer (even "file does not exist" after a cut
-            # HEAD); without clearing, the retry would fail again without any request.
-            extra = clear_gdal_http_cache(href)
-            log.info("retrying read of %s (%d of %d) after %s: %s", _public_url(href), k + 2,
-                     tries, type(err).__name__, str(err).replace(href, "")[:120])
-            time.sleep(delay_s * 2 ** k)
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-def _probe_block(src: Any, grid: SiteGrid | None) -> Any:
-    """The block of ``src`` (a rasterio dataset) holding the tower, else the first block."""
-    bh, bw = src.block_shapes[0]
-    if grid is None:
-        return src.block_window(1, 0, 0)
-    from rasterio.warp import transform
-
-    xs, ys = transform(f"EPSG:{grid.epsg}", src.crs, [grid.tower_x], [grid.tower_y])
-    row, col = src.index(xs[0], ys[0])
-    row = min(max(int(row), 0), src.height - 1)  # tower off this tile: nearest block
-    col = min(max(int(col), 0), src.width - 1)
-    return src.block_window(1, row // bh, col // bw)
-
-
-def check_item(item: pystac.Item, bands: Sequence[str],
-               gdal_env: Mapping[str, str] | None = None, *, grid: SiteGrid | None = None,
-               read_block: bool = True, attempts: int = READ_ATTEMPTS) -> str | None:
-    """Open (and read one block of) every band asset; return why the item is unreadable.
-
-    A COG truncated after its header opens fine and fails only when its pixels are read,
-    so one block is read too: the block holding the site's tower (the one the load reads),
-    or the first block without ``grid``. A failed open or read is retried ``attempts``
-    times after clearing GDAL's ``/vsicurl/`` cache of that URL (GDAL does not retry a
-    transfer cut mid-body and caches the failure).
-
-    Parameters
-    ----------
-    item : pystac.Item
-        Signed item.
-    bands : sequence of str
-        Asset keys to check.
-    gdal_env : mapping, optional
-        GDAL settings (``rasterio.Env``).
-    grid : SiteGrid, optional
-        Site grid: which block to read.
-    read_block : bool, default True
-        Read one block of each asset (False: open only, headers).
-    attempts : int, default 3
-        Tries per remote asset.
-
-    Returns
-    -------
-    str or None
-        ``"asset 'B04' missing"``, ``"asset 'B04' unreadable: <GDAL message>"`` or None.
-    """
-    import rasterio
-
-    def probe(href: str) -> str | None:
-        with rasterio.open(href) as src:
-            if src.count < 1 or src.crs is None:
-                return "has no band or no CRS"
-            if read_block:
-                src.read(1, window=_probe_block(src, grid))
-        return None
-
-    with rasterio.Env(**(gdal_env or {})):
-        for band in bands:
-            asset = item.assets.get(band)
-            if asset is None:
-                return f"asset {band!r} missing"
-            href = asset.href
-            try:
-                why = _read_with_retries(href, lambda h=href: probe(h), attempts=attempts)
-            except Exception as err:  # rasterio raises RasterioIOError, CPLE_*, ...
-                msg = str(err).replace(href, _public_url(href))
-                return f"asset {band!r} unreadable: {msg[:200]}"
-            if why is not None:
-                return f"asset {band!r} {why}"
-    return None
-
-
-def _check_failures(report: LoadReport, n_all: int, max_failed_fraction: float, where: str,
-                    *, any_left: bool) -> None:
-    """Raise BuildError when too many of ``n_all`` items were dropped, or none is left."""
-    if n_all and len(report.dropped) / n_all > max_failed_fraction:
-        raise BuildError(
-            f"{where}: {len(report.dropped)} of {n_all} scenes failed (more than "
-            f"{max_failed_fraction:.0%}); first: "
-            + "; ".join(f"{k}: {v}" for k, v in list(report.dropped.items())[:3]))
-    if not any_left:
-        raise BuildError(f"{where}: no readable STAC item among {n_all}")
-
-
-def _group(items: Sequence[pystac.Item], lon: float) -> list[list[pystac.Item]]:
+def solar_day_groups(items: Sequence[pystac.Item], lon: float) -> list[list[pystac.Item]]:
+    """Items grouped by :func:`solar_day`, days in order, each sorted by time and id."""
     groups: dict[np.datetime64, list[pystac.Item]] = {}
     for it in sorted(items, key=lambda i: (item_datetime(i), i.id)):
         groups.setdefault(solar_day(it, lon), []).append(it)
@@ -230,7 +111,7 @@ def load_items(
     resampling: str = "nearest",
     properties: Sequence[str] = (),
     precheck: bool | Literal["assets"] = True,
-    max_failed_fraction: float = 0.2,
+    max_failed_fraction: float = MAX_FAILED_FRACTION,
     site_id: str | None = None,
     gdal_env: Mapping[str, str] | None = None,
     sign: Callable[[pystac.Item], pystac.Item] | None = None,
@@ -263,8 +144,8 @@ def load_items(
         ``["s2:processing_baseline"]``.
     precheck : bool or "assets", default True
         True: open every asset and read its block at the tower before the load, and drop
-        unreadable items (see module docs; :func:`check_item`). ``"assets"``: only check
-        that the band assets exist (no I/O; a read error then raises at compute time, for
+        unreadable items (:func:`gpp_cubes.stac.readers.check_item`). ``"assets"``: only
+        check that the band assets exist (no I/O; a read error then raises at compute time, for
         callers that drop failing scenes themselves, as :func:`gpp_cubes.s2.s2_features`
         does). False: no check. Reads themselves are retried in every mode.
     max_failed_fraction : float, default 0.2
@@ -272,7 +153,7 @@ def load_items(
     site_id : str, optional
         Name used in messages.
     gdal_env : mapping, optional
-        GDAL settings for the pre-check (default :func:`gpp_cubes.stac.providers.configure_gdal`).
+        GDAL settings for the pre-check (default :func:`gpp_cubes.stac.gdal.configure_gdal`).
     sign : callable, optional
         Applied to every item just before loading, e.g.
         ``functools.partial(gpp_cubes.stac.providers.resign_expired, sign=provider.sign)`` to
@@ -292,7 +173,8 @@ def load_items(
     """
     import xarray as xr
 
-    from gpp_cubes.stac.providers import configure_gdal
+    from gpp_cubes.stac.gdal import configure_gdal
+    from gpp_cubes.stac.readers import check_item
 
     where = f"site {site_id!r}" if site_id else "site"
     env = dict(gdal_env) if gdal_env is not None else configure_gdal()
@@ -317,10 +199,11 @@ def load_items(
                 report.dropped[it.id] = why
         good = [it for it in good if it.id not in report.dropped]
     n_all = len(items)
-    _check_failures(report, n_all, max_failed_fraction, where, any_left=bool(good))
+    check_failed_fraction(report.dropped, n_all, max_failed_fraction, where,
+                          any_left=bool(good))
 
-    lon = _grid_lon(grid)
-    groups = _group(good, lon) if groupby == "solar_day" else [[it] for it in sorted(
+    lon = tower_lon(grid)
+    groups = solar_day_groups(good, lon) if groupby == "solar_day" else [[it] for it in sorted(
         good, key=lambda i: (item_datetime(i), i.id))]
     report.used = [it.id for g in groups for it in g]
     ch = {"time": 1, "y": -1, "x": -1, **(chunks or {})}
@@ -347,7 +230,7 @@ def load_items(
                       attrs=ds.attrs)
 
 
-def compute_dropping_failures(ds: xr.Dataset, *, max_failed_fraction: float = 0.2,
+def compute_dropping_failures(ds: xr.Dataset, *, max_failed_fraction: float = MAX_FAILED_FRACTION,
                               site_id: str | None = None) -> xr.Dataset:
     """Compute a lazy :func:`load_items` cube; drop the time steps whose reads fail.
 
@@ -378,27 +261,22 @@ def compute_dropping_failures(ds: xr.Dataset, *, max_failed_fraction: float = 0.
     """
     import xarray as xr
 
-    from gpp_cubes.secrets import redact
-
-    try:
-        return ds.compute()
-    except Exception as err:  # some read failed: find which time steps, one by one
-        log.info("site %s: a read failed (%s); loading time steps one by one",
-                 site_id or "?", type(err).__name__)
     where = f"site {site_id!r}" if site_id else "site"
+    nt = ds.sizes["time"]
+
+    def compute(steps: list[int]) -> xr.Dataset:
+        return ds.compute() if len(steps) == nt else ds.isel(time=steps).compute()
+
+    done, dropped = compute_dropping(list(range(nt)), compute,
+                                     lambda i: str(ds["items"].values[i]).split(), where=where)
+    if not dropped and done:
+        return done[0][1]
     report = load_report(ds)
-    parts = []
-    for i in range(ds.sizes["time"]):
-        try:
-            parts.append(ds.isel(time=[i]).compute())
-        except Exception as err:  # RasterioIOError, CPLE_*, ... after retries
-            why = f"unreadable: {type(err).__name__}: {redact(str(err))[:200]}"
-            ids = str(ds["items"].values[i]).split()
-            log.warning("%s: dropping time step of %s: %s", where, " ".join(ids), why)
-            report.dropped.update({iid: why for iid in ids})
+    report.dropped.update(dropped)
     report.used = [u for u in report.used if u not in report.dropped]
-    _check_failures(report, len(report.used) + len(report.dropped), max_failed_fraction, where,
-                    any_left=bool(parts))
+    parts = [part for _, part in done]
+    check_failed_fraction(report.dropped, len(report.used) + len(report.dropped),
+                          max_failed_fraction, where, any_left=bool(parts))
     out = xr.concat(parts, dim="time") if len(parts) > 1 else parts[0]
     out.attrs = {**ds.attrs, **report.to_attrs()}
     return out
@@ -409,13 +287,15 @@ def _load_odc(groups: list[list[pystac.Item]], bands: Sequence[str], grid: SiteG
               lon: float) -> xr.Dataset:
     import odc.stac
 
+    from gpp_cubes.stac.readers import retrying_driver
+
     key = {it.id: i for i, g in enumerate(groups) for it in g}
     flat = [it for g in groups for it in g]
     ds = odc.stac.load(
         flat, bands=list(bands), geobox=grid.geobox,
         groupby=lambda item, parsed, idx: key[item.id],
         chunks={"x": chunks["x"], "y": chunks["y"]}, dtype=dtype, nodata=nodata,
-        resampling=resampling, fail_on_error=True, driver=_retrying_driver(),
+        resampling=resampling, fail_on_error=True, driver=retrying_driver(),
     )
     if ds.sizes["time"] != len(groups):  # pragma: no cover - guards odc-stac behaviour
         raise GppError(f"odc-stac made {ds.sizes['time']} time steps for {len(groups)} groups")
@@ -424,79 +304,14 @@ def _load_odc(groups: list[list[pystac.Item]], bands: Sequence[str], grid: SiteG
     return ds.drop_vars([c for c in ("spatial_ref",) if c in ds.coords])
 
 
-@lru_cache(maxsize=1)
-def _retry_classes() -> dict[str, type]:
-    """odc-stac / stackstac readers whose reads are retried (built lazily: slow imports)."""
-    from odc.loader import RioDriver, RioReader
-
-    from gpp_cubes.stac.readers import read_upsampled
-
-    class RetryingRioReader(RioReader):
-        """odc-stac's rasterio reader, each read retried by :func:`_read_with_retries`;
-        integer up-samplings (S2's 20 m and 60 m bands on the 10 m grid) are read without
-        GDAL's warper (:mod:`gpp_cubes.stac.readers`)."""
-
-        def read(self, cfg: Any, dst_geobox: Any, *, dst: Any = None,
-                 selection: Any = None) -> Any:
-            def attempt() -> Any:
-                if dst is None and selection is None:
-                    fast = read_upsampled(self._src, cfg, dst_geobox)
-                    if fast is not None:
-                        return fast
-                return RioReader.read(self, cfg, dst_geobox, dst=dst, selection=selection)
-
-            return _read_with_retries(self._src.uri, attempt)
-
-    class RetryingRioDriver(RioDriver):
-        """odc-stac's rasterio driver with :class:`RetryingRioReader` (same metadata)."""
-
-        def open(self, src: Any, ctx: Any) -> Any:
-            return RetryingRioReader(src, ctx)
-
-    from stackstac.rio_reader import AutoParallelRioReader
-
-    class RetryingStackstacReader(AutoParallelRioReader):
-        """stackstac's reader, each read retried (reopening the file) after a failure."""
-
-        def read(self, window: Any, **kwargs: Any) -> Any:
-            def attempt() -> Any:
-                try:
-                    return AutoParallelRioReader.read(self, window, **kwargs)
-                except Exception:
-                    self.close()  # the retry opens the file again
-                    raise
-
-            return _read_with_retries(self.url, attempt)
-
-    classes = (RetryingRioReader, RetryingRioDriver, RetryingStackstacReader)
-    for cls in classes:
-        # Picklable by reference (Dask workers): module __getattr__ below rebuilds them.
-        cls.__module__, cls.__qualname__ = __name__, cls.__name__
-    return {c.__name__: c for c in classes}
-
-
-def __getattr__(name: str) -> Any:
-    if name in ("RetryingRioReader", "RetryingRioDriver", "RetryingStackstacReader"):
-        return _retry_classes()[name]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def _retrying_driver() -> Any:
-    try:  # odc-stac's metadata handling of auxiliary bands, as its default driver has
-        from odc.stac._mdtools import StacAuxReader
-
-        aux = StacAuxReader()
-    except ImportError:  # private location moved: not needed for plain bands
-        aux = None
-    return _retry_classes()["RetryingRioDriver"](aux_reader=aux)
-
-
 def _load_stackstac(groups: list[list[pystac.Item]], bands: Sequence[str], grid: SiteGrid,
                     chunks: Mapping[str, int], dtype: str, nodata: int | float,
                     resampling: str) -> xr.Dataset:
     import stackstac
     import xarray as xr
     from rasterio.enums import Resampling
+
+    from gpp_cubes.stac.readers import retry_class
 
     flat = [it for g in groups for it in g]
     step = np.concatenate([[i] * len(g) for i, g in enumerate(groups)])
@@ -513,7 +328,7 @@ def _load_stackstac(groups: list[list[pystac.Item]], bands: Sequence[str], grid:
         rescale=False, xy_coords="center", chunksize=(1, 1, cy, cx),
         sortby_date=False, properties=False, band_coords=False,
         errors_as_nodata=(),  # never turn read errors into nodata silently
-        reader=_retry_classes()["RetryingStackstacReader"],
+        reader=retry_class("RetryingStackstacReader"),
     )
     da = da.drop_vars([c for c in da.coords if c not in ("time", "band", "x", "y")])
     if len(flat) != len(groups):

@@ -1,21 +1,31 @@
-"""Reads that up-sample a coarser, grid-aligned raster by an integer factor (nearest).
+"""The readers behind every load: retried reads, the pre-check, and integer up-sampling.
 
-Sentinel-2's 20 m and 60 m assets (9 of the 13 read per scene) loaded on a 10 m site grid
-whose bounds are multiples of 60 m (:mod:`gpp_cubes.sites.grid`), in the tile's own UTM zone,
-are an exact integer up-sampling: every 10 m pixel lies inside a single source pixel.
-odc-stac hands every read that is not a plain paste to GDAL's warper
-(``rasterio.warp.reproject``), whose set-up costs ~2 ms of CPU per 200 x 200 window of a
-local file. Reading the source window and repeating each pixel k x k times gives the same
-values as a nearest-neighbour warp, for ~0.05 ms (in a build over HTTP, ~0.8 ms of CPU less
-per read, ~10 % of a Sentinel-2 task). Anything else (another CRS, a rotation, a
-misaligned grid, other resampling, multi-band selections) goes to odc-stac's own read.
-It imports odc-stac at module level: :mod:`gpp_cubes.stac.load` imports it only when it builds
-its reader, which needs odc-stac anyway.
+Retries: GDAL retries HTTP error statuses itself (:mod:`gpp_cubes.stac.gdal`) but not a
+transfer cut mid-body, and caches that failure under the URL. :func:`read_with_retries` tries
+a remote read again after clearing GDAL's cache of that URL; odc-stac's and stackstac's
+readers are subclassed so every read of a load goes through it (:func:`retrying_driver`,
+``RetryingStackstacReader``), and :func:`check_item` (the optional pre-check of a load) uses
+it to open every asset and read the block at the tower.
+
+Up-sampling: Sentinel-2's 20 m and 60 m assets loaded on a 10 m site grid whose bounds are
+multiples of 60 m (:mod:`gpp_cubes.sites.grid`), in the tile's own UTM zone, are an exact
+integer up-sampling: every 10 m pixel lies inside a single source pixel. odc-stac hands
+every read that is not a plain paste to GDAL's warper, whose set-up dominates the cost of a
+small window; reading the source window and repeating each pixel k x k times gives the same
+values as a nearest-neighbour warp (:func:`read_upsampled`). Anything else (another CRS, a
+rotation, a misaligned grid, other resampling, multi-band selections) goes to odc-stac's own
+read. Figures: ``benchmarks/README.md``.
+
+This module imports odc-stac and rasterio at module level; :mod:`gpp_cubes.stac.load`
+imports it only when it reads.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import rasterio
@@ -29,6 +39,191 @@ from odc.loader._rio import (
 )
 from rasterio.enums import MaskFlags
 from rasterio.windows import Window
+
+from gpp_cubes.secrets import public_url, redact
+from gpp_cubes.stac.gdal import clear_gdal_http_cache, is_remote
+
+if TYPE_CHECKING:
+    import pystac
+
+    from gpp_cubes.sites.grid import SiteGrid
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: Attempts of one asset open or read. GDAL retries HTTP error statuses itself
+#: (GDAL_HTTP_MAX_RETRY) but not a transfer cut mid-body, and caches that failure.
+READ_ATTEMPTS = 3
+#: Wait before the first retry [s], doubled on each further one.
+READ_RETRY_DELAY_S = 0.25
+
+
+def read_with_retries(href: str, read: Callable[[], T], *, attempts: int = READ_ATTEMPTS,
+                       delay_s: float = READ_RETRY_DELAY_S) -> T:
+    """``read()``, tried again after clearing GDAL's cache of ``href`` when it raises.
+
+    Only remote hrefs are retried (a local file does not heal). The last error is raised.
+    """
+    import time
+
+    tries = max(1, attempts) if is_remote(href) else 1
+    extra: dict[str, str] = {}
+    for k in range(tries):
+        try:
+            if not extra:
+                return read()
+            with rasterio.Env(**extra):
+                return read()
+        except Exception as err:  # RasterioIOError, CPLE_*, WarpOperationError, ...
+            if k + 1 >= tries:
+                raise
+            # GDAL remembers the failed transfer (even "file does not exist" after a cut
+            # HEAD); without clearing, the retry would fail again without any request.
+            extra = clear_gdal_http_cache(href)
+            log.info("retrying read of %s (%d of %d) after %s: %s", public_url(href), k + 2,
+                     tries, type(err).__name__, redact(str(err), urls=[href])[:200])
+            time.sleep(delay_s * 2 ** k)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _probe_block(src: Any, grid: SiteGrid | None) -> Any:
+    """The block of ``src`` (a rasterio dataset) holding the tower, else the first block."""
+    bh, bw = src.block_shapes[0]
+    if grid is None:
+        return src.block_window(1, 0, 0)
+    from rasterio.warp import transform
+
+    xs, ys = transform(f"EPSG:{grid.epsg}", src.crs, [grid.tower_x], [grid.tower_y])
+    row, col = src.index(xs[0], ys[0])
+    row = min(max(int(row), 0), src.height - 1)  # tower off this tile: nearest block
+    col = min(max(int(col), 0), src.width - 1)
+    return src.block_window(1, row // bh, col // bw)
+
+
+def check_item(item: pystac.Item, bands: Sequence[str],
+               gdal_env: Mapping[str, str] | None = None, *, grid: SiteGrid | None = None,
+               read_block: bool = True, attempts: int = READ_ATTEMPTS) -> str | None:
+    """Open (and read one block of) every band asset; return why the item is unreadable.
+
+    A COG truncated after its header opens fine and fails only when its pixels are read,
+    so one block is read too: the block holding the site's tower (the one the load reads),
+    or the first block without ``grid``. A failed open or read is retried ``attempts``
+    times after clearing GDAL's ``/vsicurl/`` cache of that URL (GDAL does not retry a
+    transfer cut mid-body and caches the failure).
+
+    Parameters
+    ----------
+    item : pystac.Item
+        Signed item.
+    bands : sequence of str
+        Asset keys to check.
+    gdal_env : mapping, optional
+        GDAL settings (``rasterio.Env``).
+    grid : SiteGrid, optional
+        Site grid: which block to read.
+    read_block : bool, default True
+        Read one block of each asset (False: open only, headers).
+    attempts : int, default 3
+        Tries per remote asset.
+
+    Returns
+    -------
+    str or None
+        ``"asset 'B04' missing"``, ``"asset 'B04' unreadable: <GDAL message>"`` or None.
+    """
+    def probe(href: str) -> str | None:
+        with rasterio.open(href) as src:
+            if src.count < 1 or src.crs is None:
+                return "has no band or no CRS"
+            if read_block:
+                src.read(1, window=_probe_block(src, grid))
+        return None
+
+    with rasterio.Env(**(gdal_env or {})):
+        for band in bands:
+            asset = item.assets.get(band)
+            if asset is None:
+                return f"asset {band!r} missing"
+            href = asset.href
+            try:
+                why = read_with_retries(href, lambda h=href: probe(h), attempts=attempts)
+            except Exception as err:  # rasterio raises RasterioIOError, CPLE_*, ...
+                return f"asset {band!r} unreadable: {redact(str(err), urls=[href])[:200]}"
+            if why is not None:
+                return f"asset {band!r} {why}"
+    return None
+
+
+@lru_cache(maxsize=1)
+def _retry_classes() -> dict[str, type]:
+    """odc-stac / stackstac readers whose reads are retried (built on first use)."""
+    from odc.loader import RioDriver, RioReader
+
+    class RetryingRioReader(RioReader):
+        """odc-stac's rasterio reader, each read retried by :func:`read_with_retries`;
+        integer up-samplings (S2's 20 m and 60 m bands on the 10 m grid) are read without
+        GDAL's warper (:func:`read_upsampled`)."""
+
+        def read(self, cfg: Any, dst_geobox: Any, *, dst: Any = None,
+                 selection: Any = None) -> Any:
+            def attempt() -> Any:
+                if dst is None and selection is None:
+                    fast = read_upsampled(self._src, cfg, dst_geobox)
+                    if fast is not None:
+                        return fast
+                return RioReader.read(self, cfg, dst_geobox, dst=dst, selection=selection)
+
+            return read_with_retries(self._src.uri, attempt)
+
+    class RetryingRioDriver(RioDriver):
+        """odc-stac's rasterio driver with :class:`RetryingRioReader` (same metadata)."""
+
+        def open(self, src: Any, ctx: Any) -> Any:
+            return RetryingRioReader(src, ctx)
+
+    from stackstac.rio_reader import AutoParallelRioReader
+
+    class RetryingStackstacReader(AutoParallelRioReader):
+        """stackstac's reader, each read retried (reopening the file) after a failure."""
+
+        def read(self, window: Any, **kwargs: Any) -> Any:
+            def attempt() -> Any:
+                try:
+                    return AutoParallelRioReader.read(self, window, **kwargs)
+                except Exception:
+                    self.close()  # the retry opens the file again
+                    raise
+
+            return read_with_retries(self.url, attempt)
+
+    classes = (RetryingRioReader, RetryingRioDriver, RetryingStackstacReader)
+    for cls in classes:
+        # Picklable by reference (Dask workers): module __getattr__ below rebuilds them.
+        cls.__module__, cls.__qualname__ = __name__, cls.__name__
+    return {c.__name__: c for c in classes}
+
+
+def retry_class(name: str) -> type:
+    """``"RetryingRioReader"``, ``"RetryingRioDriver"`` or ``"RetryingStackstacReader"``."""
+    return _retry_classes()[name]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("RetryingRioReader", "RetryingRioDriver", "RetryingStackstacReader"):
+        return retry_class(name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def retrying_driver() -> Any:
+    """odc-stac's rasterio driver whose reads go through :func:`read_with_retries`."""
+    try:  # odc-stac's metadata handling of auxiliary bands, as its default driver has
+        from odc.stac._mdtools import StacAuxReader
+
+        aux = StacAuxReader()
+    except ImportError:  # private location moved: not needed for plain bands
+        aux = None
+    return _retry_classes()["RetryingRioDriver"](aux_reader=aux)
+
 
 #: Relative tolerance on resolutions and on pixel offsets [1].
 ALIGN_TOL = 1e-6

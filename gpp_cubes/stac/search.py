@@ -13,10 +13,10 @@ import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
 
 from gpp_cubes.errors import AssetError, EmptySearchError, StacError
-from gpp_cubes.secrets import redact
+from gpp_cubes.paper import RADIUS_M
+from gpp_cubes.secrets import public_url, redact
 from gpp_cubes.stac.providers import Provider, resolve_provider, stac_io_with_retries
 
 if TYPE_CHECKING:
@@ -29,20 +29,14 @@ log = logging.getLogger(__name__)
 QUERY_CONFORMANCE = "https://api.stacspec.org/v1.0.0-rc.1/item-search#query"
 
 
-def _public_url(url: str) -> str:
-    """The URL without query string (no SAS tokens or keys in messages)."""
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
-
-
-def buffer_geometry(grid: SiteGrid, radius_m: float = 1000.0, n: int = 64) -> dict[str, Any]:
+def buffer_geometry(grid: SiteGrid, radius_m: float = RADIUS_M, n: int = 64) -> dict[str, Any]:
     """The tower's buffer circle as a GeoJSON polygon in WGS84.
 
     Parameters
     ----------
     grid : SiteGrid
         Site grid (tower position and UTM CRS).
-    radius_m : float, default 1000
+    radius_m : float, default :data:`gpp_cubes.paper.RADIUS_M`
         Buffer radius [m].
     n : int, default 64
         Number of vertices.
@@ -86,7 +80,7 @@ def search_items(
     site_id: str | None = None,
     query_extension: bool | None = None,
     required_assets: Sequence[str] | None = None,
-    radius_m: float = 1000.0,
+    radius_m: float = RADIUS_M,
     max_items: int | None = None,
 ) -> list[pystac.Item]:
     """Search a STAC API for the items of one collection over a site.
@@ -113,7 +107,7 @@ def search_items(
         in every case.
     required_assets : sequence of str, optional
         Canonical asset keys every item must have (e.g. ``["B04", "SCL"]``).
-    radius_m : float, default 1000
+    radius_m : float, default :data:`gpp_cubes.paper.RADIUS_M`
         Radius of the search circle [m].
     max_items : int, optional
         Stop after this many items.
@@ -137,7 +131,7 @@ def search_items(
     from pystac_client.exceptions import APIError
 
     prov = provider if isinstance(provider, Provider) else resolve_provider(provider, stac_url)
-    endpoint = _public_url(prov.url)
+    endpoint = public_url(prov.url)
     where = f"site {site_id!r}" if site_id else f"tower at {grid.tower_x:.0f}/{grid.tower_y:.0f} " \
         f"(EPSG:{grid.epsg})"
     try:

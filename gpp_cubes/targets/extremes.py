@@ -3,7 +3,8 @@
 Following Montero et al. (2024, section 2.1): anomalies are the deviation of the raw daily GPP
 from its mean seasonal cycle (computed from all available years); anomalies "below the 10 %
 threshold of the negative tail of the anomalies distribution" are flagged; runs of 5 or more
-consecutive flagged days are climate-induced GPP extremes.
+consecutive flagged days are climate-induced GPP extremes (the defaults
+:data:`gpp_cubes.paper.EXTREME_QUANTILE` and :data:`gpp_cubes.paper.EXTREME_MIN_DAYS`).
 
 Choices the paper leaves open, made here (and switchable):
 
@@ -36,6 +37,8 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
+
+from gpp_cubes.paper import EXTREME_MIN_DAYS, EXTREME_QUANTILE
 
 Method = Literal["negative_tail", "quantile"]
 
@@ -122,7 +125,7 @@ def anomalies(gpp: pd.Series, window: int = 1, cycle: pd.Series | None = None) -
     return pd.Series(gpp.to_numpy() - ref, index=gpp.index, name="GPP_anomaly")
 
 
-def anomaly_threshold(anom: pd.Series, q: float = 0.10, method: Method = "negative_tail"
+def anomaly_threshold(anom: pd.Series, q: float = EXTREME_QUANTILE, method: Method = "negative_tail"
                       ) -> float:
     """The flagging threshold [g C m-2 d-1]; NaN if there are no (negative) anomalies.
 
@@ -138,7 +141,7 @@ def anomaly_threshold(anom: pd.Series, q: float = 0.10, method: Method = "negati
     return float(np.quantile(values, q)) if values.size else float("nan")
 
 
-def flag_anomalies(anom: pd.Series, q: float = 0.10, method: Method = "negative_tail"
+def flag_anomalies(anom: pd.Series, q: float = EXTREME_QUANTILE, method: Method = "negative_tail"
                    ) -> pd.Series:
     """Flag days whose anomaly lies below the extreme threshold.
 
@@ -146,7 +149,7 @@ def flag_anomalies(anom: pd.Series, q: float = 0.10, method: Method = "negative_
     ----------
     anom : pandas.Series
         Daily GPP anomalies [g C m-2 d-1] (:func:`anomalies`).
-    q : float, default 0.10
+    q : float, default :data:`gpp_cubes.paper.EXTREME_QUANTILE` (0.10, section 2.1)
         Quantile level of the threshold [0-1].
     method : {"negative_tail", "quantile"}
         ``"negative_tail"`` (default, the paper's "10 % threshold of the negative tail of the
@@ -195,7 +198,8 @@ def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1), strict=True))
 
 
-def detect_extremes(gpp: pd.Series, min_length: int = 5, q: float = 0.10,
+def detect_extremes(gpp: pd.Series, min_length: int = EXTREME_MIN_DAYS,
+                    q: float = EXTREME_QUANTILE,
                     method: Method = "negative_tail", window: int = 1,
                     cycle: pd.Series | None = None) -> ExtremeResult:
     """Climate-induced GPP extremes: runs of >= ``min_length`` consecutive flagged days.
@@ -205,7 +209,7 @@ def detect_extremes(gpp: pd.Series, min_length: int = 5, q: float = 0.10,
     gpp : pandas.Series
         Daily GPP [g C m-2 d-1] indexed by date (NaN = missing; missing dates are added as
         NaN). Give the whole record so the seasonal cycle uses all available years.
-    min_length : int, default 5
+    min_length : int, default :data:`gpp_cubes.paper.EXTREME_MIN_DAYS` (5, section 2.1)
         Minimum run length [days].
     q, method
         Threshold, see :func:`flag_anomalies`.

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from gpp_cubes import paper
 from gpp_cubes.errors import InputFormatError
 from gpp_cubes.sites.catalog import validate_site_id
 
@@ -199,8 +200,8 @@ def read_fluxnet(path: str | Path) -> pd.DataFrame:
     return values
 
 
-def gpp_targets(df: pd.DataFrame, start: str = "2016-01-01", end: str = "2020-12-31",
-                qc_min: float = 0.7) -> pd.Series:
+def gpp_targets(df: pd.DataFrame, start: str = paper.STUDY_START, end: str = paper.STUDY_END,
+                qc_min: float = paper.QC_MIN) -> pd.Series:
     """Daily GPP target with the paper's quality filters, on a full daily calendar.
 
     Parameters
@@ -208,8 +209,9 @@ def gpp_targets(df: pd.DataFrame, start: str = "2016-01-01", end: str = "2020-12
     df : pandas.DataFrame
         Output of :func:`read_fluxnet`.
     start, end : str
-        First and last day of the calendar (inclusive).
-    qc_min : float, default 0.7
+        First and last day of the calendar (inclusive); default the study period,
+        :data:`gpp_cubes.paper.STUDY_START` to :data:`gpp_cubes.paper.STUDY_END`.
+    qc_min : float, default :data:`gpp_cubes.paper.QC_MIN` (0.7, section 2.1)
         Minimum ``NEE_VUT_REF_QC`` [fraction of good-quality half-hours, 0-1]; days below,
         and days with missing QC, are discarded.
 

@@ -12,8 +12,8 @@ import xarray as xr
 from typer.testing import CliRunner
 
 from gpp_cubes.batch import build_sites
-from gpp_cubes.cube.features import SiteMeta
 from gpp_cubes.cube.store import is_complete
+from gpp_cubes.sites import point_site
 from gpp_cubes.targets.fluxnet import find_fluxnet_file, gpp_targets, read_fluxnet
 
 from .compare import assert_same_store
@@ -103,7 +103,7 @@ def test_failing_site_does_not_stop_the_others(local_build, build_served, tmp_pa
     copy = tmp_path / "copy"
     shutil.copytree(out, copy)
     shutil.rmtree(copy / "BE-Vie.zarr")  # rebuilt from its phase-1 intermediates
-    nowhere = SiteMeta("XX-Non", latitude=40.0, longitude=-3.0, elevation_m=600.0, igbp="ENF")
+    nowhere = point_site(40.0, -3.0, site_id="XX-Non", elevation_m=600.0, igbp="ENF")
     table = build_sites(["DE-Hai", "BE-Vie", nowhere], copy, n_workers=2,
                         **{**build_kwargs(build_served),
                            "fluxnet_dir": _fluxnet_with(build_served, tmp_path, "XX-Non")})
@@ -119,11 +119,11 @@ def test_failing_site_does_not_stop_the_others(local_build, build_served, tmp_pa
 
 def test_pca_failure_fails_the_waiting_sites_and_a_rerun_recovers(
         local_build, build_served, tmp_path, monkeypatch):
-    """Phase 2 is scheduled as phase 1 ends (see build._run_phases): a PCA that fails must
+    """Phase 2 is scheduled as phase 1 ends (see gpp_cubes.batch.schedule): a PCA that fails must
     still settle every site, as failed with the reason, and write no store."""
     from distributed import Client, LocalCluster
 
-    import gpp_cubes.batch as build
+    import gpp_cubes.batch.phase2 as phase2
 
     _, ref = local_build
     out = tmp_path / "out"
@@ -138,7 +138,7 @@ def test_pca_failure_fails_the_waiting_sites_and_a_rerun_recovers(
     with LocalCluster(n_workers=1, processes=False, protocol="tcp://", host="127.0.0.1",
                       dashboard_address=None) as cluster, \
             Client(cluster) as client:
-        monkeypatch.setattr(build, "run_fit_pca", broken)
+        monkeypatch.setattr(phase2, "run_fit_pca", broken)
         table = build_sites(sites, out, client=client, **build_kwargs(build_served))
         assert (table["status"] == "failed").all(), table.to_string()
         assert table["error"].str.startswith("[pca] RuntimeError: singular covariance").all()

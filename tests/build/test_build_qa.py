@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from gpp_cubes.batch import BuildConfig, _read_phase1, resolve_sites, run_sensor
+from gpp_cubes.batch import BuildConfig, read_phase1, resolve_sites, run_sensor
 from gpp_cubes.cube.store import is_complete
 
 from .conftest import build_kwargs
@@ -62,7 +62,7 @@ def test_planted_garbage_is_dropped_with_its_reason_or_flagged(
         assert summary["status"] == "ok", summary
         assert is_complete(cfg.phase1_store(SITE, sensor))
 
-    ds, prov = _read_phase1(cfg, SITE, "s2")
+    ds, prov = read_phase1(cfg, SITE, "s2")
     qa = prov["qa"]["s2"]
     days = {str(pd.Timestamp(t).date()) for t in ds["s2_time"].values}
     scenes = {s["date"]: s for s in qa["scenes"] if s["date"] in planted["s2"]}
@@ -84,7 +84,7 @@ def test_planted_garbage_is_dropped_with_its_reason_or_flagged(
         assert prov["summary"]["s2_qa_flagged"] == 2
     assert qa["items"]["used"] + sum(qa["items"]["dropped"].values()) == qa["items"]["found"]
 
-    lst, lprov = _read_phase1(cfg, SITE, "lst")
+    lst, lprov = read_phase1(cfg, SITE, "lst")
     hot, cold = planted["lst"]
     values = lst["MOD11A1_dt"].to_series()
     assert lprov["qa"]["lst"]["findings"] == {"outlier": {"MOD11A1_dt": 1},

@@ -6,7 +6,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gpp_cubes.cube.features import SiteMeta
 from gpp_cubes.sensors.lst import lst_features
 from gpp_cubes.sensors.s1 import s1_features
 from gpp_cubes.sites.catalog import get_site
@@ -19,7 +18,7 @@ SITE = "DE-Hai"
 
 @pytest.fixture(scope="module")
 def meta():
-    return SiteMeta.from_site(get_site(SITE))
+    return get_site(SITE)
 
 
 def _truth(world, name: str) -> pd.DataFrame:

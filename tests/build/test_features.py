@@ -14,13 +14,13 @@ from hypothesis import strategies as st
 from gpp_cubes.cube.features import (
     FIXED_PREDICTORS,
     SiteInputs,
-    SiteMeta,
     assemble_site,
     combine_sites,
     daily_calendar,
     fill_predictor,
 )
 from gpp_cubes.errors import BuildError
+from gpp_cubes.sites import point_site
 
 
 def test_calendar_is_gap_free_daily_ns():
@@ -95,8 +95,8 @@ def _inputs(site="DE-Hai", seed=0):
     gpp[10:20] = np.nan
     ext = pd.Series(False, index=cal)
     ext[30:36] = True
-    return cal, SiteInputs(SiteMeta(site, 51.08, 10.45, 430.0, "DBF"), preds, gpp, ext,
-                           {"items": {"s1": ["a", "b"]}})
+    hai = point_site(51.08, 10.45, site_id=site, elevation_m=430.0, igbp="DBF")
+    return cal, SiteInputs(hai, preds, gpp, ext, {"items": {"s1": ["a", "b"]}})
 
 
 def test_assemble_contract_and_gpp_never_interpolated():
@@ -128,8 +128,8 @@ def test_assemble_contract_and_gpp_never_interpolated():
 def test_combine_sites_has_site_dimension_and_coords():
     cal, a = _inputs("DE-Hai", 0)
     _, b = _inputs("BE-Vie", 1)
-    b = SiteInputs(SiteMeta("BE-Vie", 50.3, 6.0, 493.0, "MF"), b.predictors, b.gpp,
-                   b.extreme, {})
+    vie = point_site(50.3, 6.0, site_id="BE-Vie", elevation_m=493.0, igbp="MF")
+    b = SiteInputs(vie, b.predictors, b.gpp, b.extreme, {})
     ds = combine_sites([assemble_site(a, cal), assemble_site(b, cal)])
     assert list(ds["site"].values) == ["DE-Hai", "BE-Vie"]
     assert list(ds["igbp"].values) == ["DBF", "MF"]

@@ -18,7 +18,7 @@ import pytest
 import xarray as xr
 from typer.testing import CliRunner
 
-import gpp_cubes.batch as build
+import gpp_cubes.batch.build as build
 from gpp_cubes.batch import build_sites
 from gpp_cubes.cube.store import is_complete, write_zarr_atomic
 from gpp_cubes.errors import GppError
@@ -289,7 +289,7 @@ def test_a_new_config_field_counts_everywhere_and_urls_lose_credentials(tmp_path
         phase1_fingerprint,
         site_fingerprint,
     )
-    from gpp_cubes.cube.features import SiteMeta
+    from gpp_cubes.sites import point_site
 
     @dataclass(frozen=True)
     class Later(BuildConfig):  # a field added after this module was written
@@ -298,7 +298,7 @@ def test_a_new_config_field_counts_everywhere_and_urls_lose_credentials(tmp_path
     cfg = Later(out_dir=str(tmp_path), provider="custom",
                 stac_url="https://user:pw@stac.example.org/api?sig=s3cr3t",
                 corine_source="https://data.example.org/clc.tif?token=s3cr3t")
-    meta = SiteMeta("DE-Hai", 51.08, 10.45, 430.0, "DBF")
+    meta = point_site(51.08, 10.45, site_id="DE-Hai", elevation_m=430.0, igbp="DBF")
     fps = [*(phase1_fingerprint(cfg, meta, s) for s in PHASE1), pca_fingerprint(cfg, {}),
            site_fingerprint(cfg, meta, {})]
     assert all(fp.values["new_option"] == 1.0 for fp in fps)
@@ -314,3 +314,12 @@ def test_a_new_config_field_counts_everywhere_and_urls_lose_credentials(tmp_path
     assert phase1_fingerprint(other, meta, "s1").hash != fps[1].hash  # the endpoint
     assert phase1_fingerprint(replace(cfg, s2_options=(("snow", False),)), meta,
                               "s1").hash == fps[1].hash
+
+
+def test_fingerprints_cover_every_phase1_task():
+    """One registry of phase-1 tasks; the fingerprints name the same ones."""
+    from gpp_cubes.batch.fingerprint import NOT_DETERMINING, PHASE1, SITE_FIELDS
+    from gpp_cubes.batch.tasks import SENSORS, TASKS
+
+    assert PHASE1 == SENSORS == tuple(TASKS)
+    assert set(PHASE1) <= set(NOT_DETERMINING) and set(PHASE1) <= set(SITE_FIELDS)

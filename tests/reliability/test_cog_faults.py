@@ -114,7 +114,7 @@ def test_reset_mid_body_recovered(engine, precheck, served_demo, grid, reference
     """Cut transfers are retried after clearing GDAL's cache of the URL: by the pre-check,
     and (precheck=False) by the odc-stac or stackstac read itself."""
     _, ref = reference
-    caplog.set_level(logging.INFO, logger="gpp_cubes.stac.load")
+    caplog.set_level(logging.INFO, logger="gpp_cubes.stac.readers")
     with through_proxy(served_demo, proxy_factory, "reset-body", rate=0.3) as (url, fp):
         ds = load_items(_search(url, grid), BANDS, grid, site_id="DE-Hai", precheck=precheck,
                         engine=engine, max_failed_fraction=1.0).compute()
@@ -217,7 +217,7 @@ def test_missing_asset_dropped_and_named(reference, grid):
 
 
 def test_missing_angle_metadata_named(served_demo, reference, proxy_factory, tmp_path):
-    from gpp_cubes.s2.nbar import fetch_granule_metadata
+    from gpp_cubes.s2.granule import fetch_granule_metadata
 
     items_ref, _ = reference
     victim = items_ref[0]

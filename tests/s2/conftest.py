@@ -1,10 +1,11 @@
-"""Fixtures of the S2 stage tests: a tiny hand-made world (see world.py)."""
+"""Fixtures of the S2 stage tests: a few hand-specified scenes (gpp_cubes.demo.scenes)."""
 
 from __future__ import annotations
 
 import pytest
 
-from .world import Scene, make_world, when
+from gpp_cubes.demo.scenes import Scene, write_scenes
+from gpp_cubes.demo.scenes import sensing_time as when
 
 
 @pytest.fixture(scope="session")
@@ -17,4 +18,4 @@ def mini_world(tmp_path_factory):
               cloud_cover=60.0),
         Scene("S2B_20220710_T1", when("2022-07-10"), baseline="04.00"),
     ]
-    return make_world(root, scenes)
+    return write_scenes(root, scenes)

@@ -2,7 +2,7 @@
 
 The demo world records the truth (planted clouds, shadows and snow per scene, fully cloudy
 dates, a bright 60 m block outside the 1 km circle); these tests check the builder against
-it. The world is served by :func:`tests.s2.world.serve_demo` (quiet servers: see there).
+it. The world is served by :func:`gpp_cubes.demo.serve_world` (the session's ``served_demo``).
 """
 
 from __future__ import annotations
@@ -14,10 +14,8 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from gpp_cubes.demo import DemoConfig, World, generate_world
+from gpp_cubes.demo import DemoConfig, ServedWorld, World, generate_world, serve_world
 from gpp_cubes.s2 import s2_cube, s2_features
-
-from .world import serve_demo
 
 pytestmark = pytest.mark.slow  # the shared demo world takes ~1 min to generate once
 SITE = "DE-Hai"
@@ -25,9 +23,8 @@ START, END = "2018-01-01", "2018-12-31"
 
 
 @pytest.fixture(scope="module")
-def served(demo_world: World):
-    with serve_demo(demo_world) as (stac_url, _files):
-        yield demo_world, stac_url
+def served(served_demo: ServedWorld):
+    return served_demo.world, served_demo.stac_url
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +145,8 @@ def test_baseline_04_offset_applied_after_january_2022(world_2022, tmp_path):
     planted = world_2022.truth.s2_planted.set_index("item_id")
     scenes = world_2022.truth.s2_scenes.set_index("item_id")
     assert {"02.12", "04.00"} <= set(scenes.processing_baseline)
-    with serve_demo(world_2022) as (stac_url, _):
+    with serve_world(world_2022) as served_2022:
+        stac_url = served_2022.stac_url
         cube = s2_cube(SITE, "2022-01-01", "2022-02-28", provider="custom", stac_url=stac_url,
                        cache_dir=tmp_path, nbar=False).compute()
     block = planted.iloc[0]

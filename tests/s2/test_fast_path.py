@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
 
-from gpp_cubes.s2.nbar import BRDF_BANDS, c_factor_block, c_factor_native, read_angles
+from gpp_cubes.demo.scenes import granule_at
+from gpp_cubes.s2.granule import read_angles
+from gpp_cubes.s2.nbar import BRDF_BANDS, c_factor_block, c_factor_native
 
-from .world import REF, mtd_tl_for
-
+REF = Path(__file__).resolve().parents[1] / "data" / "reference"
 MTD = REF / "S2-L2A-granule-MTD_TL-N0509.xml"
 
 
@@ -49,7 +51,7 @@ def test_c_factor_block_equals_per_scene_sen2nbar_and_xarray_interp(tmp_path, mi
     g = mini_world.grid
     paths = []
     for k, (dx, sun) in enumerate([(600, 0.0), (600, 7.5), (5600, 0.0)]):
-        text = mtd_tl_for(g.epsg, g.bounds[0] - dx, g.bounds[3] + 600)
+        text = granule_at(g.epsg, g.bounds[0] - dx, g.bounds[3] + 600)
         # a detector gap: the first two rows of every view grid are NaN (sen2nbar fills
         # them from the nearest node)
         text = re.sub(r"(<Viewing_Incidence_Angles_Grids[^>]*>\s*<Zenith>.*?<Values_List>\s*)"
@@ -89,16 +91,16 @@ def test_read_angles_rejects_non_granule(tmp_path):
 def test_streamed_features_equal_lazy_cube_path(tmp_path):
     """Block streaming (blocks of 2 time steps, one of them a two-scene mosaic; a fully
     cloudy step; a 04.00 scene) equals reducing the lazy per-pixel cube."""
+    from gpp_cubes.demo.scenes import LAT, LON, Scene, write_scenes
+    from gpp_cubes.demo.scenes import sensing_time as when
     from gpp_cubes.s2 import s2_features
-
-    from .world import LAT, LON, Scene, make_world, when
 
     scl = {(60 + i, 60 + j): 9 for i in range(8) for j in range(8)}
     scenes = [Scene("A1", when("2018-05-01"), scl=scl), Scene("A2", when("2018-05-04")),
               Scene("A3", when("2018-05-04", minute=21)), Scene("A4", when("2018-05-07"),
                                                               scl_fill=9),
               Scene("A5", when("2022-05-10"), baseline="04.00", scl={(70, 70): 3})]
-    w = make_world(tmp_path / "w", scenes)
+    w = write_scenes(tmp_path / "w", scenes)
     kw = dict(items=w.items, cache_dir=tmp_path / "c", index_list=["NDVI", "kNDVI", "EVI"])
     fast = s2_features((LAT, LON), "2018-01-01", "2022-12-31", block=2, **kw)
     slow = s2_features((LAT, LON), "2018-01-01", "2022-12-31", stream=False, **kw)
@@ -120,12 +122,12 @@ def test_streamed_features_equal_lazy_cube_path(tmp_path):
 def test_streamed_features_drop_only_the_unreadable_step(tmp_path):
     """A truncated COG fails its block; the block is retried step by step and only that
     scene is dropped, with its id and reason in the provenance."""
+    from gpp_cubes.demo.scenes import LAT, LON, Scene, write_scenes
+    from gpp_cubes.demo.scenes import sensing_time as when
     from gpp_cubes.s2 import s2_features
 
-    from .world import LAT, LON, Scene, make_world, when
-
     scenes = [Scene(f"S{k}", when(f"2018-06-{k + 1:02d}")) for k in range(5)]
-    w = make_world(tmp_path / "w", scenes)
+    w = write_scenes(tmp_path / "w", scenes)
     bad = w.root / "S2" / "B04.tif"
     bad.write_bytes(bad.read_bytes()[:600])
     feats = s2_features((LAT, LON), "2018-01-01", "2018-12-31", items=w.items, block=4,
@@ -165,7 +167,7 @@ def test_c_factor_cache_returns_the_computed_values(tmp_path, mini_world):
 
     g = mini_world.grid
     p = tmp_path / "MTD_TL.xml"
-    p.write_text(mtd_tl_for(g.epsg, g.bounds[0] - 600, g.bounds[3] + 600))
+    p.write_text(granule_at(g.epsg, g.bounds[0] - 600, g.bounds[3] + 600))
     ref = c_factor_block([p], g)
     first = c_factor_block_cached([p], ["item-1"], g, cache_dir=tmp_path / "cache")
     p.unlink()  # from now on only the cache can answer

@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import re
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
 
+from gpp_cubes.demo.scenes import LAT, LON, Scene, granule_at, write_scenes
+from gpp_cubes.demo.scenes import sensing_time as when
 from gpp_cubes.errors import ConfigError
 from gpp_cubes.s2 import S2_BANDS, s2_cube, s2_features, to_reflectance
 from gpp_cubes.s2.cloud import cloud_masks, cloudsen12_masks, load_cloudsen12, scl_masks
@@ -19,7 +22,7 @@ from gpp_cubes.s2.nbar import BRDF_BANDS, apply_c_factor, c_factor_native, c_fac
 from gpp_cubes.s2.pca import apply_pca, fit_pca, load_pca, save_pca
 from gpp_cubes.s2.snow import fmask_snow
 
-from .world import LAT, LON, REF, Scene, make_world, mtd_tl_for, when
+REF = Path(__file__).resolve().parents[1] / "data" / "reference"
 
 
 # ----------------------------------------------------------------------- reflectance
@@ -169,7 +172,7 @@ def test_c_factor_on_grid_interpolates_and_nbar_passes_other_bands(tmp_path, min
 
     g = mini_world.grid
     path = tmp_path / "MTD_TL.xml"
-    path.write_text(mtd_tl_for(g.epsg, g.bounds[0] - 600, g.bounds[3] + 600))
+    path.write_text(granule_at(g.epsg, g.bounds[0] - 600, g.bounds[3] + 600))
     native = c_factor_native(path)
     on = c_factor_on_grid(path, g)
     assert on.shape == (9, *g.shape)
@@ -259,7 +262,7 @@ def test_pca_fit_on_training_years_matches_svd(tmp_path):
 def planted(tmp_path_factory):
     """Clouds/shadows planted inside the circle, a fully cloudy date, clouds only outside."""
     root = tmp_path_factory.mktemp("planted")
-    w0 = make_world(root / "probe", [Scene("P", when("2018-01-01"))], bands=("SCL",))
+    w0 = write_scenes(root / "probe", [Scene("P", when("2018-01-01"))], bands=("SCL",))
     g, tb = w0.grid, w0.tile_bounds
     # 20 m SCL cells whose 10 m pixels are inside / outside the 1 km circle
     r20 = np.floor((tb[3] - g.tower_y) / 20).astype(int)
@@ -271,7 +274,7 @@ def planted(tmp_path_factory):
               Scene("D2", when("2018-06-04"), scl_fill=9, cloud_cover=100),
               Scene("D3", when("2018-06-07"), scl=outside),
               Scene("D4", when("2022-07-10"), baseline="04.00")]
-    return make_world(root / "w", scenes)
+    return write_scenes(root / "w", scenes)
 
 
 def test_pipeline_masks_and_clear_rule(planted, tmp_path):

@@ -16,18 +16,19 @@ import xarray as xr
 from rasterio.transform import from_origin
 
 from gpp_cubes.cube.store import is_complete, provenance_base, write_zarr_atomic
+from gpp_cubes.demo.cog import write_cog
+from gpp_cubes.demo.scenes import RES, Scene, band_values, serve_scenes, write_scenes
+from gpp_cubes.demo.scenes import sensing_time as when
 from gpp_cubes.demo.serve import free_port
 from gpp_cubes.errors import AssetError, BuildError, ConfigError, EmptySearchError
 from gpp_cubes.reduce import apply_clear_rule, clear_fraction, masked_mean, radial_mask
+from gpp_cubes.stac.gdal import configure_gdal
 from gpp_cubes.stac.load import load_items, load_report
 from gpp_cubes.stac.providers import (
-    configure_gdal,
     resolve_provider,
     stac_io_with_retries,
 )
 from gpp_cubes.stac.search import search_items
-
-from .world import RES, Scene, band_values, make_world, serve, when, write_cog
 
 
 # ------------------------------------------------------------------------- providers
@@ -132,9 +133,9 @@ def served(tmp_path_factory):
     scenes = [Scene("A_20180601", when("2018-06-01"), cloud_cover=10.0),
               Scene("A_20180520", when("2018-05-20"), cloud_cover=80.0),
               Scene("A_20190301", when("2019-03-01"), cloud_cover=0.0)]
-    w = make_world(root, scenes, href_base=f"http://127.0.0.1:{fport}",
-                   bands=("B04", "B08", "SCL"))
-    with serve(root, w.items, fport) as url:
+    w = write_scenes(root, scenes, href_base=f"http://127.0.0.1:{fport}",
+                     bands=("B04", "B08", "SCL"))
+    with serve_scenes(root, w.items, fport) as url:
         yield w, url
 
 
@@ -220,14 +221,15 @@ def test_engines_identical(mini_world):
 def test_same_solar_day_mosaicked(tmp_path):
     # Two tiles of one overpass (same day, 5 s apart): one time step, first item wins,
     # the second fills its nodata.
-    w = make_world(tmp_path, [Scene("T1", when("2018-06-01", 10, 20)),
-                              Scene("T2", when("2018-06-01", 10, 21))], bands=("B04",))
+    w = write_scenes(tmp_path, [Scene("T1", when("2018-06-01", 10, 20)),
+                                Scene("T2", when("2018-06-01", 10, 21))], bands=("B04",))
     href = w.items[0].assets["B04"].href
     with rasterio.open(href) as src:
         data = src.read(1)
     half = data.shape[1] // 2
     data[:, :half] = 0  # west half of T1 is nodata
-    write_cog(Path(href), data, w.tile_bounds[0], w.tile_bounds[3], 10, w.grid.epsg)
+    write_cog(Path(href), data, transform=from_origin(w.tile_bounds[0], w.tile_bounds[3], 10, 10),
+              crs=f"EPSG:{w.grid.epsg}", nodata=0)
     west = w.grid.x[None, :] < w.tile_bounds[0] + 10 * half
     exp = np.where(west, _expected(w, "B04", 1), _expected(w, "B04", 0))
     for engine in ("odc", "stackstac"):
@@ -239,7 +241,7 @@ def test_same_solar_day_mosaicked(tmp_path):
 
 def test_failed_scene_dropped_and_reported(tmp_path):
     scenes = [Scene(f"S{i}", when(f"2018-06-{i + 1:02d}")) for i in range(6)]
-    w = make_world(tmp_path, scenes, bands=("B04", "SCL"))
+    w = write_scenes(tmp_path, scenes, bands=("B04", "SCL"))
     bad = w.items[2].assets["B04"].href
     with open(bad, "r+b") as fh:  # corrupt header: not a TIFF any more
         fh.write(b"garbage!" * 8)

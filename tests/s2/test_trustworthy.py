@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pystac
@@ -20,18 +21,20 @@ import rasterio
 import xarray as xr
 from pyproj import Transformer
 
+from gpp_cubes.demo.scenes import LAT, LON, Scene, granule_at, write_scenes
+from gpp_cubes.demo.scenes import sensing_time as when
 from gpp_cubes.s2 import drop_duplicates, s2_features
+from gpp_cubes.s2.granule import sun_zenith_at
 from gpp_cubes.s2.nbar import (
     BRDF_BANDS,
     C_FACTOR_RANGE,
     MAX_SUN_ZENITH,
     c_factor_block,
     c_factor_problem,
-    sun_zenith_at,
 )
 from gpp_cubes.sites.grid import site_grid
 
-from .world import LAT, LON, REF, Scene, make_world, mtd_tl_for, when
+REF = Path(__file__).resolve().parents[1] / "data" / "reference"
 
 FI_HYY = (61.8474, 24.2948)  # UTM zone 35; covered by zone-34 and zone-35 tiles
 
@@ -42,7 +45,7 @@ def _zone34_mtd(tmp_path, grid):
         grid.tower_x, grid.tower_y)
     ulx, uly = np.floor((x - 60000) / 60) * 60, np.ceil((y + 50000) / 60) * 60
     p = tmp_path / "MTD_TL_34.xml"
-    p.write_text(mtd_tl_for(32634, ulx, uly))
+    p.write_text(granule_at(32634, ulx, uly))
     return p
 
 
@@ -74,7 +77,7 @@ def test_c_factor_of_a_tile_in_the_neighbouring_utm_zone(tmp_path):
 def test_granule_that_does_not_cover_the_site_gives_nan_and_a_reason(tmp_path):
     grid = site_grid(LAT, LON)
     p = tmp_path / "far.xml"
-    p.write_text(mtd_tl_for(grid.epsg, grid.tower_x + 200e3, grid.tower_y + 300e3))
+    p.write_text(granule_at(grid.epsg, grid.tower_x + 200e3, grid.tower_y + 300e3))
     c = c_factor_block([p], grid)[0]
     assert np.isnan(c).all()
     assert c_factor_problem(c, BRDF_BANDS).startswith("no_coverage:")
@@ -98,7 +101,7 @@ def low_sun_world(tmp_path_factory):
     """Five June scenes; the granule of the middle one says the sun stands at 87.4 deg."""
     root = tmp_path_factory.mktemp("lowsun")
     scenes = [Scene(f"L{k}", when(f"2018-06-{3 * k + 1:02d}")) for k in range(5)]
-    w = make_world(root, scenes)
+    w = write_scenes(root, scenes)
     mtd = root / "L2" / "MTD_TL.xml"
     mtd.write_text(_set_sun_zenith(mtd.read_text(), 87.4))
     return w
@@ -157,7 +160,7 @@ def swath_edge_world(tmp_path_factory):
     """Two scenes; in the first, B01 (60 m) has no data in the western half of the tile
     (a band-dependent swath edge) while SCL says vegetation there."""
     root = tmp_path_factory.mktemp("edge")
-    w = make_world(root, [Scene("E0", when("2018-06-01")), Scene("E1", when("2018-06-04"))])
+    w = write_scenes(root, [Scene("E0", when("2018-06-01")), Scene("E1", when("2018-06-04"))])
     path = w.items[0].assets["B01"].href
     with rasterio.open(path) as src:
         profile, data = src.profile, src.read(1)
@@ -212,9 +215,9 @@ def test_duplicates_of_one_scene_keep_the_newest_processing():
 def test_duplicate_scene_with_another_baseline_gives_the_same_features(tmp_path):
     """The same scene processed twice (02.12, and 05.00 with its +1000 DN offset) is read
     once, and the features equal those of the original alone."""
-    one = make_world(tmp_path / "one", [Scene("O", when("2018-06-01"))])
-    two = make_world(tmp_path / "two", [Scene("O", when("2018-06-01")),
-                                        Scene("R", when("2018-06-01"), baseline="05.00")])
+    one = write_scenes(tmp_path / "one", [Scene("O", when("2018-06-01"))])
+    two = write_scenes(tmp_path / "two", [Scene("O", when("2018-06-01")),
+                                          Scene("R", when("2018-06-01"), baseline="05.00")])
     two.items[1].properties["s2:generation_time"] = "2023-03-01T10:00:00Z"
     # the reprocessing encodes the same reflectance: DN of scene 0 plus the offset
     for band, asset in two.items[1].assets.items():
@@ -274,7 +277,7 @@ def test_a_day_mixing_boa_offsets_keeps_one_offset(tmp_path):
     with the other offset is excluded, saying why, instead of being shifted by 0.1."""
     scenes = [Scene("N", when("2018-06-01"), baseline="05.00"),
               Scene("O", when("2018-06-01", minute=21))]
-    both = make_world(tmp_path / "both", scenes)
+    both = write_scenes(tmp_path / "both", scenes)
     # the reprocessed tile ends in the middle of the site: the older one would fill the rest
     for asset in both.items[0].assets.values():
         if asset.href.endswith(".tif"):

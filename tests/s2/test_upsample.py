@@ -15,8 +15,14 @@ import pytest
 import rasterio
 from affine import Affine
 
-from gpp_cubes.stac.load import _retry_classes
-from gpp_cubes.stac.readers import axis_windows, integer_upsampling, read_upsampled
+from gpp_cubes.stac.readers import (
+    _retry_classes,
+    axis_windows,
+    integer_upsampling,
+    read_upsampled,
+)
+
+REF = Path(__file__).resolve().parents[1] / "data" / "reference"
 
 X0, Y0 = 600180.0, 5661180.0  # a 60 m multiple, as the site grids are snapped
 
@@ -153,13 +159,13 @@ def test_s2_features_use_it_and_equal_the_warper_path(tmp_path: Path,
     item's projection extension gives their footprint), and the features are identical to a
     build whose reads all go through odc-stac's warper."""
     import gpp_cubes.stac.readers as upsample
+    from gpp_cubes.demo.scenes import LAT, LON, RES, Scene, write_scenes
+    from gpp_cubes.demo.scenes import sensing_time as when
     from gpp_cubes.s2 import s2_features
 
-    from .world import LAT, LON, REF, RES, Scene, make_world, when
-
-    w = make_world(tmp_path / "w", [Scene("A1", when("2018-05-01"), scl={(60, 60): 9}),
-                                    Scene("A2", when("2018-05-11")),
-                                    Scene("A3", when("2018-05-21"), baseline="04.00")])
+    w = write_scenes(tmp_path / "w", [Scene("A1", when("2018-05-01"), scl={(60, 60): 9}),
+                                      Scene("A2", when("2018-05-11")),
+                                      Scene("A3", when("2018-05-21"), baseline="04.00")])
     template = json.loads((REF / "pc-sentinel-2-l2a-item-2019.json").read_text())
     for item in w.items:  # declared as on Planetary Computer, so odc-stac reads proj:*
         item.stac_extensions = list(template["stac_extensions"])
