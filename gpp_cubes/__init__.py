@@ -6,8 +6,7 @@ Dask, GDAL or Earth Engine until they are needed.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from gpp_cubes.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -27,8 +26,4 @@ _EXPORTS: dict[str, str] = {
 
 __all__ = ["__version__", *_EXPORTS]
 
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'gpp_cubes' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,7 @@ from gpp_cubes.batch.config import BuildConfig
 from gpp_cubes.batch.logs import fail, log, site_log, stage
 from gpp_cubes.errors import BuildError, ConfigError
 from gpp_cubes.paper import QC_MIN
+from gpp_cubes.sensors.result import SensorResult
 from gpp_cubes.sites.catalog import Site
 
 
@@ -118,9 +119,9 @@ def s2_task(ctx: TaskContext) -> tuple[Any, dict[str, Any]]:
         ctx.summary.update(s2_found=s2.scenes_found, s2_kept=s2.scenes_kept,
                            clear_fraction=s2.clear_fraction)
     ds = xr.Dataset(
-        {"s2_indices": (("s2_time", "s2_index"), s2.table.to_numpy(dtype=np.float64))},
-        coords={"s2_time": _as_time(s2.table.index),
-                "s2_index": [str(c) for c in s2.table.columns]})
+        {"s2_indices": (("s2_time", "s2_index"), s2.frame.to_numpy(dtype=np.float64))},
+        coords={"s2_time": _as_time(s2.frame.index),
+                "s2_index": [str(c) for c in s2.frame.columns]})
     return ds, {"item_ids": list(s2.item_ids), "params": s2.params,
                 **ctx.qa_provenance("s2", s2.qa, "s2")}
 
@@ -276,34 +277,7 @@ def run_sensor(site: Site, cfg: BuildConfig, sensor: str) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class S2Table:
-    """Per-site S2 spectral indices on clear days, before the PCA.
-
-    Attributes
-    ----------
-    table : pandas.DataFrame
-        Index values [1], one row per kept (clear) solar day, one column per index.
-    scenes_found, scenes_kept : int
-        STAC items found by the search; items behind the kept time steps (a mosaicked day
-        counts each of its tiles), so both count the same thing.
-    clear_fraction : float
-        Mean clear-forest fraction of the buffer over the kept days [0-1].
-    qa : dict
-        The S2 section of the feature QA (:func:`gpp_cubes.qa.s2_section`); ``table``,
-        ``scenes_kept`` and ``item_ids`` exclude the time steps it dropped.
-    """
-
-    table: pd.DataFrame
-    scenes_found: int
-    scenes_kept: int
-    clear_fraction: float
-    item_ids: tuple[str, ...] = ()
-    params: dict[str, Any] = field(default_factory=dict)
-    qa: dict[str, Any] = field(default_factory=dict)
-
-
-def s2_index_table(site: Site, grid: Any, cfg: BuildConfig, threads: int = 1) -> S2Table:
+def s2_index_table(site: Site, grid: Any, cfg: BuildConfig, threads: int = 1) -> SensorResult:
     """Run :func:`gpp_cubes.s2.s2_features` and keep its daily spectral-index table.
 
     A batch build gets its parallelism from many tasks side by side, so each task keeps to
@@ -333,7 +307,7 @@ def s2_index_table(site: Site, grid: Any, cfg: BuildConfig, threads: int = 1) ->
     params = {k: v for k, v in prov.items()
               if k not in ("stac_items", "dropped_items", "created", "python", "packages")}
     used = tuple(used_item_ids(ds.isel(time=np.flatnonzero(keep))))  # the steps QA kept
-    return S2Table(table=table, scenes_found=int(prov.get("n_items_found",
+    return SensorResult(frame=table, scenes_found=int(prov.get("n_items_found",
                                                           len(prov.get("stac_items", [])))),
                    scenes_kept=len(used),
                    clear_fraction=float(np.mean(frac)) if frac.size else float("nan"),

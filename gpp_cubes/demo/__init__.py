@@ -10,8 +10,7 @@ through the same code as against Planetary Computer, with only the URL changed.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from gpp_cubes.lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
     "DemoConfig": "gpp_cubes.demo.config",
@@ -28,8 +27,4 @@ _EXPORTS: dict[str, str] = {
 
 __all__ = list(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'gpp_cubes.demo' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -40,13 +40,7 @@ from .s2_items import (
     BAND_NAMES,
     BANDS,
     COLLECTION,
-    SCL_CIRRUS,
-    SCL_CLOUD_HIGH,
-    SCL_CLOUD_MED,
-    SCL_NOT_VEG,
-    SCL_SHADOW,
-    SCL_SNOW,
-    SCL_VEG,
+    SCL,
     Processing,
     boa_offset_dn,
     collection,
@@ -176,15 +170,15 @@ def write_site_scenes(root: Path, site: DemoSite, config: DemoConfig, daily: pd.
                     scl20[~valid[band]] = 0  # SCL has data where every 20 m band has
         s10 = scl[10].copy()
         s10[np.repeat(np.repeat(scl20 == 0, 2, axis=0), 2, axis=1)] = 0
-        cloudy = np.isin(s10, (SCL_CLOUD_MED, SCL_CLOUD_HIGH, SCL_CIRRUS))
+        cloudy = np.isin(s10, (SCL.CLOUD_MED, SCL.CLOUD_HIGH, SCL.CIRRUS))
         scene_truth = {
             "relative_orbit": dt.relative_orbit, "fully_cloudy": sc["full"],
-            "snow": bool((s10 == SCL_SNOW).any()),
+            "snow": bool((s10 == SCL.SNOW).any()),
             "cloud_fraction_1km": float(cloudy[circle].mean()),
-            "shadow_fraction_1km": float((s10 == SCL_SHADOW)[circle].mean()),
-            "snow_fraction_1km": float((s10 == SCL_SNOW)[circle].mean()),
+            "shadow_fraction_1km": float((s10 == SCL.SHADOW)[circle].mean()),
+            "snow_fraction_1km": float((s10 == SCL.SNOW)[circle].mean()),
             "clear_forest_fraction_1km": float(
-                (np.isin(s10, (SCL_VEG, SCL_NOT_VEG)) & forest)[circle].sum()
+                (np.isin(s10, (SCL.VEG, SCL.NOT_VEG)) & forest)[circle].sum()
                 / max(forest[circle].sum(), 1)),
             "greenness": green, "forest_ndvi": forest_ndvi(site.forest_clc, green),
             "sun_zenith": dt.sun_zenith, "sun_azimuth": dt.sun_azimuth,
@@ -256,6 +250,6 @@ def write_site_scenes(root: Path, site: DemoSite, config: DemoConfig, daily: pd.
                                                  (bb + bt) / 2 - site.tower_y)),
                     "reflectance": BRIGHT,
                     "dn": int(to_dn(np.array([BRIGHT]), boa_offset_dn(baseline))[0]),
-                    "scl": SCL_VEG,
+                    "scl": SCL.VEG,
                 })
     return items, scenes, planted

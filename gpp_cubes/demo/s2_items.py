@@ -54,9 +54,13 @@ BANDS: dict[str, tuple[int, str, str | None, float, float]] = {
 }
 BAND_NAMES = tuple(BANDS)
 SCL_TITLE = "Scene classfication map (SCL)"  # sic, Planetary Computer's title
-#: SCL classes used (ESA L2A product definition).
-SCL_SHADOW, SCL_VEG, SCL_NOT_VEG, SCL_CLOUD_MED, SCL_CLOUD_HIGH, SCL_CIRRUS, SCL_SNOW = (
-    3, 4, 5, 8, 9, 10, 11)
+
+
+class SCL:
+    """The scene-classification (SCL) codes the demo writes (ESA L2A product definition)."""
+
+    SHADOW, VEG, NOT_VEG, CLOUD_MED, CLOUD_HIGH, CIRRUS, SNOW = 3, 4, 5, 8, 9, 10, 11
+
 BOA_OFFSET_DN = 1000
 
 
@@ -83,19 +87,19 @@ def scene_quality(s20: np.ndarray) -> dict[str, float]:
     def pct(m: np.ndarray) -> float:
         return float(100.0 * (m & valid).sum() / n)
 
-    cloudy = pct(np.isin(s20, (SCL_CLOUD_MED, SCL_CLOUD_HIGH, SCL_CIRRUS)))
+    cloudy = pct(np.isin(s20, (SCL.CLOUD_MED, SCL.CLOUD_HIGH, SCL.CIRRUS)))
     return {
         "CLOUDY_PIXEL_PERCENTAGE": cloudy, "CLOUDY_PIXEL_OVER_LAND_PERCENTAGE": cloudy,
         "DEGRADED_MSI_DATA_PERCENTAGE": 0.0, "NODATA_PIXEL_PERCENTAGE": _percent(~valid),
         "SATURATED_DEFECTIVE_PIXEL_PERCENTAGE": 0.0, "DARK_FEATURES_PERCENTAGE": 0.0,
-        "CLOUD_SHADOW_PERCENTAGE": pct(s20 == SCL_SHADOW),
-        "VEGETATION_PERCENTAGE": pct(s20 == SCL_VEG),
-        "NOT_VEGETATED_PERCENTAGE": pct(s20 == SCL_NOT_VEG), "WATER_PERCENTAGE": 0.0,
+        "CLOUD_SHADOW_PERCENTAGE": pct(s20 == SCL.SHADOW),
+        "VEGETATION_PERCENTAGE": pct(s20 == SCL.VEG),
+        "NOT_VEGETATED_PERCENTAGE": pct(s20 == SCL.NOT_VEG), "WATER_PERCENTAGE": 0.0,
         "UNCLASSIFIED_PERCENTAGE": 0.0,
-        "MEDIUM_PROBA_CLOUDS_PERCENTAGE": pct(s20 == SCL_CLOUD_MED),
-        "HIGH_PROBA_CLOUDS_PERCENTAGE": pct(s20 == SCL_CLOUD_HIGH),
-        "THIN_CIRRUS_PERCENTAGE": pct(s20 == SCL_CIRRUS),
-        "SNOW_ICE_PERCENTAGE": pct(s20 == SCL_SNOW),
+        "MEDIUM_PROBA_CLOUDS_PERCENTAGE": pct(s20 == SCL.CLOUD_MED),
+        "HIGH_PROBA_CLOUDS_PERCENTAGE": pct(s20 == SCL.CLOUD_HIGH),
+        "THIN_CIRRUS_PERCENTAGE": pct(s20 == SCL.CIRRUS),
+        "SNOW_ICE_PERCENTAGE": pct(s20 == SCL.SNOW),
     }
 
 

@@ -26,13 +26,7 @@ from .config import DemoSite, TileWindow
 from .landscape import landcover, site_rng
 from .s2_items import (
     BAND_NAMES,
-    SCL_CIRRUS,
-    SCL_CLOUD_HIGH,
-    SCL_CLOUD_MED,
-    SCL_NOT_VEG,
-    SCL_SHADOW,
-    SCL_SNOW,
-    SCL_VEG,
+    SCL,
 )
 
 # Spectra (reflectance) in BAND_NAMES order: (dormant, peak) per class; static for others.
@@ -191,7 +185,7 @@ def render_scene(frame: TileWindow, static: SiteRasters, greenness: float,
         xr_, yr_ = frame.centres(res)
         shape = frame.shape(res)
         clc = static.clc if res == 10 else static.clc[::2, ::2]
-        base = np.where(np.isin(clc, (112,)), SCL_NOT_VEG, SCL_VEG).astype(np.uint8)
+        base = np.where(np.isin(clc, (112,)), SCL.NOT_VEG, SCL.VEG).astype(np.uint8)
         if sc["full"]:
             core = np.ones(shape, bool)
             rim = np.zeros(shape, bool)
@@ -205,11 +199,11 @@ def render_scene(frame: TileWindow, static: SiteRasters, greenness: float,
             sf = snow_field if res == 10 else snow_field[::2, ::2]
             snow = (sf > sc["snow_threshold"]) & ~core & ~rim & ~shadow
         s = base.copy()
-        s[snow] = SCL_SNOW
-        s[shadow] = SCL_SHADOW
-        s[cirrus] = SCL_CIRRUS
-        s[rim] = SCL_CLOUD_MED
-        s[core] = SCL_CLOUD_HIGH
+        s[snow] = SCL.SNOW
+        s[shadow] = SCL.SHADOW
+        s[cirrus] = SCL.CIRRUS
+        s[rim] = SCL.CLOUD_MED
+        s[core] = SCL.CLOUD_HIGH
         scl[res] = s
         masks[res] = {"core": core, "rim": rim, "shadow": shadow, "cirrus": cirrus,
                       "snow": snow}
@@ -224,7 +218,7 @@ def render_scene(frame: TileWindow, static: SiteRasters, greenness: float,
     for res in (10, 20):
         xr_, yr_ = frame.centres(res)
         inb = (xr_ > bl) & (xr_ < br) & (yr_ > bb) & (yr_ < bt)
-        scl[res][inb] = SCL_VEG
+        scl[res][inb] = SCL.VEG
     inb10 = (x > bl) & (x < br) & (y > bb) & (y < bt)
     refl[:, inb10] = BRIGHT
     return refl, scl

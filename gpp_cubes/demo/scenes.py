@@ -37,7 +37,7 @@ from .s2_items import (
     BAND_NAMES,
     BANDS,
     COLLECTION,
-    SCL_VEG,
+    SCL,
     Processing,
     boa_offset_dn,
     collection,
@@ -97,7 +97,7 @@ class Scene:
     when: datetime
     baseline: str = "02.12"
     scl: dict[tuple[int, int], int] = field(default_factory=dict)
-    scl_fill: int = SCL_VEG
+    scl_fill: int = SCL.VEG
     cloud_cover: float = 5.0
     platform: str = "Sentinel-2A"
 
@@ -193,7 +193,7 @@ def granule_at(epsg: int, ulx: float, uly: float,
     """
     tile = Tile(f"{epsg % 100:02d}XXX", epsg, float(ulx), float(uly))
     proc = _processing(when, tile.tile_id)
-    quality = scene_quality(np.full((1, 1), SCL_VEG, np.uint8))
+    quality = scene_quality(np.full((1, 1), SCL.VEG, np.uint8))
     return granule_xml(tile, proc, viewing=viewing_angles_xml(tile), quality=quality)
 
 

@@ -84,7 +84,7 @@ def qa_s2_features(ds: Any, cfg: QAConfig, site_id: str = "") -> tuple[np.ndarra
 
 def qa_s1_frame(frame: pd.DataFrame, cfg: QAConfig, *, n_found: int, n_loaded: int,
                 n_kept: int, site_id: str = "") -> tuple[pd.DataFrame, dict[str, Any]]:
-    """QA of the daily S1 features (:class:`gpp_cubes.sensors.s1.S1Result` frame).
+    """QA of the daily S1 features (a ``SensorResult`` frame).
 
     A range finding in ``S1_VV``/``S1_VH``/``S1_DpRVIVV`` drops the day's three values
     (they derive from the same two linear means); an outlier drops that value only.
@@ -113,7 +113,7 @@ def qa_s1_frame(frame: pd.DataFrame, cfg: QAConfig, *, n_found: int, n_loaded: i
 
 def qa_lst_frame(frame: pd.DataFrame, cfg: QAConfig, *, n_found: int, n_kept: int,
                  site_id: str = "") -> tuple[pd.DataFrame, dict[str, Any]]:
-    """QA of the daily MODIS LST features (:class:`gpp_cubes.sensors.lst.LstResult` frame) [K].
+    """QA of the daily MODIS LST features [K] (a ``SensorResult`` frame).
 
     Items without any tower value (QC, fill or unreadable) are counted as ``no_value``.
 

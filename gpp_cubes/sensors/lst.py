@@ -40,7 +40,7 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
@@ -50,6 +50,7 @@ import xarray as xr
 from scipy import ndimage
 
 from gpp_cubes.errors import AssetError, ConfigError, EmptySearchError
+from gpp_cubes.sensors.result import SensorResult
 
 log = logging.getLogger(__name__)
 
@@ -349,28 +350,6 @@ def tower_lst_series(dn: xr.DataArray, qc: xr.DataArray, grid: ModisGrid, *,
 # --------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class LstResult:
-    """Daily LST features at one site and what they came from.
-
-    Attributes
-    ----------
-    frame : pandas.DataFrame
-        Columns :data:`FEATURES` [K], daily index ``time``, NaN where unobserved.
-    scenes_found, scenes_kept : int
-        Items found by the search, and items that gave at least one valid tower value.
-    item_ids : tuple of str
-    params : dict
-        Parameters recorded in the provenance.
-    """
-
-    frame: pd.DataFrame
-    scenes_found: int
-    scenes_kept: int
-    item_ids: tuple[str, ...] = ()
-    params: dict[str, Any] = field(default_factory=dict)
-
-
 def product_of_item(item: Any) -> str:
     """``MOD11A1`` or ``MYD11A1`` from an item's ``platform`` (or its id prefix)."""
     platform = str(item.properties.get("platform") or "").lower()
@@ -387,7 +366,7 @@ def _empty_frame(start: str, end: str) -> pd.DataFrame:
 
 def lst_features_from_items(items: Sequence[Any], grid: ModisGrid, start: str, end: str, *,
                             engine: str = "odc", max_lst_error_k: int = 2,
-                            min_valid: int = 1, site_id: str | None = None) -> LstResult:
+                            min_valid: int = 1, site_id: str | None = None) -> SensorResult:
     """Load MOD11A1/MYD11A1 items on the MODIS window and reduce them to tower LST.
 
     Parameters
@@ -405,7 +384,7 @@ def lst_features_from_items(items: Sequence[Any], grid: ModisGrid, start: str, e
 
     Returns
     -------
-    LstResult
+    SensorResult
     """
     from gpp_cubes.stac.load import compute_dropping_failures, load_items
 
@@ -436,7 +415,7 @@ def lst_features_from_items(items: Sequence[Any], grid: ModisGrid, start: str, e
               "smoothing": "3x3 nan-aware mean", "min_valid": min_valid,
               "grid": {"crs": MODIS_SIN_PROJ4, "row0": grid.row0, "col0": grid.col0,
                        "size": grid.size}}
-    return LstResult(frame=frame.astype(np.float32), scenes_found=len(items),
+    return SensorResult(frame=frame.astype(np.float32), scenes_found=len(items),
                      scenes_kept=len(kept), item_ids=tuple(sorted(it.id for it in items)),
                      params=params)
 
@@ -457,7 +436,7 @@ def lst_features(latitude: float, longitude: float, start: str, end: str, *,
                  source: str = "stac", provider: str = "planetary-computer",
                  stac_url: str | None = None, site_id: str | None = None,
                  window: int = 5, max_lst_error_k: int = 2, min_valid: int = 1,
-                 ee_project: str | None = None) -> LstResult:
+                 ee_project: str | None = None) -> SensorResult:
     """Daily MODIS LST features (``MOD11A1_dt/nt``, ``MYD11A1_dt/nt`` [K]) at a tower.
 
     Parameters
@@ -483,7 +462,7 @@ def lst_features(latitude: float, longitude: float, start: str, end: str, *,
 
     Returns
     -------
-    LstResult
+    SensorResult
     """
     grid = modis_grid(latitude, longitude, size=window)
     if source == "ee":
@@ -504,6 +483,6 @@ def lst_features(latitude: float, longitude: float, start: str, end: str, *,
                              stac_url=stac_url, max_cloud=None, site_id=site_id)
     except EmptySearchError:
         log.warning("%s: no %s items %s..%s", site_id, LST_COLLECTION, start, end)
-        return LstResult(frame=_empty_frame(start, end), scenes_found=0, scenes_kept=0)
+        return SensorResult(frame=_empty_frame(start, end), scenes_found=0, scenes_kept=0)
     return lst_features_from_items(items, grid, start, end, max_lst_error_k=max_lst_error_k,
                                    min_valid=min_valid, site_id=site_id)

@@ -15,12 +15,12 @@ from gpp_cubes.sensors.lst import (
     LST_SCALE_K,
     MODIS_PIXEL_M,
     PERIODS,
-    LstResult,
     ModisGrid,
     _empty_frame,
     modis_grid,
     tower_lst_series,
 )
+from gpp_cubes.sensors.result import SensorResult
 
 #: Earth Engine collections of the two MODIS LST products.
 EE_COLLECTIONS = {"MOD11A1": "MODIS/061/MOD11A1", "MYD11A1": "MODIS/061/MYD11A1"}
@@ -28,7 +28,7 @@ EE_COLLECTIONS = {"MOD11A1": "MODIS/061/MOD11A1", "MYD11A1": "MODIS/061/MYD11A1"
 
 def lst_features_ee(latitude: float, longitude: float, start: str, end: str, *,
                     grid: ModisGrid | None = None, max_lst_error_k: int = 2,
-                    min_valid: int = 1, project: str | None = None) -> LstResult:
+                    min_valid: int = 1, project: str | None = None) -> SensorResult:
     """The same features from Earth Engine (``MODIS/061/MOD11A1``, ``MODIS/061/MYD11A1``).
 
     The window is fetched with ``ee.data.computePixels`` on the same native sinusoidal
@@ -82,5 +82,5 @@ def lst_features_ee(latitude: float, longitude: float, start: str, end: str, *,
     params = {"source": "earth-engine", "collections": list(EE_COLLECTIONS.values()),
               "scale_k": LST_SCALE_K, "max_lst_error_k": max_lst_error_k,
               "smoothing": "3x3 nan-aware mean", "min_valid": min_valid}
-    return LstResult(frame=frame.astype(np.float32), scenes_found=n_found, scenes_kept=n_kept,
+    return SensorResult(frame=frame.astype(np.float32), scenes_found=n_found, scenes_kept=n_kept,
                      item_ids=tuple(ids), params=params)

@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -58,6 +57,7 @@ import pandas as pd
 
 from gpp_cubes.errors import BuildError, EmptySearchError
 from gpp_cubes.paper import S1_ANNULUS_INNER_M, S1_ANNULUS_OUTER_M
+from gpp_cubes.sensors.result import SensorResult
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -179,29 +179,6 @@ def s1_features_from_cube(vv: xr.DataArray, vh: xr.DataArray, forest: xr.DataArr
     return out
 
 
-@dataclass(frozen=True)
-class S1Result:
-    """Daily S1 features at one site and what they came from.
-
-    Attributes
-    ----------
-    frame : pandas.DataFrame
-        Output of :func:`s1_features_from_cube` (days with a valid pass only).
-    scenes_found, scenes_kept : int
-        Items found; items whose pass gave a value.
-    item_ids : tuple of str
-        Items used (after the loader dropped unreadable ones).
-    params : dict
-        Parameters for the provenance.
-    """
-
-    frame: pd.DataFrame
-    scenes_found: int
-    scenes_kept: int
-    item_ids: tuple[str, ...] = ()
-    params: dict[str, Any] = field(default_factory=dict)
-
-
 def _orbit_key(item: Any) -> str:
     p = item.properties
     return f"{p.get('sat:orbit_state', '?')}-{p.get('sat:relative_orbit', '?')}"
@@ -209,7 +186,7 @@ def _orbit_key(item: Any) -> str:
 
 def s1_features_from_items(items: Sequence[Any], grid: SiteGrid, forest: xr.DataArray, *,
                            engine: str = "odc", min_valid_fraction: float = 0.5,
-                           site_id: str | None = None) -> S1Result:
+                           site_id: str | None = None) -> SensorResult:
     """Load S1 RTC items (split by orbit) and reduce them with :func:`s1_features_from_cube`.
 
     Parameters
@@ -229,7 +206,7 @@ def s1_features_from_items(items: Sequence[Any], grid: SiteGrid, forest: xr.Data
 
     Returns
     -------
-    S1Result
+    SensorResult
     """
     import json
 
@@ -278,14 +255,14 @@ def s1_features_from_items(items: Sequence[Any], grid: SiteGrid, forest: xr.Data
               "min_valid_fraction": min_valid_fraction,
               "same_day_passes": "equal-weight linear mean of per-pass linear means",
               "index": "spyndex DpRVIVV", "engine": engine}
-    return S1Result(frame=frame, scenes_found=len(items), scenes_kept=kept,
+    return SensorResult(frame=frame, scenes_found=len(items), scenes_kept=kept,
                     item_ids=tuple(sorted(used)), params=params)
 
 
 def s1_features(grid: SiteGrid, forest: xr.DataArray, start: str, end: str, *,
                 provider: str = "planetary-computer", stac_url: str | None = None,
                 site_id: str | None = None, engine: str = "odc",
-                min_valid_fraction: float = 0.5) -> S1Result:
+                min_valid_fraction: float = 0.5) -> SensorResult:
     """Search ``sentinel-1-rtc`` over a site and return its daily S1 features.
 
     Parameters
@@ -304,7 +281,7 @@ def s1_features(grid: SiteGrid, forest: xr.DataArray, start: str, end: str, *,
 
     Returns
     -------
-    S1Result
+    SensorResult
         An empty frame (and ``scenes_found`` 0) when the search finds nothing.
     """
     from gpp_cubes.stac.search import search_items
@@ -315,7 +292,7 @@ def s1_features(grid: SiteGrid, forest: xr.DataArray, start: str, end: str, *,
                              required_assets=list(S1_BANDS))
     except EmptySearchError:
         log.warning("%s: no %s items %s..%s", site_id, S1_COLLECTION, start, end)
-        return S1Result(frame=pd.DataFrame(
+        return SensorResult(frame=pd.DataFrame(
             columns=[*FEATURES, "S1_VV_linear", "S1_VH_linear", "n_passes"],
             index=pd.DatetimeIndex([], name="time")), scenes_found=0, scenes_kept=0)
     return s1_features_from_items(items, grid, forest, engine=engine,
