@@ -1,6 +1,6 @@
 """Bad inputs get a clear error naming the site, file or field (the cases not already covered
-by tests/test_fluxnet.py, test_sites.py, test_corine_selection.py, s2/test_shared_stages.py
-and models/test_data.py: those cover malformed FLUXNET files, malformed and unknown site ids,
+by tests/cubes/targets/test_fluxnet.py, cubes/sites/, cubes/stac/test_search_load.py and
+models/test_data.py: those cover malformed FLUXNET files, malformed and unknown site ids,
 sites outside CORINE, empty searches, items without assets, wrong-version and incomplete
 stores and NaN-only features)."""
 

@@ -2,7 +2,7 @@
 store stays byte-identical; a restart ends identical to an uninterrupted write.
 
 (The batch build killed during phase 2 and restarted is covered in
-tests/build/test_build_resume_distributed.py.)
+tests/cubes/batch/test_build_resume_distributed.py.)
 """
 
 from __future__ import annotations

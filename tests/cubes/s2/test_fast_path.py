@@ -15,7 +15,7 @@ from gpp_cubes.demo.scenes import granule_at
 from gpp_cubes.s2.granule import read_angles
 from gpp_cubes.s2.nbar import BRDF_BANDS, c_factor_block, c_factor_native
 
-REF = Path(__file__).resolve().parents[1] / "data" / "reference"
+REF = Path(__file__).resolve().parents[2] / "data" / "reference"
 MTD = REF / "S2-L2A-granule-MTD_TL-N0509.xml"
 
 

@@ -22,7 +22,7 @@ from gpp_cubes.s2.nbar import BRDF_BANDS, apply_c_factor, c_factor_native, c_fac
 from gpp_cubes.s2.pca import apply_pca, fit_pca, load_pca, save_pca
 from gpp_cubes.s2.snow import fmask_snow
 
-REF = Path(__file__).resolve().parents[1] / "data" / "reference"
+REF = Path(__file__).resolve().parents[2] / "data" / "reference"
 
 
 # ----------------------------------------------------------------------- reflectance

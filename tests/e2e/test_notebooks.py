@@ -30,10 +30,10 @@ from gpp_cubes.demo.world import MARKER
 jupytext = pytest.importorskip("jupytext")
 nbclient = pytest.importorskip("nbclient")
 
-NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 
 OFFLINE_CELL = """\
-# injected by tests/test_notebooks.py: no network except loopback
+# injected by tests/e2e/test_notebooks.py: no network except loopback
 import pytest_socket
 pytest_socket.socket_allow_hosts(["127.0.0.1", "localhost", "::1"], allow_unix_socket=True)
 """

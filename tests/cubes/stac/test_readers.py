@@ -22,7 +22,7 @@ from gpp_cubes.stac.readers import (
     read_upsampled,
 )
 
-REF = Path(__file__).resolve().parents[1] / "data" / "reference"
+REF = Path(__file__).resolve().parents[2] / "data" / "reference"
 
 X0, Y0 = 600180.0, 5661180.0  # a 60 m multiple, as the site grids are snapped
 

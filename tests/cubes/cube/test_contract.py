@@ -38,7 +38,7 @@ def _site_cube(site: tuple[str, float, float, float, str], seed: int) -> xr.Data
     extreme = pd.Series(rng.random(cal.size) > 0.9, index=cal)
     inputs = SiteInputs(point_site(lat, lon, site_id=site_id, elevation_m=elev, igbp=igbp),
                         preds, gpp, extreme,
-                        {"generator": "tests/test_contract.py"})
+                        {"generator": "tests/cubes/cube/test_contract.py"})
     return assemble_site(inputs, cal)
 
 

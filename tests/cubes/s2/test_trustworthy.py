@@ -34,7 +34,7 @@ from gpp_cubes.s2.nbar import (
 )
 from gpp_cubes.sites.grid import site_grid
 
-REF = Path(__file__).resolve().parents[1] / "data" / "reference"
+REF = Path(__file__).resolve().parents[2] / "data" / "reference"
 
 FI_HYY = (61.8474, 24.2948)  # UTM zone 35; covered by zone-34 and zone-35 tiles
 

@@ -25,7 +25,7 @@ from gpp_cubes.secrets import (
     uninstall_redaction,
 )
 
-REFERENCE_S2 = (Path(__file__).resolve().parent / "data" / "reference"
+REFERENCE_S2 = (Path(__file__).resolve().parents[1] / "data" / "reference"
                 / "pc-sentinel-2-l2a-item-2019.json")
 
 PLANTED_KEY = "pcKEY-5f0c2e9a71d84b63a0e5c9d7e4b1f2a8"

@@ -20,7 +20,7 @@ from gpp_cubes.targets.fluxnet import (
     write_fluxnet,
 )
 
-REFERENCE_HEADER = (Path(__file__).resolve().parent / "data" / "reference"
+REFERENCE_HEADER = (Path(__file__).resolve().parents[2] / "data" / "reference"
                     / "fluxnet2015-fullset-dd-header.csv")
 DD = "FLX_DE-Hai_FLUXNET2015_FULLSET_DD_2016-2016_beta-3.csv"
 

@@ -21,9 +21,9 @@ from gpp_cubes.sites.catalog import (
     validate_site_id,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 SOURCES = ROOT / "catalog" / "sources"
-REFERENCE = Path(__file__).resolve().parent / "data" / "reference"
+REFERENCE = Path(__file__).resolve().parents[2] / "data" / "reference"
 
 
 def _rows(path: Path) -> dict[str, dict[str, str]]:

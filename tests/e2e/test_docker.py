@@ -27,7 +27,7 @@ from packaging.version import Version
 
 from gpp_cubes.demo.serve import serve_files
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DOCKER = ROOT / "docker"
 REFERENCE_FORMATS = ROOT / "tests" / "data" / "reference"
 
