@@ -48,7 +48,7 @@ WKT2 = ('PROJCRS["unnamed",BASEGEOGCRS["Unknown datum based upon the custom sphe
 
 def tile_groups(sites: tuple[DemoSite, ...]) -> dict[tuple[int, int], list[DemoSite]]:
     """Sites grouped by MODIS sinusoidal tile (h, v)."""
-    from gpp_cubes.sensors.lst import modis_grid
+    from gpp_cubes.sensors.modis import modis_grid
 
     groups: dict[tuple[int, int], list[DemoSite]] = {}
     for s in sites:
@@ -65,7 +65,7 @@ def write_group(root: Path, tile: tuple[int, int], sites: list[DemoSite], platfo
     """Write the items of one tile and platform; returns (items, truth rows)."""
     from affine import Affine
 
-    from gpp_cubes.sensors.lst import MODIS_ORIGIN_X, MODIS_ORIGIN_Y, MODIS_PIXEL_M, modis_grid
+    from gpp_cubes.sensors.modis import MODIS_ORIGIN_X, MODIS_ORIGIN_Y, MODIS_PIXEL_M, modis_grid
 
     from .cog import footprint_wgs84
 

@@ -11,12 +11,12 @@ import pandas as pd
 import xarray as xr
 
 from gpp_cubes.errors import ConfigError
-from gpp_cubes.sensors.lst import (
+from gpp_cubes.sensors.modis import (
     LST_SCALE_K,
     MODIS_PIXEL_M,
     PERIODS,
     ModisGrid,
-    _empty_frame,
+    empty_lst_frame,
     modis_grid,
     tower_lst_series,
 )
@@ -50,7 +50,7 @@ def lst_features_ee(latitude: float, longitude: float, start: str, end: str, *,
                             "shearY": 0, "scaleY": -MODIS_PIXEL_M, "translateY": top},
         "crsWkt": grid.crs.to_wkt(),
     }
-    frame = _empty_frame(start, end)
+    frame = empty_lst_frame(start, end)
     n_found = n_kept = 0
     ids: list[str] = []
     for product, coll in EE_COLLECTIONS.items():

@@ -298,7 +298,7 @@ def test_s1_tower_pixels_and_annulus(served_demo: ServedWorld) -> None:
 def test_modis_items_and_tower_pixel(served_demo: ServedWorld) -> None:
     import pystac_client
 
-    from gpp_cubes.sensors.lst import MODIS_ORIGIN_X, MODIS_PIXEL_M
+    from gpp_cubes.sensors.modis import MODIS_ORIGIN_X, MODIS_PIXEL_M
 
     world = served_demo.world
     site = world.site("FI-Var")

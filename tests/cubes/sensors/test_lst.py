@@ -8,7 +8,7 @@ import pytest
 import xarray as xr
 
 from gpp_cubes.errors import ConfigError
-from gpp_cubes.sensors.lst import (
+from gpp_cubes.sensors.modis import (
     MODIS_PIXEL_M,
     decode_qc,
     modis_grid,
