@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from reference import REFERENCE
 
 from gpp_cubes import secrets
 from gpp_cubes.errors import ConfigError
@@ -25,8 +26,7 @@ from gpp_cubes.secrets import (
     uninstall_redaction,
 )
 
-REFERENCE_S2 = (Path(__file__).resolve().parents[1] / "data" / "reference"
-                / "pc-sentinel-2-l2a-item-2019.json")
+REFERENCE_S2 = REFERENCE / "pc-sentinel-2-l2a-item-2019.json"
 
 PLANTED_KEY = "pcKEY-5f0c2e9a71d84b63a0e5c9d7e4b1f2a8"
 PLANTED_SIG = "PLANTEDs1gN4tUrE%2Bq9X%2FzW0rTy7uIoP%3D"

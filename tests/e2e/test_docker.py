@@ -24,12 +24,13 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
+from reference import REFERENCE
 
 from gpp_cubes.demo.serve import serve_files
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKER = ROOT / "docker"
-REFERENCE_FORMATS = ROOT / "tests" / "data" / "reference"
+REFERENCE_FORMATS = REFERENCE
 
 #: Dockerfile -> the lock file it must install from, and the extras that lock must cover.
 IMAGES = {

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -16,7 +15,7 @@ from gpp_cubes.cube.store import _host, is_complete
 
 from .compare import assert_same_store
 from .conftest import build_kwargs
-from .test_build_resume_distributed import RUNNER, _kill_group, _sites
+from .test_build_resume_distributed import RUNNER, _kill_once_complete, _sites
 
 pytestmark = pytest.mark.slow
 
@@ -37,16 +36,9 @@ def test_build_killed_in_phase_1_and_restarted_equals_uninterrupted(
     proc = subprocess.Popen([sys.executable, "-c", RUNNER, json.dumps(args)],
                             cwd=tmp_path, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 240
-        # One worker runs the phase-1 tasks one after the other: once the first store is
-        # complete, the next sensor stage is loading. Kill the whole process group then.
-        while not any(is_complete(p) for p in phase1):
-            assert proc.poll() is None, "the build ended before phase 1 could be interrupted"
-            assert time.monotonic() < deadline, "phase 1 never wrote a store"
-            time.sleep(0.005)
-    finally:
-        _kill_group(proc)
+    # One worker runs the phase-1 tasks one after the other: once the first store is
+    # complete, the next sensor stage is loading.
+    _kill_once_complete(proc, phase1, "phase 1")
     done = {p: (p / ".gpp-complete").read_text() for p in phase1 if is_complete(p)}
     assert 1 <= len(done) < len(phase1), f"not killed during phase 1: {len(done)} done"
     assert not any(is_complete(out / f"{s}.zarr") for s in [*sites, "features"])

@@ -40,6 +40,19 @@ def _kill_group(proc: subprocess.Popen) -> None:
     proc.wait(timeout=30)
 
 
+def _kill_once_complete(proc: subprocess.Popen, stores: list, what: str) -> None:
+    """Kill ``proc``'s process group (client, scheduler, workers) at once, as a crash or an
+    OOM kill would, as soon as one of ``stores`` is complete; ``what`` names the phase."""
+    try:
+        deadline = time.monotonic() + 240
+        while not any(is_complete(p) for p in stores):
+            assert proc.poll() is None, f"the build ended before {what} could be interrupted"
+            assert time.monotonic() < deadline, f"{what} never wrote a store"
+            time.sleep(0.005)
+    finally:
+        _kill_group(proc)
+
+
 def test_build_killed_in_phase_2_and_restarted_equals_uninterrupted(
         local_build, build_served, tmp_path):
     _, ref = local_build
@@ -54,16 +67,8 @@ def test_build_killed_in_phase_2_and_restarted_equals_uninterrupted(
                             cwd=tmp_path, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     stores = [out / f"{s}.zarr" for s in sites]
-    try:
-        deadline = time.monotonic() + 240
-        # Phase 2 is under way once the first site store is complete: kill the whole process
-        # group (client, scheduler, worker) at once, as a crash or an OOM kill would.
-        while not any(is_complete(p) for p in stores):
-            assert proc.poll() is None, "the build ended before phase 2 could be interrupted"
-            assert time.monotonic() < deadline, "phase 2 never started"
-            time.sleep(0.005)
-    finally:
-        _kill_group(proc)
+    # Phase 2 is under way once the first site store is complete.
+    _kill_once_complete(proc, stores, "phase 2")
     done = [is_complete(p) for p in stores]
     assert 1 <= sum(done) < len(sites), f"not killed midway: {done}"
     assert not is_complete(out / "features.zarr")

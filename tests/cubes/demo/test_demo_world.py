@@ -14,11 +14,10 @@ import pytest
 import rasterio
 from demo_fixtures import TEST_CONFIG
 from rasterio.windows import from_bounds
+from reference import REFERENCE
 
 from gpp_cubes.demo import DemoConfig, ServedWorld, World, generate_world, serve_world
 from gpp_cubes.sites.grid import site_grid
-
-REFERENCE = Path(__file__).resolve().parents[2] / "data" / "reference"
 
 
 def _digest_tree(root: Path) -> dict[str, str]:

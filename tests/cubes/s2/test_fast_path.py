@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
+from reference import REFERENCE as REF
 
 from gpp_cubes.demo.scenes import granule_at
 from gpp_cubes.s2.granule import read_angles
 from gpp_cubes.s2.nbar import BRDF_BANDS, c_factor_block, c_factor_native
 
-REF = Path(__file__).resolve().parents[2] / "data" / "reference"
 MTD = REF / "S2-L2A-granule-MTD_TL-N0509.xml"
 
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import re
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
+from reference import REFERENCE as REF
 
 from gpp_cubes.demo.scenes import LAT, LON, Scene, granule_at, write_scenes
 from gpp_cubes.demo.scenes import sensing_time as when
@@ -21,8 +21,6 @@ from gpp_cubes.s2.indices import compute_indices, read_index_list
 from gpp_cubes.s2.nbar import BRDF_BANDS, apply_c_factor, c_factor_native, c_factor_on_grid
 from gpp_cubes.s2.pca import apply_pca, fit_pca, load_pca, save_pca
 from gpp_cubes.s2.snow import fmask_snow
-
-REF = Path(__file__).resolve().parents[2] / "data" / "reference"
 
 
 # ----------------------------------------------------------------------- reflectance

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import numpy as np
 import pystac
@@ -20,6 +19,7 @@ import pytest
 import rasterio
 import xarray as xr
 from pyproj import Transformer
+from reference import REFERENCE as REF
 
 from gpp_cubes.demo.scenes import LAT, LON, Scene, granule_at, write_scenes
 from gpp_cubes.demo.scenes import sensing_time as when
@@ -33,8 +33,6 @@ from gpp_cubes.s2.nbar import (
     c_factor_problem,
 )
 from gpp_cubes.sites.grid import site_grid
-
-REF = Path(__file__).resolve().parents[2] / "data" / "reference"
 
 FI_HYY = (61.8474, 24.2948)  # UTM zone 35; covered by zone-34 and zone-35 tiles
 

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from reference import REFERENCE
 
 from gpp_cubes.errors import SiteError
 from gpp_cubes.sites.catalog import (
@@ -23,7 +24,6 @@ from gpp_cubes.sites.catalog import (
 
 ROOT = Path(__file__).resolve().parents[3]
 SOURCES = ROOT / "catalog" / "sources"
-REFERENCE = Path(__file__).resolve().parents[2] / "data" / "reference"
 
 
 def _rows(path: Path) -> dict[str, dict[str, str]]:

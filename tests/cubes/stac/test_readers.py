@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import rasterio
 from affine import Affine
+from reference import REFERENCE as REF
 
 from gpp_cubes.stac.readers import (
     _retry_classes,
@@ -21,8 +22,6 @@ from gpp_cubes.stac.readers import (
     integer_upsampling,
     read_upsampled,
 )
-
-REF = Path(__file__).resolve().parents[2] / "data" / "reference"
 
 X0, Y0 = 600180.0, 5661180.0  # a 60 m multiple, as the site grids are snapped
 

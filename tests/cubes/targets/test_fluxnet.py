@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from reference import REFERENCE
 
 from gpp_cubes.errors import InputFormatError
 from gpp_cubes.targets.fluxnet import (
@@ -20,8 +21,7 @@ from gpp_cubes.targets.fluxnet import (
     write_fluxnet,
 )
 
-REFERENCE_HEADER = (Path(__file__).resolve().parents[2] / "data" / "reference"
-                    / "fluxnet2015-fullset-dd-header.csv")
+REFERENCE_HEADER = REFERENCE / "fluxnet2015-fullset-dd-header.csv"
 DD = "FLX_DE-Hai_FLUXNET2015_FULLSET_DD_2016-2016_beta-3.csv"
 
 
