@@ -327,6 +327,34 @@ def redact_mapping(obj: Any) -> Any:
     return _redact_tree(obj, _known_secrets())
 
 
+#: An http(s) URL with a query string (SAS tokens and signatures travel there).
+_URL_WITH_QUERY = re.compile(r"(https?://[^\s?\"']+)\?[^\s\"']*")
+
+
+def scrub_provenance(obj: Any) -> Any:
+    """The JSON-ready copy of a provenance record that a store may keep.
+
+    Every URL loses its query string (a provenance record needs where a file was, never the
+    signature that opened it), every value becomes JSON (unknown objects as text, so nothing
+    escapes as a ``repr`` later), and then :func:`redact_mapping` masks secret fields and
+    secrets in free text (a token inside an error message).
+
+    Parameters
+    ----------
+    obj : dict, list, tuple, str or scalar
+        The provenance record; it is not modified.
+    """
+
+    def strip(o: Any) -> Any:
+        if isinstance(o, Mapping):
+            return {k: strip(v) for k, v in o.items()}
+        if isinstance(o, list | tuple):
+            return [strip(v) for v in o]
+        return _URL_WITH_QUERY.sub(r"\1", o) if isinstance(o, str) else o
+
+    return redact_mapping(json.loads(json.dumps(strip(obj), default=str)))
+
+
 def _redact_tree(obj: Any, secrets: Sequence[str]) -> Any:
     if isinstance(obj, Mapping):
         out = {}

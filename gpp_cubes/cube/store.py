@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from gpp_cubes.contract import COMPLETE_MARKER  # re-exported (defined by the contract)
 from gpp_cubes.errors import InputFormatError
-from gpp_cubes.secrets import redact_mapping
+from gpp_cubes.secrets import scrub_provenance
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -42,25 +42,6 @@ PROVENANCE_PACKAGES: tuple[str, ...] = (
     "pystac", "pystac-client", "sen2nbar", "spyndex", "s2cloudless", "scikit-learn", "pvlib",
 )
 
-_SECRET_KEY = re.compile(r"(key|token|secret|password|passwd|credential|signature|sas)",
-                         re.IGNORECASE)
-_URL_QUERY = re.compile(r"(https?://[^\s?\"']+)\?[^\s\"']*")
-
-
-def scrub_secrets(obj: Any) -> Any:
-    """Copy of a JSON-like object without credentials.
-
-    Drops values of keys that look like credentials (key, token, secret, password, sas...)
-    and strips query strings (SAS tokens, signatures) from URLs.
-    """
-    if isinstance(obj, dict):
-        return {k: ("<redacted>" if _SECRET_KEY.search(str(k)) else scrub_secrets(v))
-                for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [scrub_secrets(v) for v in obj]
-    if isinstance(obj, str):
-        return _URL_QUERY.sub(r"\1", obj)
-    return obj
 
 
 def package_versions(names: tuple[str, ...] = PROVENANCE_PACKAGES) -> dict[str, str | None]:
@@ -203,8 +184,8 @@ def write_zarr_atomic(ds: xr.Dataset, path: str | Path, *, provenance: dict[str,
         only after the new one was written and validated.
     provenance : dict
         JSON-serialisable record (STAC item ids, masks, parameters...). Stored, scrubbed of
-        credentials (:func:`scrub_secrets` by key name and URL query, then
-        :func:`gpp_cubes.secrets.redact_mapping` for secrets in free text), as the JSON
+        credentials (:func:`gpp_cubes.secrets.scrub_provenance`: URL queries, secret
+        fields, secrets in free text), as the JSON
         string attribute ``provenance``.
     encoding : dict, optional
         Per-variable zarr encoding.
@@ -229,10 +210,7 @@ def write_zarr_atomic(ds: xr.Dataset, path: str | Path, *, provenance: dict[str,
     tmp = _temp_path(path, "tmp")
     out = ds.copy()
     out.attrs = dict(ds.attrs)
-    # Key names and URL queries first, then free text (a token inside an error message);
-    # the JSON round trip makes every value text, so nothing escapes as a repr later.
-    plain = json.loads(json.dumps(scrub_secrets(provenance), default=str))
-    out.attrs["provenance"] = json.dumps(redact_mapping(plain), sort_keys=True)
+    out.attrs["provenance"] = json.dumps(scrub_provenance(provenance), sort_keys=True)
     # Fixed-width numpy strings have no zarr v3 data-type spec (other readers may fail on
     # them); variable-length UTF-8 does.
     for name, var in list(out.variables.items()):

@@ -35,6 +35,22 @@ def test_store_atomic_write_and_provenance(tmp_path):
     assert [f.name for f in tmp_path.iterdir()] == ["DE-Hai.zarr"]  # no temp leftovers
 
 
+
+def test_provenance_keeps_ordinary_fields_that_merely_contain_key(tmp_path):
+    # The QA section's key_indices and the S2 stage's asset keys are not credentials; an
+    # earlier scrubber matched "key" anywhere in a field name and stored "<redacted>".
+    p = tmp_path / "DE-Hai.zarr"
+    prov = {**provenance_base(), "qa": {"s2": {"key_indices": ["NDVI", "NIRv"]}},
+            "asset_keys": {"red": "B04"}, "api_key": "PLANTED-SECRET-123",
+            "href": "https://x.example/a.tif?st=2020&se=2021&sig=PLANTED-SIG-4567"}
+    write_zarr_atomic(_ds(1.0), p, provenance=prov)
+    back = json.loads(xr.open_zarr(p).attrs["provenance"])
+    assert back["qa"]["s2"]["key_indices"] == ["NDVI", "NIRv"]
+    assert back["asset_keys"] == {"red": "B04"}
+    assert back["api_key"] == "***"
+    assert back["href"] == "https://x.example/a.tif"  # the query (where signatures live) goes
+
+
 def test_store_interrupted_rewrite_keeps_previous(tmp_path, monkeypatch):
     import gpp_cubes.cube.store as store
 
