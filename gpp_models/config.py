@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from gpp_cubes import paper
 from gpp_cubes.errors import ConfigError
@@ -39,6 +39,13 @@ MAX_UNITS = paper.MAX_UNITS
 #: [epochs] (3^3: rungs at 1, 3, 9 and 27 epochs with reduction factor 3).
 TUNE_TRIALS = 30
 TUNE_MAX_EPOCHS = 27
+#: Shuffling scopes of the permutation importance (:mod:`gpp_models.explain`); the first is
+#: the default. Here (no JAX) so the ``gpp`` command reads its choices without importing it.
+ImportanceScope = Literal["site", "pooled"]
+IMPORTANCE_SCOPES: tuple[str, ...] = get_args(ImportanceScope)
+#: Readings of the NRMSE range (:mod:`gpp_models.evaluate`); the first is the default.
+NrmseNorm = Literal["subset", "full-period"]
+NRMSE_NORMS: tuple[str, ...] = get_args(NrmseNorm)
 
 
 def _as_int(field_name: str, value: Any) -> int:

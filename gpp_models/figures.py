@@ -34,6 +34,7 @@ EXAMPLE_SITES = ("DE-Hai", "BE-Vie", "FI-Var")
 MODEL_ORDER = ("RNN", "GRU", "LSTM", "seasonal_cycle", "linear")
 SETTING_TITLES = {"full": "a) full period", "growing_season": "b) growing season (May-Sep)",
                   "extremes": "c) climate-induced extremes"}
+SCOPE_WORDS = {"site": "within each site", "pooled": "across all sites pooled"}
 COLORS = {"RNN": "#1b9e77", "GRU": "#d95f02", "LSTM": "#7570b3", "seasonal_cycle": "#999999",
           "linear": "#bbbbbb"}
 
@@ -59,7 +60,8 @@ def fig1_nrmse(long: pd.DataFrame, out_dir: str | Path) -> dict[str, Path]:
     Parameters
     ----------
     long : DataFrame
-        Columns ``model``, ``site``, ``setting``, ``nrmse`` [1].
+        Columns ``model``, ``site``, ``setting``, ``nrmse`` [1]; ``norm``, when present, is
+        named in the title.
     out_dir : path
 
     Returns
@@ -81,8 +83,17 @@ def fig1_nrmse(long: pd.DataFrame, out_dir: str | Path) -> dict[str, Path]:
         ax.set_title(SETTING_TITLES[setting], fontsize=10)
         ax.set_ylabel("NRMSE per site")
         ax.grid(axis="y", alpha=0.3)
-    fig.suptitle("Model performance on the test years (box Q1-Q3, whiskers 5th-95th pct.)")
+    norms = _recorded(long, "norm")
+    fig.suptitle("Model performance on the test years (box Q1-Q3, whiskers 5th-95th pct.)"
+                 + (f"; NRMSE by the {' / '.join(norms)} range" if norms else ""))
     return _save(fig, Path(out_dir), "fig1_nrmse")
+
+
+def _recorded(frame: pd.DataFrame, column: str) -> list[str]:
+    """The distinct values of a method column (``norm``, ``scope``); empty when absent."""
+    if column not in frame:
+        return []
+    return [str(v) for v in dict.fromkeys(frame[column].dropna())]
 
 
 def fig2_importance(fi: pd.DataFrame, out_dir: str | Path) -> dict[str, Path]:
@@ -91,7 +102,8 @@ def fig2_importance(fi: pd.DataFrame, out_dir: str | Path) -> dict[str, Path]:
     Parameters
     ----------
     fi : DataFrame
-        Rows of :func:`gpp_models.explain.permutation_importance` with a ``model`` column.
+        Rows of :func:`gpp_models.explain.permutation_importance` with a ``model`` column;
+        its ``scope`` column, when present, is named in the title.
     """
     models = _ordered(fi["model"].unique())
     n_feat = fi["feature"].nunique()
@@ -103,7 +115,10 @@ def fig2_importance(fi: pd.DataFrame, out_dir: str | Path) -> dict[str, Path]:
         ax.set_title(m)
         ax.set_xlabel("median FI [NRMSE increase]")
         ax.axvline(0, color="black", lw=0.5)
-    fig.suptitle("Permutation feature importance per model")
+    scopes = _recorded(fi, "scope")
+    fig.suptitle("Permutation feature importance per model"
+                 + (f" (shuffled {' / '.join(SCOPE_WORDS.get(x, x) for x in scopes)})"
+                    if scopes else ""))
     return _save(fig, Path(out_dir), "fig2_importance")
 
 

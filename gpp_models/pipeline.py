@@ -1,11 +1,21 @@
 """The whole modelling chain in one call: tune -> train -> evaluate -> explain -> figures -> report.
 
-``run_pipeline`` is what ``gpp demo`` calls after building the demo world's features.zarr.
-Budgets are small on purpose, so the demo's three-site synthetic world runs in minutes on a
-laptop; real studies use the individual ``gpp tune/train/...`` commands with the paper's
-budget (:data:`gpp_cubes.paper.EPOCHS` epochs, 10 FI repeats). ``gpp demo`` makes the process
-set-up of :func:`gpp_models.runtime.configure_process` before calling this (a library
-function leaves the process alone).
+``run_pipeline`` is what ``gpp demo`` calls after building the demo world's features.zarr
+(4 sites by default, 2016-2020). Budgets are small on purpose, so the demo runs in minutes
+on a laptop: :data:`QUICK` (``gpp demo --quick``) and :data:`DEFAULT` tune 2 / 4 Optuna
+trials of at most 2 / 6 epochs, train 8 / 30 epochs with ensembles of 2 / 3 seeds and repeat
+each permutation 2 / 5 times, in search spaces far below the paper's (one or two layers of
+16-32 units). Real studies use the individual ``gpp tune/train/...`` commands with the
+paper's budget (:data:`gpp_cubes.paper.EPOCHS` epochs, 10 FI repeats, up to
+:data:`gpp_cubes.paper.MAX_LAYERS` layers of :data:`gpp_cubes.paper.MAX_UNITS` units).
+
+The method choices are the library defaults unless given: model selection on the held-out
+last training year (``holdout``; :class:`~gpp_models.config.TrainConfig`), the paper's
+90-day window and train/test years, permutation importance within each site
+(``importance_scope="site"``) and NRMSE normalised by each subset's own range
+(``nrmse_norm="subset"``); the report lists them beside the paper's. ``gpp demo`` makes the
+process set-up of :func:`gpp_models.runtime.configure_process` before calling this (a
+library function leaves the process alone).
 """
 
 from __future__ import annotations
@@ -18,10 +28,17 @@ from pathlib import Path
 
 import pandas as pd
 
-from gpp_models.config import CELLS, ModelConfig, TrainConfig
+from gpp_models.config import (
+    CELLS,
+    ImportanceScope,
+    ModelConfig,
+    NrmseNorm,
+    Protocol,
+    TrainConfig,
+)
 from gpp_models.data import open_cube, prepare_for
-from gpp_models.evaluate import evaluate_runs, model_label
-from gpp_models.explain import explain_run
+from gpp_models.evaluate import check_nrmse_norm, evaluate_runs, model_label
+from gpp_models.explain import check_scope, explain_run
 from gpp_models.figures import all_figures
 from gpp_models.report import write_report
 from gpp_models.train import TrainResult, train_and_evaluate
@@ -32,7 +49,23 @@ logger = logging.getLogger("gpp_models")
 
 @dataclass(frozen=True)
 class Budget:
-    """Compute budget of a pipeline run."""
+    """Compute budget of a pipeline run.
+
+    Attributes
+    ----------
+    trials : int
+        Optuna trials per architecture.
+    tune_epochs : int
+        Hyperband's largest resource per trial [epochs].
+    epochs : int
+        Epochs of the final training run.
+    ensemble : int
+        Seeds trained at once in the final run.
+    fi_repeats : int
+        Shuffles per feature of the permutation importance.
+    space : SearchSpace
+        Layers, units and learning rate searched.
+    """
 
     trials: int
     tune_epochs: int
@@ -57,6 +90,9 @@ def run_pipeline(
     cells: Sequence[str] = CELLS,
     budget: Budget | None = None,
     seed: int = 0,
+    protocol: Protocol = "holdout",
+    importance_scope: ImportanceScope = "site",
+    nrmse_norm: NrmseNorm = "subset",
     on_stage: Callable[[str], None] | None = None,
 ) -> dict[str, Path]:
     """Tune, train, evaluate and explain RNN, GRU and LSTM on a feature cube; draw and report.
@@ -74,6 +110,16 @@ def run_pipeline(
     budget : Budget, optional
         Overrides ``quick``.
     seed : int
+        Seed of the tuner, the networks and the permutations.
+    protocol : {"holdout", "paper"}
+        Model selection: on the last training year (default) or, as in the paper, on the test
+        years (leaks; flagged in the outputs). See :class:`~gpp_models.config.TrainConfig`.
+    importance_scope : {"site", "pooled"}
+        Permutation importance shuffles within each site (default) or across all sites
+        (:mod:`gpp_models.explain`).
+    nrmse_norm : {"subset", "full-period"}
+        NRMSE range of each subset's own observations (default) or of the site's whole test
+        period (:mod:`gpp_models.evaluate`).
     on_stage : callable, optional
         Called with a short description before each stage (progress display).
 
@@ -83,12 +129,15 @@ def run_pipeline(
         ``results``, ``report``, ``nrmse``, ``fig1_png`` ... ``fig3_svg`` and ``run_<cell>``.
     """
     budget = budget or (QUICK if quick else DEFAULT)
+    check_scope(importance_scope)
+    check_nrmse_norm(nrmse_norm)
     workdir = Path(workdir)
     results_dir = workdir / "results"
     say = on_stage or (lambda msg: logger.info(msg))
     cube = open_cube(features_path)
     base = TrainConfig(model=ModelConfig(), epochs=budget.epochs, batch_size=256, seed=seed,
-                       ensemble=budget.ensemble, patience=None, checkpoint_every=budget.epochs)
+                       ensemble=budget.ensemble, patience=None, checkpoint_every=budget.epochs,
+                       protocol=protocol)
     base, prepared = prepare_for(base, cube)
     if base.val_year is None:
         say(f"only one training year {list(base.train_years)}: validating on a blocked split")
@@ -105,13 +154,15 @@ def run_pipeline(
         result = train_and_evaluate(best, workdir / cell / "run", prepared)
         runs.append(result)
         paths[f"run_{cell}"] = workdir / cell / "run"
-    say("evaluate (NRMSE: full, growing season, extremes; baselines)")
-    evaluate_runs(runs, results_dir)
+    say(f"evaluate (NRMSE by the {nrmse_norm} range: full, growing season, extremes; "
+        "baselines)")
+    evaluate_runs(runs, results_dir, nrmse_norm=nrmse_norm)
     for result in runs:
         label = model_label(result.config.model.cell)
-        say(f"explain {label} ({budget.fi_repeats} permutation repeats)")
-        explain_run(result, n_repeats=budget.fi_repeats, seed=seed).to_csv(
-            results_dir / f"fi_{label}.csv", index=False)
+        say(f"explain {label} ({budget.fi_repeats} permutation repeats, {importance_scope} "
+            "scope)")
+        explain_run(result, n_repeats=budget.fi_repeats, seed=seed,
+                    scope=importance_scope).to_csv(results_dir / f"fi_{label}.csv", index=False)
     say("figures and report")
     figs = all_figures(results_dir)
     report = write_report(results_dir)

@@ -1,5 +1,10 @@
-"""One self-contained HTML page: NRMSE tables, feature importances, figures, feature QA,
-configs, provenance.
+"""One self-contained HTML page: method choices, NRMSE tables, feature importances, figures,
+feature QA, configs, provenance.
+
+The "Method choices" section (:func:`method_choices`) lists the models side's choices as the
+run recorded them (``runs.json``, the ``norm`` column of ``nrmse.csv``, the ``scope`` and
+``repeat`` columns of ``fi_<MODEL>.csv``), each beside the paper's value and the option that
+switches it; nothing in it is fixed prose about what the code does by default.
 
 Figures are embedded as base64 SVG data URIs (no external files, no id clashes between
 figures), so the page can be mailed or archived alone. The "Feature QA" section shows what
@@ -22,10 +27,11 @@ from typing import Any
 
 import pandas as pd
 
+import gpp_cubes.paper as paper
 from gpp_cubes.contract import QA_SECTIONS
 from gpp_models import __version__
-from gpp_models.evaluate import SETTINGS, nrmse_tables
-from gpp_models.explain import summarize_importance
+from gpp_models.evaluate import NRMSE_NORM_DESCRIPTIONS, SETTINGS, nrmse_tables
+from gpp_models.explain import SCOPE_DESCRIPTIONS, summarize_importance
 from gpp_models.figures import all_figures, feature_qa
 
 CSS = """
@@ -34,6 +40,7 @@ color:#222}
 table{border-collapse:collapse;margin:0.5em 0 1.5em}td,th{border:1px solid #ccc;
 padding:2px 8px;text-align:right}th{background:#f0f0f0}
 .warn{background:#fff3cd;border:1px solid #e0b000;padding:0.6em}
+table.choices td{text-align:left;vertical-align:top}
 img{max-width:100%}pre{background:#f7f7f7;padding:0.6em;overflow:auto;font-size:12px}
 """
 
@@ -130,6 +137,159 @@ def _without_scene_lists(runs: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+#: The paper's value of each method choice (Montero et al. 2024) and the option switching it.
+PAPER_CHOICES: dict[str, tuple[str, str]] = {
+    "model selection": (
+        f"checkpoint best on the test years {paper.TEST_YEARS[0]}-{paper.TEST_YEARS[-1]} "
+        "(section 2.2; leaks the test set into model selection)",
+        "gpp train/tune --protocol holdout|paper"),
+    "train / test years": (
+        f"{paper.TRAIN_YEARS[0]}-{paper.TRAIN_YEARS[-1]} / "
+        f"{paper.TEST_YEARS[0]}-{paper.TEST_YEARS[-1]} (section 2.2)",
+        "TrainConfig.train_years / test_years"),
+    "window (sequence length)": (f"{paper.SEQUENCE_LENGTH} days (section 2.2)",
+                                 "gpp train/tune --window"),
+    "search space": (
+        f"Hyperband; 1-{paper.MAX_LAYERS} layers, up to {paper.MAX_UNITS} units, learning "
+        f"rate {paper.LEARNING_RATE_RANGE[0]:g}-{paper.LEARNING_RATE_RANGE[1]:g} (log) "
+        "(section 2.2)",
+        "gpp tune --max-layers --units (learning rate: SearchSpace)"),
+    "training epochs": (f"{paper.EPOCHS} (section 2.2)", "gpp train/tune --epochs"),
+    "dropout / weight init": (
+        f"{paper.DROPOUT:g} / U[-sqrt(n), sqrt(n)], n = number of features (section 2.2)",
+        "gpp train --dropout --init"),
+    "NRMSE normalisation": (
+        "RMSE / (max - min of the observed values); over which days is not stated "
+        "(section 2.2)",
+        "gpp evaluate --nrmse-norm subset|full-period"),
+    "permutation importance scope": (
+        "\"the feature array was randomly shuffled\" over the test set; whether sites were "
+        "pooled is not stated (section 2.3)",
+        "gpp explain --importance-scope site|pooled"),
+    "permutation repeats": ("10, mean per site (section 2.3)", "gpp explain --repeats"),
+}
+
+
+#: What each ``ModelConfig.init`` draws (:class:`gpp_models.config.ModelConfig`).
+INIT_WORDS = {
+    "paper_uniform": "paper_uniform: U[-1/sqrt(n), 1/sqrt(n)], n = fan-in (the paper's "
+                     "sqrt(n) read as 1/sqrt(n))",
+    "flax_default": "flax_default: LeCun-normal input, orthogonal recurrent kernels",
+}
+
+
+def _per_model(values: Mapping[str, str]) -> str:
+    """One value when every model has it, else ``"RNN: a; GRU: b"``."""
+    distinct = set(values.values())
+    if len(distinct) == 1:
+        return distinct.pop()
+    return "; ".join(f"{m}: {v}" for m, v in values.items())
+
+
+def _years(years: Any) -> str:
+    years = [int(y) for y in years]
+    if years and years == list(range(years[0], years[-1] + 1)):
+        return f"{years[0]}-{years[-1]}" if len(years) > 1 else str(years[0])
+    return ", ".join(map(str, years))
+
+
+def _protocol(cfg: Mapping[str, Any]) -> str:
+    if cfg.get("protocol") == "paper":
+        return "paper: checkpoint best on the test years (leaks; scores optimistic)"
+    val = cfg.get("val_year")
+    if val is None:
+        return "holdout: checkpoint best on every fourth ISO week of the training years"
+    return f"holdout: checkpoint best on the held-out training year {val}; test years unseen"
+
+
+def _space(space: Mapping[str, Any] | None, cfg: Mapping[str, Any]) -> str:
+    model = cfg.get("model", {})
+    chosen = (f"chosen {model.get('layers')}x{model.get('units')}, learning rate "
+              f"{float(cfg.get('learning_rate', float('nan'))):.2g}")
+    if not space:
+        return f"no tuning study found next to the run; {chosen}"
+    parts = []
+    if "layers" in space:
+        parts.append(f"{space['layers'][0]}-{space['layers'][1]} layers")
+    if "units" in space:
+        parts.append("units " + "/".join(map(str, space["units"])))
+    if "learning_rate" in space:
+        lo, hi = space["learning_rate"]
+        parts.append(f"learning rate {lo:g}-{hi:g} (log)")
+    return (f"Hyperband, {space.get('trials', '?')} trials; " + ", ".join(parts)
+            + f"; {chosen}")
+
+
+def method_choices(results_dir: str | Path) -> pd.DataFrame:
+    """The models side's method choices a results directory records, beside the paper's.
+
+    Parameters
+    ----------
+    results_dir : path
+        Directory written by :func:`gpp_models.evaluate.evaluate_runs` (``runs.json``,
+        ``nrmse.csv``) and, optionally, ``gpp explain`` (``fi_<MODEL>.csv``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Index ``choice`` (the keys of :data:`PAPER_CHOICES`); columns ``this run`` (read from
+        the files; per model when the models differ; "not recorded" when a file lacks it),
+        ``paper`` and ``switch`` (the option that changes it).
+    """
+    res = Path(results_dir)
+    runs_json = res / "runs.json"
+    runs = json.loads(runs_json.read_text()).get("runs", {}) if runs_json.exists() else {}
+    cfgs = {m: r.get("config", {}) for m, r in runs.items()}
+    missing = "not recorded (no runs.json)"
+
+    def per_model(fn: Any) -> str:
+        return _per_model({m: fn(m, c) for m, c in cfgs.items()}) if cfgs else missing
+
+    ours: dict[str, str] = {
+        "model selection": per_model(lambda m, c: _protocol(c)),
+        "train / test years": per_model(
+            lambda m, c: f"{_years(c.get('train_years', []))} / "
+                         f"{_years(c.get('test_years', []))}"),
+        "window (sequence length)": per_model(lambda m, c: f"{c.get('window')} days"),
+        "search space": per_model(lambda m, c: _space(runs[m].get("search_space"), c)),
+        "training epochs": per_model(
+            lambda m, c: f"{c.get('epochs')} (best epoch {runs[m].get('best_epoch')}, "
+                         f"ensemble of {c.get('ensemble')})"),
+        "dropout / weight init": per_model(
+            lambda m, c: f"{c.get('model', {}).get('dropout')} / "
+                         + INIT_WORDS.get(str(c.get("model", {}).get("init")),
+                                          str(c.get("model", {}).get("init")))),
+    }
+    norms: list[str] = []
+    if (res / "nrmse.csv").exists():
+        long = pd.read_csv(res / "nrmse.csv")
+        if "norm" in long:
+            norms = [str(v) for v in dict.fromkeys(long["norm"].dropna())]
+    ours["NRMSE normalisation"] = ("; ".join(
+        f"{n}: {NRMSE_NORM_DESCRIPTIONS.get(n, '?')}" for n in norms)
+        or "not recorded (nrmse.csv has no norm column: written before the option, when "
+           "the only reading was subset)")
+    fi_files = sorted(res.glob("fi_*.csv"))
+    if fi_files:
+        fi = {p.stem.removeprefix("fi_"): pd.read_csv(p) for p in fi_files}
+        order = {m: i for i, m in enumerate(cfgs)}  # models in the order of runs.json
+        fi = dict(sorted(fi.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0])))
+        ours["permutation importance scope"] = _per_model({
+            m: "; ".join(f"{s}: {SCOPE_DESCRIPTIONS.get(s, '?')}"
+                         for s in dict.fromkeys(f["scope"].dropna().astype(str)))
+            if "scope" in f else "not recorded (fi file written before the option, when the "
+                                 "only scope was pooled)"
+            for m, f in fi.items()})
+        ours["permutation repeats"] = _per_model({
+            m: f"{f['repeat'].nunique()}, mean per site" for m, f in fi.items()})
+    else:
+        ours["permutation importance scope"] = "not run (no fi_<MODEL>.csv)"
+        ours["permutation repeats"] = "not run (no fi_<MODEL>.csv)"
+    rows = [{"choice": k, "this run": ours[k], "paper": paper_value, "switch": switch}
+            for k, (paper_value, switch) in PAPER_CHOICES.items()]
+    return pd.DataFrame(rows).set_index("choice")
+
+
 def write_report(results_dir: str | Path, out: str | Path | None = None,
                  title: str = "GPP recurrent models: evaluation report") -> Path:
     """Write ``report.html`` for a results directory (drawing the figures if needed).
@@ -163,10 +323,17 @@ def write_report(results_dir: str | Path, out: str | Path | None = None,
         parts.append(f'<p class="warn"><b>Test-set leakage:</b> {", ".join(leaking)} used the '
                      "<code>paper</code> protocol (best checkpoint chosen on the test years); "
                      "their test scores are optimistic.</p>")
+    choices = method_choices(res)
+    parts.append("<h2>Method choices</h2>")
+    parts.append("<p>The choices this run made, as its files record them, beside the paper's "
+                 "(Montero et al. 2024) and the option that switches each.</p>")
+    parts.append(choices.reset_index().to_html(index=False, border=0, na_rep="-",
+                                               classes="choices"))
     parts.append("<h2>Median NRMSE over sites (test years)</h2>")
     med = long.pivot_table(index="model", columns="setting", values="nrmse", aggfunc="median")
     parts.append(_table(med[[s for s in SETTINGS if s in med]]))
-    parts.append("<p>NRMSE = RMSE / (max - min of observed GPP) per site and setting; "
+    parts.append("<p>NRMSE per site and setting, normalised as "
+                 f"<b>{html.escape(choices.loc['NRMSE normalisation', 'this run'])}</b>; "
                  "<i>seasonal_cycle</i> and <i>linear</i> are baselines without a network.</p>")
     if "fig1" in figs:
         parts.append("<h2>Figure 1. NRMSE per model</h2>" + _img(figs["fig1"]["svg"], "Fig 1"))
@@ -179,6 +346,8 @@ def write_report(results_dir: str | Path, out: str | Path | None = None,
                                     aggfunc="median")
         table = table.loc[table.mean(axis=1).sort_values(ascending=False).index]
         parts.append("<h2>Median permutation feature importance [NRMSE increase]</h2>")
+        scope = choices.loc["permutation importance scope", "this run"]
+        parts.append(f"<p>Scope: <b>{html.escape(scope)}</b>.</p>")
         parts.append(_table(table, 4))
     if "fig2" in figs:
         parts.append("<h2>Figure 2. Feature importance</h2>" + _img(figs["fig2"]["svg"], "Fig 2"))

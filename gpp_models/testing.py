@@ -154,7 +154,7 @@ def synthetic_site(
         )
     data_vars["GPP"] = xr.Variable(
         "time", gpp.astype(np.float32),
-        attrs={"units": "g C m-2 d-1", "long_name": "synthetic gross primary production",
+        attrs={"units": "g m-2 d-1", "long_name": "synthetic gross primary production",
                "n_observed": int(np.isfinite(gpp).sum())},
     )
     data_vars["extreme"] = xr.Variable("time", event, attrs={"long_name": "planted heat event"})

@@ -66,6 +66,12 @@ def build_sites(
     client: Any = None,
     rebuild_changed: bool = False,
     stac_identity: str | None = None,
+    radius_m: float = config_default("radius_m"),
+    train_years: Sequence[int] | None = None,
+    test_years: Sequence[int] | None = None,
+    pca_variance: float = config_default("pca_variance"),
+    pca_components: int | None = None,
+    extremes_method: str = config_default("extremes_method"),
 ) -> pd.DataFrame:
     """Build the feature cubes of many sites on Dask (resumable, failure-isolated).
 
@@ -102,7 +108,9 @@ def build_sites(
         ``progress(site_id, stage, state)`` called on the client for every stage event.
     engine, lst_source, s2_options
         Passed to the stages (see :class:`BuildConfig`); the S2 scene rules
-        (``max_sun_zenith``, ``c_factor_range``) are recorded with their defaults filled in.
+        (``max_sun_zenith``, ``c_factor_range``) and the cloud mask (``cloud_mask``,
+        default "scl"; "cloudsen12" with ``cloud_model`` local weights) are recorded with
+        their defaults filled in, an ``index_list`` file as the names it lists.
     qa : mapping, optional
         Feature QA options (:class:`gpp_cubes.qa.QAConfig`), e.g. ``{"action": "flag",
         "outlier_sigma": 6}``; default: drop findings at 5 robust sigmas.
@@ -116,6 +124,16 @@ def build_sites(
     stac_identity : str, optional
         Stable name of the STAC endpoint in the fingerprints instead of ``stac_url`` (see
         :class:`BuildConfig`).
+    radius_m : float, default 1000
+        S2 circle and outer S1 annulus radius [m] (paper and ours: 1000).
+    train_years, test_years : sequence of int, optional
+        The temporal split (default, the paper's: 2016-2018 and 2019-2020).
+    pca_variance : float, default 0.99
+        Share of the index variance the kept components explain at least [1] (ours).
+    pca_components : int, optional
+        A fixed number of components instead (the paper: 18).
+    extremes_method : {"negative_tail", "quantile"}, default "negative_tail"
+        Threshold reading of :func:`gpp_cubes.targets.extremes.detect_extremes`.
 
     Returns
     -------
@@ -127,13 +145,17 @@ def build_sites(
     StaleStoreError
         A complete store differs from this run's (without ``rebuild_changed``/``force``).
     ConfigError, InputFormatError
-        A FLUXNET file or the CORINE raster is missing or unreadable.
+        A FLUXNET file or the CORINE raster is missing or unreadable; an option is invalid
+        (e.g. ``cloud_mask="s2cloudless"`` without the s2cloudless package, or
+        "cloudsen12" without a weights file); all before the cluster starts.
     """
     cfg = BuildConfig.create(out_dir, start=start, end=end, provider=provider,
                              stac_url=stac_url, stac_identity=stac_identity,
                              corine_source=corine_source, fluxnet_dir=fluxnet_dir,
                              engine=engine, lst_source=lst_source, s2_options=s2_options,
-                             qa=qa)
+                             qa=qa, radius_m=float(radius_m), train_years=train_years,
+                             test_years=test_years, pca_variance=float(pca_variance),
+                             pca_components=pca_components, extremes_method=extremes_method)
     resolved = resolve_sites(sites)
     check_inputs(cfg, resolved)
     cfg.out.mkdir(parents=True, exist_ok=True)

@@ -23,13 +23,29 @@ from pathlib import Path
 from typing import Any
 
 from gpp_cubes.errors import ConfigError
-from gpp_cubes.paper import STUDY_END, STUDY_START, TEST_YEARS, TRAIN_YEARS
+from gpp_cubes.paper import (
+    PCA_VARIANCE,
+    RADIUS_M,
+    STUDY_END,
+    STUDY_START,
+    TEST_YEARS,
+    TRAIN_YEARS,
+)
 
 WORK_DIR = ".work"
 LOG_DIR = "logs"
 PCA_FILE = "pca.json"
 CATALOG_DIR = "catalog"  # <out>/catalog/cubes/collection.json
 SUMMARY_FILE = "build-summary.csv"
+
+#: Cloud-mask methods of :mod:`gpp_cubes.s2.cloud` (``s2_options["cloud_mask"]``).
+CLOUD_MASKS = ("scl", "s2cloudless", "cloudsen12")
+#: LST sources (:func:`gpp_cubes.sensors.lst.lst_features`).
+LST_SOURCES = ("stac", "ee")
+#: Readings of the extremes threshold (:func:`gpp_cubes.targets.extremes.detect_extremes`).
+EXTREMES_METHODS = ("negative_tail", "quantile")
+#: The paper's number of principal components (section 2.1: 18 PCs).
+PAPER_PCS = 18
 
 
 @dataclass(frozen=True)
@@ -55,14 +71,32 @@ class BuildConfig:
     engine : {"odc", "stackstac"}
         Raster loader.
     lst_source : {"stac", "ee"}
-        MODIS LST source.
+        MODIS LST source: a STAC API (ours, default) or Google Earth Engine (the paper's).
     train_years, test_years : tuple of int
-        The temporal split (PCA is fitted on ``train_years``).
+        The temporal split (PCA is fitted on ``train_years``). Paper and ours: 2016-2018
+        and 2019-2020 (:data:`gpp_cubes.paper.TRAIN_YEARS`, ``TEST_YEARS``).
     s2_options : tuple of (str, value)
-        Extra keyword arguments of :func:`gpp_cubes.s2.s2_features` (e.g. the cloud mask).
+        Keyword arguments of :func:`gpp_cubes.s2.s2_features`, sorted, completed by
+        :meth:`create`: ``max_sun_zenith`` [degrees] and ``c_factor_range`` [1] (scene rules),
+        ``cloud_mask`` (``"scl"``, ours and the default; ``"s2cloudless"``; ``"cloudsen12"``,
+        the paper's), ``cloud_model`` (absolute path of local CloudSEN12-family weights,
+        with ``"cloudsen12"`` only) and ``index_list`` (tuple of spyndex names; absent: the
+        shipped list of 132 indices, the paper's had 122).
     qa : tuple of (str, value)
         Feature QA options (:class:`gpp_cubes.qa.QAConfig`: ``action`` drop/flag/off,
         ``outlier_sigma``, ``window``); empty: the defaults.
+    radius_m : float
+        Radius of the S2 circle, the outer radius of the S1 annulus and the buffer of the
+        site grid [m]. Paper and ours: 1000 (:data:`gpp_cubes.paper.RADIUS_M`).
+    pca_variance : float
+        Keep the fewest principal components explaining at least this share of the index
+        variance [1] (ours: 0.99); ignored when ``pca_components`` is set.
+    pca_components : int, optional
+        Keep exactly this many principal components instead (the paper: 18).
+    extremes_method : {"negative_tail", "quantile"}
+        Reading of the extremes threshold (:func:`gpp_cubes.targets.extremes.detect_extremes`):
+        the 10 % quantile of the negative anomalies (ours, about 5 % of days) or of all
+        anomalies (the other reading of the paper's sentence, about 10 % of days).
     """
 
     out_dir: str
@@ -79,6 +113,10 @@ class BuildConfig:
     test_years: tuple[int, ...] = TEST_YEARS
     s2_options: tuple[tuple[str, Any], ...] = ()
     qa: tuple[tuple[str, Any], ...] = ()
+    radius_m: float = RADIUS_M
+    pca_variance: float = PCA_VARIANCE
+    pca_components: int | None = None
+    extremes_method: str = "negative_tail"
 
     def __post_init__(self) -> None:
         if not Path(self.out_dir).is_absolute():
@@ -88,6 +126,24 @@ class BuildConfig:
             v = getattr(self, name)
             if v and "://" not in v and not Path(v).is_absolute():
                 raise ConfigError(f"{name} must be an absolute path or a URL: {v}")
+        if self.lst_source not in LST_SOURCES:
+            raise ConfigError(f"lst_source {self.lst_source!r}: use one of {LST_SOURCES}")
+        if self.extremes_method not in EXTREMES_METHODS:
+            raise ConfigError(f"extremes_method {self.extremes_method!r}: use one of "
+                              f"{EXTREMES_METHODS}")
+        if not self.radius_m > 0:
+            raise ConfigError(f"radius_m must be positive [m], got {self.radius_m}")
+        if not 0.0 < self.pca_variance <= 1.0:
+            raise ConfigError(f"pca_variance must be in (0, 1], got {self.pca_variance}")
+        if self.pca_components is not None and self.pca_components < 1:
+            raise ConfigError(f"pca_components must be >= 1, got {self.pca_components}")
+        if not self.train_years or not self.test_years:
+            raise ConfigError(f"train_years {list(self.train_years)} and test_years "
+                              f"{list(self.test_years)} must both be non-empty")
+        both = sorted(set(self.train_years) & set(self.test_years))
+        if both:
+            raise ConfigError(f"years {both} are in both train_years "
+                              f"{list(self.train_years)} and test_years {list(self.test_years)}")
 
     @classmethod
     def create(cls, out_dir: str | Path, *, corine_source: str | Path | None = None,
@@ -97,7 +153,12 @@ class BuildConfig:
         """The configuration of a build as a user states it: local paths made absolute,
         the S2 and QA options completed with their defaults and validated (so a bad value
         fails before any task, and an option given at its default value records the same
-        parameters as no option)."""
+        parameters as no option); years as sorted tuples of int."""
+        for name in ("train_years", "test_years"):
+            if kwargs.get(name) is not None:
+                kwargs[name] = tuple(sorted(int(y) for y in kwargs[name]))
+            else:
+                kwargs.pop(name, None)
         return cls(out_dir=_absolute(out_dir), corine_source=_absolute(corine_source),
                    fluxnet_dir=_absolute(fluxnet_dir), s2_options=_s2_options(s2_options),
                    qa=_qa_options(qa), **kwargs)
@@ -143,15 +204,82 @@ def _absolute(p: str | Path | None) -> str | None:
 
 
 def _s2_options(options: Mapping[str, Any] | None) -> tuple[tuple[str, Any], ...]:
-    """S2 options as a sorted tuple, the scene rules of :mod:`gpp_cubes.s2` filled in with
-    their defaults, so an explicit default and no option give the same fingerprint."""
+    """S2 options as a sorted tuple, the scene rules and the cloud mask of
+    :mod:`gpp_cubes.s2` filled in with their defaults, so an explicit default and no option
+    give the same fingerprint.
+
+    ``cloud_model`` becomes an absolute path (and is required by ``cloud_mask="cloudsen12"``
+    only); ``index_list`` (a file or names) becomes the tuple of its names, left out when it
+    is the shipped list. ``cloud_mask="s2cloudless"`` needs the ``s2cloudless`` package:
+    checked here, before any task.
+    """
     from gpp_cubes.s2.nbar import C_FACTOR_RANGE, MAX_SUN_ZENITH
 
+    if "radius_m" in (options or {}):
+        raise ConfigError("the radius is BuildConfig.radius_m (--radius; it sets the S2 "
+                          "circle, the S1 annulus and the grid), not an S2 option")
     opts = {"max_sun_zenith": MAX_SUN_ZENITH, "c_factor_range": C_FACTOR_RANGE,
-            **(options or {})}
+            "cloud_mask": "scl", **(options or {})}
     opts["max_sun_zenith"] = float(opts["max_sun_zenith"])
     opts["c_factor_range"] = tuple(float(v) for v in opts["c_factor_range"])
+    _check_cloud_options(opts)
+    if opts.get("index_list") is not None:
+        from gpp_cubes.s2.indices import default_index_list, read_index_list
+
+        src = opts["index_list"]
+        is_path = isinstance(src, Path) or (isinstance(src, str) and (
+            "/" in src or src.endswith(".txt")))
+        if is_path and not Path(src).is_file():
+            raise ConfigError(f"index list file {src} does not exist (--index-list)")
+        try:
+            names = tuple(read_index_list(src))
+        except ConfigError as err:
+            raise ConfigError(f"index list {src}: {err} (--index-list)") from err
+        if not names:
+            raise ConfigError(f"index list {src} names no index (--index-list)")
+        opts["index_list"] = names
+        if list(names) == default_index_list():
+            del opts["index_list"]
+    else:
+        opts.pop("index_list", None)
     return tuple(sorted(opts.items()))
+
+
+def _check_cloud_options(opts: dict[str, Any]) -> None:
+    """Validate ``cloud_mask``/``cloud_model`` in place (the model path made absolute)."""
+    method = opts["cloud_mask"]
+    if method not in CLOUD_MASKS:
+        raise ConfigError(f"unknown cloud mask {method!r}: use one of {', '.join(CLOUD_MASKS)} "
+                          "(--cloud-mask)")
+    model = opts.get("cloud_model")
+    if method == "cloudsen12":
+        if model is None:
+            raise ConfigError("cloud mask 'cloudsen12' needs local weights: --cloud-model "
+                              "PATH (an ONNX or TorchScript CloudSEN12-family model)")
+        if not isinstance(model, str | Path):
+            raise ConfigError("cloud_model must be the path of a weights file in a batch "
+                              f"build (it travels to every worker), got {type(model).__name__}")
+        path = Path(model).expanduser().resolve()
+        if not path.is_file():
+            raise ConfigError(f"CloudSEN12 weights file {path} does not exist (--cloud-model)")
+        opts["cloud_model"] = str(path)
+        runtime = "onnxruntime" if path.suffix.lower() == ".onnx" else "torch"
+        import importlib.util
+
+        if importlib.util.find_spec(runtime) is None:
+            raise ConfigError(f"CloudSEN12 weights {path.name} need the {runtime} package, "
+                              f"which is not installed: pip install {runtime}")
+    elif model is not None:
+        raise ConfigError(f"--cloud-model is only used with --cloud-mask cloudsen12, not "
+                          f"{method!r}")
+    else:
+        opts.pop("cloud_model", None)
+    if method == "s2cloudless":
+        import importlib.util
+
+        if importlib.util.find_spec("s2cloudless") is None:
+            raise ConfigError("cloud mask 's2cloudless' needs the s2cloudless package, which "
+                              "is not installed: pip install s2cloudless")
 
 
 def _qa_options(qa: Mapping[str, Any] | None) -> tuple[tuple[str, Any], ...]:
@@ -159,3 +287,31 @@ def _qa_options(qa: Mapping[str, Any] | None) -> tuple[tuple[str, Any], ...]:
     from gpp_cubes.qa import QAConfig
 
     return tuple(sorted(QAConfig.from_options(qa).options().items()))
+
+
+def parse_years(spec: str, option: str = "--train-years") -> tuple[int, ...]:
+    """Years from the command line: ``"2016-2018"`` (inclusive range), ``"2016,2018"``, or a
+    mix (``"2016-2017,2019"``); sorted, without duplicates.
+
+    Raises
+    ------
+    ConfigError
+        Not years, or a range whose end precedes its start; the message names ``option``.
+    """
+    years: set[int] = set()
+    for part in (p.strip() for p in spec.split(",")):
+        if not part:
+            continue
+        lo, sep, hi = part.partition("-")
+        try:
+            a = int(lo)
+            b = int(hi) if sep else a
+        except ValueError:
+            raise ConfigError(f"{option} {spec!r}: expected years like 2016-2018 or "
+                              "2019,2020") from None
+        if b < a or not 1900 <= a <= 2200 or not 1900 <= b <= 2200:
+            raise ConfigError(f"{option} {spec!r}: {part!r} is not a range of years")
+        years.update(range(a, b + 1))
+    if not years:
+        raise ConfigError(f"{option} is empty; give years like 2016-2018")
+    return tuple(sorted(years))

@@ -8,11 +8,15 @@ and a short hash of them:
 store                          values of its fingerprint
 =============================  ==========================================================
 ``.work/<SITE>/s2.zarr``       site position, dates, provider and STAC endpoint, CORINE
-                               identity, engine, S2 options, gpp-cubes, spyndex, sen2nbar
-``.work/<SITE>/s1.zarr``       position, dates, provider and STAC, CORINE, engine
+                               identity, engine, radius, S2 options (scene rules, cloud
+                               mask, the cloud model's identity, index list), QA options,
+                               gpp-cubes, spyndex, sen2nbar
+``.work/<SITE>/s1.zarr``       position, dates, provider and STAC, CORINE, engine, radius
 ``.work/<SITE>/lst.zarr``      position, dates, provider and STAC, LST source
-``.work/<SITE>/target.zarr``   position, elevation, dates, the site's FLUXNET file identity
-``.work/pca.sites.json``       (the PCA's sidecar) train years, the hashes of the S2
+``.work/<SITE>/target.zarr``   position, elevation, dates, the site's FLUXNET file
+                               identity, the extremes threshold reading
+``.work/pca.sites.json``       (the PCA's sidecar) train years, the PCA rule (variance
+                               threshold or number of components), the hashes of the S2
                                stores the PCA in ``pca.json`` was fitted on
 ``<SITE>.zarr``                site record, dates, train/test years, the hashes (and values)
                                of its four phase-1 stores and of the PCA
@@ -52,20 +56,26 @@ HASH_LENGTH = 16
 PHASE1 = ("s2", "s1", "lst", "target")
 
 _ALL_INPUT_FIELDS = frozenset({"provider", "stac_url", "stac_identity", "corine_source",
-                               "fluxnet_dir", "engine", "lst_source", "s2_options"})
+                               "fluxnet_dir", "engine", "lst_source", "s2_options",
+                               "radius_m", "extremes_method"})
+#: The PCA rule (:func:`gpp_cubes.s2.pca.fit_pca`): determines the PCA only.
+_PCA_FIELDS = frozenset({"pca_variance", "pca_components"})
 #: ``BuildConfig`` fields (keys of ``provenance_params()``) that do NOT determine a stage's
 #: content; every other field does. ``stac_identity`` is recorded as the ``stac_url`` value.
 NOT_DETERMINING: dict[str, frozenset[str]] = {
-    "s2": frozenset({"fluxnet_dir", "lst_source", "train_years", "test_years"}),
-    "s1": frozenset({"fluxnet_dir", "lst_source", "train_years", "test_years", "s2_options"}),
+    "s2": frozenset({"fluxnet_dir", "lst_source", "train_years", "test_years",
+                     "extremes_method"}) | _PCA_FIELDS,
+    "s1": frozenset({"fluxnet_dir", "lst_source", "train_years", "test_years", "s2_options",
+                     "extremes_method"}) | _PCA_FIELDS,
     "lst": frozenset({"fluxnet_dir", "corine_source", "engine", "train_years", "test_years",
-                      "s2_options"}),
+                      "s2_options", "radius_m", "extremes_method"}) | _PCA_FIELDS,
     "target": frozenset({"provider", "stac_url", "stac_identity", "corine_source", "engine",
-                         "lst_source", "train_years", "test_years", "s2_options"}),
+                         "lst_source", "train_years", "test_years", "s2_options",
+                         "radius_m"}) | _PCA_FIELDS,
     # the PCA sees its inputs through the S2 stores' hashes
     "pca": _ALL_INPUT_FIELDS | {"start", "end", "test_years"},
-    # a site store sees its inputs through its phase-1 stores' hashes
-    "site": _ALL_INPUT_FIELDS,
+    # a site store sees its inputs through its phase-1 stores' hashes (and the PCA's)
+    "site": _ALL_INPUT_FIELDS | _PCA_FIELDS,
 }
 #: Site attributes that determine a stage (the site store records them all).
 SITE_FIELDS: dict[str, tuple[str, ...]] = {
@@ -225,8 +235,11 @@ def _config_values(cfg: Any, stage: str, site_id: str | None) -> dict[str, Any]:
             out.update(source_identity("fluxnet_file", _fluxnet_file(value, site_id),
                                        by_name=True))
         elif name == "s2_options":
-            out.update({f"s2_options.{k}": v for k, v in sorted(dict(value).items())
-                        if k not in S2_RUNTIME_OPTIONS})
+            for k, v in sorted(dict(value).items()):
+                if k == "cloud_model":  # local weights: by path, size and mtime
+                    out.update(source_identity("s2_options.cloud_model", v))
+                elif k not in S2_RUNTIME_OPTIONS:
+                    out[f"s2_options.{k}"] = v
         elif isinstance(value, Mapping):
             out.update({f"{name}.{k}": v for k, v in sorted(value.items())})
         else:

@@ -85,7 +85,8 @@ def run_fit_pca(site_ids: Sequence[str], cfg: BuildConfig, *, refit: bool = Fals
             ds, prov = read_phase1(cfg, sid, "s2")
             tables[sid] = s2_frame(ds)
             used[sid] = Fingerprint.from_record(prov.get(KEY))
-        model = fit_pca_model(tables, cfg.train_years)
+        model = fit_pca_model(tables, cfg.train_years, variance=cfg.pca_variance,
+                              n_components=cfg.pca_components)
         save_pca_model(model, path, pca_sidecar_content(site_ids, pca_fingerprint(cfg, used)))
     return {"path": str(path), "sites": sorted(site_ids), "reused": False}
 

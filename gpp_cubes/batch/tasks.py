@@ -37,7 +37,7 @@ from gpp_cubes.batch.cluster import worker_threads
 from gpp_cubes.batch.config import BuildConfig
 from gpp_cubes.batch.logs import fail, log, site_log, stage
 from gpp_cubes.errors import BuildError, ConfigError
-from gpp_cubes.paper import QC_MIN
+from gpp_cubes.paper import EXTREME_MIN_DAYS, EXTREME_QUANTILE, QC_MIN
 from gpp_cubes.sensors.result import SensorResult
 from gpp_cubes.sites.catalog import Site
 
@@ -59,7 +59,7 @@ class TaskContext:
     def grid(self) -> Any:
         from gpp_cubes.sites.grid import site_grid
 
-        return site_grid(self.site.latitude, self.site.longitude)
+        return site_grid(self.site.latitude, self.site.longitude, buffer_m=self.cfg.radius_m)
 
     @cached_property
     def qa(self) -> Any:
@@ -142,7 +142,8 @@ def s1_task(ctx: TaskContext) -> tuple[Any, dict[str, Any]]:
         ctx.summary["forest_fraction"] = float(forest.mean())
     with ctx.stage("s1"):
         s1 = s1_features(ctx.grid, forest, cfg.start, cfg.end, provider=cfg.provider,
-                         stac_url=cfg.stac_url, site_id=sid, engine=cfg.engine)
+                         stac_url=cfg.stac_url, site_id=sid, engine=cfg.engine,
+                         outer_m=cfg.radius_m)
         ctx.summary.update(s1_found=s1.scenes_found, s1_kept=s1.scenes_kept)
         f, qa = qa_s1_frame(s1.frame, ctx.qa, n_found=s1.scenes_found,
                             n_loaded=len(s1.item_ids), n_kept=s1.scenes_kept, site_id=sid)
@@ -199,7 +200,10 @@ def target_task(ctx: TaskContext) -> tuple[Any, dict[str, Any]]:
     return ds, {"clear_sky_ghi": {"model": "pvlib SPA + Ineichen (Linke climatology)",
                                   "elevation_m": elev},
                 "gpp": {"file": Path(flux_path).name, "variable": "GPP_NT_VUT_REF",
-                        "qc_min": QC_MIN, "extremes": "gpp_cubes.targets.extremes defaults"},
+                        "qc_min": QC_MIN,
+                        "extremes": {"method": cfg.extremes_method,
+                                     "quantile": EXTREME_QUANTILE,
+                                     "min_days": EXTREME_MIN_DAYS}},
                 **ctx.qa_provenance("clear_sky_ghi", qa, "ghi")}
 
 
@@ -219,7 +223,7 @@ def _gpp_and_extremes(site_id: str, cfg: BuildConfig) -> tuple[pd.Series, pd.Ser
     df = read_fluxnet(path)
     # The seasonal cycle of the extremes uses the whole record (all available years).
     full = gpp_targets(df, start=str(df.index[0].date()), end=str(df.index[-1].date()))
-    ext = detect_extremes(full).flags
+    ext = detect_extremes(full, method=cfg.extremes_method).flags
     cal = pd.date_range(cfg.start, cfg.end, freq="D")
     return full.reindex(cal), ext.reindex(cal).fillna(False).astype(bool), str(path)
 
@@ -294,6 +298,7 @@ def s2_index_table(site: Site, grid: Any, cfg: BuildConfig, threads: int = 1) ->
 
     ds = s2_features(site, cfg.start, cfg.end, provider=cfg.provider, stac_url=cfg.stac_url,
                      corine=cfg.corine_source, engine=cfg.engine, grid=grid,
+                     radius_m=cfg.radius_m,
                      **{"blocks_in_flight": threads, "read_threads": 2 * threads,
                         **dict(cfg.s2_options)})
     names = [n for n in str(ds.attrs.get("index_list", "")).split(",") if n]

@@ -9,6 +9,7 @@ or load models call :func:`gpp_models.runtime.configure_process` first (the proc
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 
 import typer
 
@@ -28,6 +29,35 @@ _COMMAND_MODULES = (
     "gpp_cubes.cli.build_cmd",
     "gpp_cubes.cli.models_cmd",
 )
+
+
+
+def package_version() -> str:
+    """The installed gpp-cubes version (package metadata; ``gpp_cubes.__version__`` when the
+    package runs from a source tree that was never installed)."""
+    try:
+        return importlib.metadata.version("gpp-cubes")
+    except importlib.metadata.PackageNotFoundError:
+        import gpp_cubes
+
+        return gpp_cubes.__version__
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"gpp-cubes {package_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", is_eager=True, expose_value=False, callback=_print_version,
+        help="Print the gpp-cubes version and exit."),
+) -> None:
+    # the group's options only; each command does its work
+    pass
+
 
 for _name in _COMMAND_MODULES:
     try:

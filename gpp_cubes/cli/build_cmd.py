@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable, Iterator
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +13,16 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from gpp_cubes.batch.config import config_default
-from gpp_cubes.cli.common import ConfigOption, DebugOption, console, guarded, progress_bar
+from gpp_cubes.batch.config import config_default, parse_years
+from gpp_cubes.cli.common import (
+    ConfigOption,
+    DebugOption,
+    UsageError,
+    console,
+    guarded,
+    print_json,
+    progress_bar,
+)
 
 EXAMPLES = """\
 Examples:
@@ -27,18 +36,60 @@ Examples:
 """
 
 
-def _parse_sites(spec: str) -> list[str]:
-    from gpp_cubes.errors import ConfigError
+class CloudMask(StrEnum):
+    """``--cloud-mask`` values (:data:`gpp_cubes.batch.config.CLOUD_MASKS`)."""
+
+    scl = "scl"
+    s2cloudless = "s2cloudless"
+    cloudsen12 = "cloudsen12"
+
+
+class ExtremesThreshold(StrEnum):
+    """``--extremes-threshold`` values."""
+
+    negative_tail = "negative-tail"
+    all_anomalies = "all-anomalies"
+
+
+class LstSource(StrEnum):
+    """``--lst-source`` values."""
+
+    stac = "stac"
+    earthengine = "earthengine"
+
+
+#: ``--extremes-threshold`` values -> ``BuildConfig.extremes_method``.
+EXTREMES_READINGS = {"negative-tail": "negative_tail", "all-anomalies": "quantile"}
+#: ``--lst-source`` values -> ``BuildConfig.lst_source``.
+LST_READINGS = {"stac": "stac", "earthengine": "ee"}
+
+
+def _s2_options(max_sun_zenith: float | None, cloud_mask: str, cloud_model: Path | None,
+                index_list: Path | None) -> dict[str, Any]:
+    """The S2 options of the command line (:func:`gpp_cubes.batch.BuildConfig.create`
+    completes and checks them)."""
+    opts: dict[str, Any] = {"cloud_mask": cloud_mask.lower()}
+    if max_sun_zenith is not None:
+        opts["max_sun_zenith"] = max_sun_zenith
+    if cloud_model is not None:
+        opts["cloud_model"] = str(cloud_model)
+    if index_list is not None:
+        opts["index_list"] = Path(index_list)
+    return opts
+
+
+def _parse_sites(spec: str, *, out: Path | None = None,
+                 selection: Path | None = None) -> list[str]:
     from gpp_cubes.sites.catalog import study_sites, validate_site_id
 
     if spec.strip().lower() == "all":
-        sites, message = study_sites()
+        sites, message = study_sites(selection, out_dir=out)
         if message:
             console.print(message)
         return [s.id for s in sites]
     ids = [s.strip() for s in spec.split(",") if s.strip()]
     if not ids:
-        raise ConfigError("--sites is empty; give 'all' or ids like DE-Hai,BE-Vie")
+        raise UsageError("--sites is empty; give 'all' or ids like DE-Hai,BE-Vie")
     return [validate_site_id(s) for s in ids]
 
 
@@ -210,22 +261,73 @@ def register(app: typer.Typer) -> None:
         qa_outlier_sigma: float | None = typer.Option(
             None, "--qa-outlier-sigma", min=0.5,
             help="Outlier threshold of the feature QA [robust sigmas; default 5]."),
+        cloud_mask: CloudMask = typer.Option(
+            CloudMask.scl, "--cloud-mask", case_sensitive=False,
+            help="S2 cloud/shadow mask. scl (ours, default): Sen2Cor's scene classification, "
+                 "free. s2cloudless: LightGBM model shipped in the s2cloudless package (~1-2 "
+                 "ms per 10^4 pixels per scene; clouds only, shadows from SCL). cloudsen12 "
+                 "(the paper's): a CloudSEN12-family CNN from local weights (--cloud-model; "
+                 "~0.1-1 s per 512x512 tile on a CPU)."),
+        cloud_model: Path | None = typer.Option(
+            None, "--cloud-model", help="Local CloudSEN12-family weights for --cloud-mask "
+            "cloudsen12: ONNX (.onnx, needs onnxruntime) or TorchScript (.pt, needs torch), "
+            "taking (1, 12, H, W) reflectance and giving (1, 4, H, W) class scores (clear, "
+            "thick, thin, shadow). Recorded by path, size and mtime."),
+        radius: float = typer.Option(
+            config_default("radius_m"), "--radius", min=10.0,
+            help="Radius of the S2 circle and outer radius of the S1 annulus around the "
+                 "tower, in m (paper and ours: 1000)."),
+        train_years: str | None = typer.Option(
+            None, "--train-years", help="Training years, e.g. 2016-2018 or 2016,2017 (the "
+            "PCA is fitted on them; paper and ours: 2016-2018)."),
+        test_years: str | None = typer.Option(
+            None, "--test-years", help="Test years (paper and ours: 2019-2020)."),
+        index_list: Path | None = typer.Option(
+            None, "--index-list", help="Spectral indices, one spyndex name per line (# "
+            "comments). Default: the shipped list, 132 indices of Awesome Spectral Indices "
+            "computable from S2 L2A bands; the paper used 122."),
+        pcs: int | None = typer.Option(
+            None, "--pcs", min=1, help="Keep exactly this many S2 principal components (the "
+            "paper: 18) instead of the explained-variance rule of --pca-variance."),
+        pca_variance: float = typer.Option(
+            config_default("pca_variance"), "--pca-variance", min=0.01, max=1.0,
+            help="Keep the fewest S2 principal components that explain at least this share "
+                 "of the index variance (ours: 0.99; the paper fixed 18 PCs, see --pcs)."),
+        extremes_threshold: ExtremesThreshold = typer.Option(
+            ExtremesThreshold.negative_tail, "--extremes-threshold", case_sensitive=False,
+            help="Reading of the paper's extremes threshold: negative-tail (ours): the 10 % "
+                 "quantile of the negative GPP anomalies (about 5 % of days); all-anomalies: "
+                 "the 10 % quantile of all anomalies (about 10 % of days). Runs of >= 5 "
+                 "flagged days are extremes either way."),
+        lst_source: LstSource = typer.Option(
+            LstSource.stac, "--lst-source", case_sensitive=False,
+            help="MODIS LST source: stac (ours: the STAC API of --provider/--stac) or "
+                 "earthengine (the paper's: Google Earth Engine; pip install "
+                 "gpp-cubes[ee] and an authenticated account)."),
+        selection: Path | None = typer.Option(
+            None, "--selection", help="Selection table of 'gpp sites select --output FILE' "
+            "that '--sites all' reads (default: $GPP_CUBES_SELECTION if set, else "
+            "OUT/selection.csv when present)."),
+        as_json: bool = typer.Option(
+            False, "--json", help="Print the summary (one record per site, the columns of "
+            "OUT/logs/build-summary.csv) as one JSON array on stdout instead of the table; "
+            "progress and notes go to stderr."),
         config: Path | None = ConfigOption,
         debug: bool = DebugOption,
     ) -> None:
         from gpp_cubes.batch import any_failed, build_sites
-        from gpp_cubes.errors import ConfigError
 
         state: dict[str, Any] = {}
 
         def run() -> None:
             if demo == (sites is not None):
-                raise ConfigError("give exactly one of --sites and --demo")
+                raise UsageError("give exactly one of --sites and --demo")
             with contextlib.ExitStack() as stack:
                 if demo:
                     inputs = stack.enter_context(_demo_inputs())
                 else:
-                    inputs = {"sites": _parse_sites(sites or ""),
+                    inputs = {"sites": _parse_sites(sites or "", out=out,
+                                                    selection=selection),
                               "stac_url": stac, "stac_identity": None, "provider": provider,
                               "corine_source": corine,
                               "fluxnet_dir": str(fluxnet) if fluxnet else None,
@@ -242,9 +344,19 @@ def register(app: typer.Typer) -> None:
                         n_workers=workers, memory_limit=memory_limit, force=force,
                         rebuild_changed=rebuild_changed, progress=show, engine=engine,
                         qa={"action": qa, "outlier_sigma": qa_outlier_sigma},
-                        s2_options=None if max_sun_zenith is None
-                        else {"max_sun_zenith": max_sun_zenith})
-            print_build_table(table, out)
+                        s2_options=_s2_options(max_sun_zenith, cloud_mask.value,
+                                               cloud_model, index_list),
+                        radius_m=radius, pca_variance=pca_variance, pca_components=pcs,
+                        train_years=None if train_years is None
+                        else parse_years(train_years, "--train-years"),
+                        test_years=None if test_years is None
+                        else parse_years(test_years, "--test-years"),
+                        extremes_method=EXTREMES_READINGS[extremes_threshold.value],
+                        lst_source=LST_READINGS[lst_source.value])
+            if as_json:
+                print_json(table.to_json(orient="records", date_format="iso"))
+            else:
+                print_build_table(table, out)
             state["failed"] = any_failed(table)
 
         guarded(run, debug=debug, stage="build")

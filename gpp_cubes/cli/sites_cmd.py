@@ -15,7 +15,15 @@ from rich.markup import escape
 from rich.table import Table
 
 from gpp_cubes import paper
-from gpp_cubes.cli.common import ConfigOption, DebugOption, guarded, progress_bar
+from gpp_cubes.cli.common import (
+    ConfigOption,
+    DebugOption,
+    UsageError,
+    console,
+    guarded,
+    print_json,
+    progress_bar,
+)
 
 sites_app = typer.Typer(
     name="sites",
@@ -37,31 +45,45 @@ def _fmt(value, spec: str = "") -> str:
 @sites_app.command(
     "list",
     help="List the catalog stations (or the current study set with --study).",
-    epilog="Example: gpp sites list --status candidate",
+    epilog="Example: gpp sites list --status candidate (as JSON for jq: gpp sites list --json)",
 )
 def list_cmd(
     status: str | None = typer.Option(
         None, "--status", help="Only stations with this status: candidate, excluded."),
     study: bool = typer.Option(
         False, "--study",
-        help="List the study set that '--sites all' means (last selection, else candidates)."),
+        help="List the study set of a selection table (--selection FILE or "
+             "$GPP_CUBES_SELECTION)."),
+    selection: Path | None = typer.Option(
+        None, "--selection", help="Selection table of 'gpp sites select --output FILE' "
+        "(with --study)."),
     catalog: Path | None = CatalogOption,
+    as_json: bool = typer.Option(
+        False, "--json",
+        help="Print one JSON array of objects (every catalog field of each station; unknown "
+             "values null) on stdout instead of the table; notes go to stderr."),
     config: Path | None = ConfigOption,
     debug: bool = DebugOption,
 ) -> None:
-    from gpp_cubes.errors import ConfigError
+    from dataclasses import asdict
+
     from gpp_cubes.sites.catalog import STATUSES, load_sites, study_sites
 
     def run() -> None:
         if status is not None and status not in STATUSES:
-            raise ConfigError(f"--status must be one of {', '.join(STATUSES)}, got {status!r}")
+            raise UsageError(f"--status must be one of {', '.join(STATUSES)}, got {status!r}")
         message = None
         if study:
-            sites, message = study_sites()
+            sites, message = study_sites(selection)
         else:
             sites = load_sites(catalog)
         if status:
             sites = [s for s in sites if s.status == status]
+        if as_json:
+            print_json([asdict(s) for s in sites])
+            if message:
+                console.print(escape(message), soft_wrap=True)
+            return
         table = Table(title=f"{len(sites)} site(s)")
         for col in ("site", "name", "country", "lat [°]", "lon [°]", "elev [m]", "IGBP",
                     "years", "status", "reason"):
@@ -75,7 +97,7 @@ def list_cmd(
         out = Console()
         out.print(table)
         if message:
-            out.print(escape(message))
+            out.print(escape(message), soft_wrap=True)
 
     guarded(run, debug=debug, stage="sites list")
 
@@ -127,18 +149,27 @@ def select_cmd(
         ..., "--fluxnet", help="Directory with the FLUXNET2015-format DD files or zips."),
     output: Path | None = typer.Option(
         None, "--output",
-        help="Where to save the selection table (default: $GPP_CUBES_SELECTION or "
-             "~/.local/share/gpp-cubes/selection.csv)."),
+        help="Where to save the selection table, e.g. OUT/selection.csv, which 'gpp "
+             "build --sites all --out OUT' reads (default: $GPP_CUBES_SELECTION; one of "
+             "the two is required)."),
     site: list[str] = typer.Option(
         [], "--site", metavar="SITE", help="Check only these stations (repeatable); default all."),
     catalog: Path | None = CatalogOption,
     config: Path | None = ConfigOption,
     debug: bool = DebugOption,
 ) -> None:
-    from gpp_cubes.sites.catalog import get_site, load_sites, validate_site_id
+    from gpp_cubes.sites.catalog import (
+        default_selection_path,
+        get_site,
+        load_sites,
+        validate_site_id,
+    )
     from gpp_cubes.sites.selection import save_selection, select_sites
 
     def run() -> None:
+        if output is None and default_selection_path() is None:
+            raise UsageError("give --output FILE (e.g. OUT/selection.csv, which 'gpp build "
+                             "--sites all --out OUT' reads) or set $GPP_CUBES_SELECTION")
         if site:
             if catalog is None:
                 sites = [get_site(s) for s in site]

@@ -44,6 +44,8 @@ import pandas as pd
 import xarray as xr
 
 from gpp_cubes.contract import (  # re-exported: the contract is defined in one place
+    CF_GLOBAL_ATTRS,
+    COORDINATE_ATTRS,
     FIXED_PREDICTORS,
     FORMAT_VERSION,
     MULTISITE_NAME,
@@ -51,10 +53,11 @@ from gpp_cubes.contract import (  # re-exported: the contract is defined in one 
     SITE_ATTRS,
     SITE_ID_ATTR,
     TARGET,
-    VARIABLES,
     predictor_metadata,
     predictor_order,
     site_coordinates,
+    site_scalar_coordinates,
+    variable_attrs,
 )
 from gpp_cubes.errors import BuildError
 from gpp_cubes.paper import STUDY_END, STUDY_START, TEST_YEARS, TRAIN_YEARS
@@ -193,7 +196,8 @@ class SiteInputs:
         ``clear_sky_ghi``) [units of :func:`predictor_metadata`], indexed by date; NaN where
         not observed.
     gpp : pandas.Series
-        Daily GPP [g C m-2 d-1], NaN where missing or filtered.
+        Daily GPP [g C m-2 d-1; stored as "g m-2 d-1", the CF unit], NaN where missing
+        or filtered.
     extreme : pandas.Series of bool
         Climate-induced extreme days.
     provenance : dict
@@ -224,7 +228,10 @@ def assemble_site(inputs: SiteInputs, calendar: pd.DatetimeIndex, *,
     -------
     xarray.Dataset
         ``time`` dimension; float32 predictors without NaN, ``GPP`` float32 (NaN kept),
-        ``extreme`` bool, attributes as in ``docs/architecture.md``.
+        ``extreme`` bool, attributes as in ``docs/architecture.md``; CF-1.8 single time
+        series: variable attributes of :func:`gpp_cubes.contract.variable_attrs`, scalar
+        coordinates ``site``, ``latitude``, ``longitude``, ``elevation_m``, ``igbp``
+        (:func:`gpp_cubes.contract.site_scalar_coordinates`).
     """
     site = site_attributes(inputs.site)
     names = predictor_order(list(inputs.predictors.columns))
@@ -233,9 +240,9 @@ def assemble_site(inputs: SiteInputs, calendar: pd.DatetimeIndex, *,
     for name in names:
         values, counts = fill_predictor(inputs.predictors[name], calendar, name=name,
                                         site_id=site[SITE_ID_ATTR])
-        units, long_name = predictor_metadata(name)
+        predictor_metadata(name)  # raises naming a name that is not a predictor
         data_vars[name] = xr.DataArray(values, dims="time", attrs={
-            "units": units, "long_name": long_name, "n_observed": counts.n_observed,
+            **variable_attrs(name), "n_observed": counts.n_observed,
             "n_interpolated": counts.n_interpolated, "n_edge_filled": counts.n_edge_filled})
         fill_summary[name] = {"n_observed": counts.n_observed,
                               "n_interpolated": counts.n_interpolated,
@@ -243,19 +250,19 @@ def assemble_site(inputs: SiteInputs, calendar: pd.DatetimeIndex, *,
     gpp = pd.Series(inputs.gpp, dtype="float64")
     gpp.index = pd.DatetimeIndex(gpp.index).normalize()
     gpp_values = gpp.reindex(calendar).to_numpy(dtype=np.float32)  # reindex only: no fill
-    target = VARIABLES[TARGET]
     data_vars[TARGET] = xr.DataArray(gpp_values, dims="time", attrs={
-        "units": target.units, "long_name": target.long_name,
-        "n_observed": int(np.isfinite(gpp_values).sum())})
+        **variable_attrs(TARGET), "n_observed": int(np.isfinite(gpp_values).sum())})
     ext = pd.Series(inputs.extreme).astype("boolean")
     ext.index = pd.DatetimeIndex(ext.index).normalize()
     ext_values = ext.reindex(calendar).fillna(False).to_numpy(dtype=bool)
-    data_vars["extreme"] = xr.DataArray(ext_values, dims="time", attrs={
-        "long_name": VARIABLES["extreme"].long_name})
+    data_vars["extreme"] = xr.DataArray(ext_values, dims="time",
+                                        attrs=variable_attrs("extreme"))
     prov = dict(inputs.provenance)
     prov["fill"] = fill_summary
     prov["calendar"] = [str(calendar[0].date()), str(calendar[-1].date())]
-    ds = xr.Dataset(data_vars, coords={"time": ("time", calendar.values)})
+    ds = xr.Dataset(data_vars, coords={"time": ("time", calendar.values,
+                                                 dict(COORDINATE_ATTRS["time"]))})
+    ds = ds.assign_coords(site_scalar_coordinates(site))
     ds.attrs = {
         "format_version": FORMAT_VERSION,
         **site,
@@ -264,7 +271,8 @@ def assemble_site(inputs: SiteInputs, calendar: pd.DatetimeIndex, *,
         "train_years": [int(y) for y in train_years],
         "test_years": [int(y) for y in test_years],
         "provenance": provenance_json(prov),
-        "Conventions": "CF-1.8",
+        "title": f"{site[SITE_ID_ATTR]} daily feature cube",
+        **CF_GLOBAL_ATTRS,
     }
     return ds
 
@@ -275,7 +283,8 @@ SITE_COORDS = SITE_ATTRS  # former name, kept for importers
 def combine_sites(datasets: Sequence[xr.Dataset]) -> xr.Dataset:
     """Stack per-site cubes along a ``site`` dimension (the multi-site contract).
 
-    Site attributes become ``site``-indexed coordinates; per-predictor counts
+    Site attributes become ``site``-indexed coordinates (the CF ``timeSeries`` orthogonal
+    layout: ``site`` has ``cf_role = "timeseries_id"``); per-predictor counts
     (``n_observed``, ``n_interpolated``, ``n_edge_filled``) become lists in site order;
     ``provenance`` becomes a JSON object keyed by site id.
 
@@ -296,17 +305,19 @@ def combine_sites(datasets: Sequence[xr.Dataset]) -> xr.Dataset:
             raise BuildError(f"site {ds.attrs['site_id']} has predictors "
                              f"{ds.attrs['predictors']}, {first.attrs['site_id']} has "
                              f"{first.attrs['predictors']}; cannot stack")
-        if not ds["time"].equals(first["time"]):
+        if not ds.indexes["time"].equals(first.indexes["time"]):
             raise BuildError(f"site {ds.attrs['site_id']} has another calendar than "
                              f"{first.attrs['site_id']}")
     ids = [str(ds.attrs[SITE_ID_ATTR]) for ds in datasets]
     if len(set(ids)) != len(ids):
         raise BuildError(f"duplicate site ids: {ids}")
-    stacked = xr.concat([ds.drop_attrs(deep=False) for ds in datasets], dim="site",
+    # The per-site scalar site coordinates are rebuilt below, site-indexed, from the attrs.
+    scalar = ("site", *SITE_ATTRS)
+    stacked = xr.concat([ds.drop_attrs(deep=False).drop_vars(scalar, errors="ignore")
+                         for ds in datasets], dim="site", coords="minimal",
                         combine_attrs="drop_conflicts")
-    stacked = stacked.assign_coords(site=("site", ids))
-    for key, coord in site_coordinates([ds.attrs for ds in datasets]).items():
-        stacked = stacked.assign_coords({key: coord})
+    stacked = stacked.assign_coords(site=("site", ids, dict(COORDINATE_ATTRS["site"])))
+    stacked = stacked.assign_coords(site_coordinates([ds.attrs for ds in datasets]))
     for name in first.attrs["predictors"]:
         attrs = dict(first[name].attrs)
         for k in PREDICTOR_COUNT_ATTRS:
@@ -325,7 +336,8 @@ def combine_sites(datasets: Sequence[xr.Dataset]) -> xr.Dataset:
         "provenance": json.dumps({i: json.loads(ds.attrs["provenance"])
                                   for i, ds in zip(ids, datasets, strict=True)},
                                  sort_keys=True),
-        "Conventions": "CF-1.8",
+        "title": f"daily feature cubes of {len(ids)} sites",
+        **CF_GLOBAL_ATTRS,
     }
     return stacked
 

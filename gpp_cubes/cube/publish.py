@@ -34,8 +34,11 @@ from gpp_cubes.atomic import write_atomic
 from gpp_cubes.contract import COMPLETE_MARKER, validate
 from gpp_cubes.cube.stac_item import (
     COLLECTION_ID,
+    LINEAGE,
+    PROCESSING_SCHEMA,
     XARRAY_ASSETS_SCHEMA,
     ZARR_MEDIA_TYPE,
+    add_citation,
     buffer_polygon,
     features_asset,
     provenance_summary,
@@ -105,6 +108,24 @@ def _new_collection(license: str) -> pystac.Collection:
         keywords=["GPP", "eddy covariance", "Sentinel-2", "Sentinel-1", "MODIS", "datacube"],
         catalog_type=pystac.CatalogType.SELF_CONTAINED,
     )
+
+
+def _add_processing_and_citation(collection: pystac.Collection) -> None:
+    """Processing extension (a ``processor`` provider with the lineage and the installed
+    software versions) and scientific extension (``sci:citation``) on the collection;
+    replaces an earlier gpp-cubes provider, so re-publishing never duplicates it."""
+    from gpp_cubes.cube.store import package_versions
+
+    software = {k: v for k, v in sorted(package_versions().items()) if v is not None}
+    provider = pystac.Provider(
+        name="gpp-cubes", roles=[pystac.ProviderRole.PROCESSOR],
+        description="builds the daily feature cubes (processing extension fields)",
+        extra_fields={"processing:lineage": LINEAGE, "processing:software": software})
+    others = [p for p in (collection.providers or []) if p.name != "gpp-cubes"]
+    collection.providers = [*others, provider]
+    if PROCESSING_SCHEMA not in collection.stac_extensions:
+        collection.stac_extensions.append(PROCESSING_SCHEMA)
+    add_citation(collection)
 
 
 def _update_extent_and_summaries(collection: pystac.Collection) -> None:
@@ -246,6 +267,7 @@ def update_cube_catalog(
             if XARRAY_ASSETS_SCHEMA not in collection.stac_extensions:
                 collection.stac_extensions.append(XARRAY_ASSETS_SCHEMA)
         _update_extent_and_summaries(collection)
+        _add_processing_and_citation(collection)
         collection.normalize_hrefs(str(cubes_dir))
         _relative_asset_hrefs(collection, stores)
         collection.save(catalog_type=pystac.CatalogType.SELF_CONTAINED, stac_io=stac_io)

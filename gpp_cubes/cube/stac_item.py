@@ -13,7 +13,12 @@ Each Item describes one per-site store ``<SITE>.zarr`` of the data contract
   open arguments (xarray-assets extension);
 - the datacube extension (``cube:dimensions``: ``time``, and ``site`` for a multi-site
   store; ``cube:variables``: every variable with its unit, long name and type ``data``
-  for predictors and target, ``auxiliary`` for flags and per-site coordinates).
+  for predictors and target, ``auxiliary`` for flags and per-site coordinates);
+- the processing extension (:func:`processing_fields`: ``processing:lineage``, the
+  ``processing:software`` versions the store's provenance recorded, ``processing:datetime``)
+  and the scientific extension (``sci:citation``: the method's paper,
+  :data:`gpp_cubes.contract.PAPER_CITATION`; no ``sci:doi``, the paper's DOI is not
+  recorded in the project's sources).
 
 A multi-site store (``features.zarr``, with a ``site`` dimension) becomes a Collection-level
 asset (:func:`features_asset`) carrying its own datacube description. Everything here reads
@@ -24,7 +29,9 @@ References
 ----------
 STAC specification 1.1 (Items, Assets); STAC datacube extension v2.2.0
 (https://github.com/stac-extensions/datacube); xarray-assets extension v1.0.0
-(https://github.com/stac-extensions/xarray-assets).
+(https://github.com/stac-extensions/xarray-assets); processing extension v1.2.0
+(https://github.com/stac-extensions/processing); scientific extension v1.0.0
+(https://github.com/stac-extensions/scientific).
 """
 
 from __future__ import annotations
@@ -37,8 +44,9 @@ from typing import TYPE_CHECKING, Any
 
 import pystac
 from pystac.extensions.datacube import DatacubeExtension, Dimension, Variable
+from pystac.extensions.scientific import ScientificExtension
 
-from gpp_cubes.contract import TARGET
+from gpp_cubes.contract import PAPER_CITATION, TARGET
 from gpp_cubes.paper import RADIUS_M
 from gpp_cubes.secrets import redact_mapping
 
@@ -47,10 +55,15 @@ if TYPE_CHECKING:
 
 __all__ = [
     "COLLECTION_ID",
+    "LINEAGE",
+    "PROCESSING_SCHEMA",
+    "SCIENTIFIC_SCHEMA",
     "XARRAY_ASSETS_SCHEMA",
     "ZARR_MEDIA_TYPE",
+    "add_citation",
     "buffer_polygon",
     "features_asset",
+    "processing_fields",
     "provenance_summary",
     "site_item",
 ]
@@ -58,6 +71,19 @@ __all__ = [
 COLLECTION_ID = "gpp-site-cubes"
 ZARR_MEDIA_TYPE = "application/vnd+zarr"
 XARRAY_ASSETS_SCHEMA = "https://stac-extensions.github.io/xarray-assets/v1.0.0/schema.json"
+PROCESSING_SCHEMA = "https://stac-extensions.github.io/processing/v1.2.0/schema.json"
+SCIENTIFIC_SCHEMA = ScientificExtension.get_schema_uri()
+#: How the cubes are made (``processing:lineage``, CommonMark).
+LINEAGE = (
+    "Daily features at each eddy-covariance tower, after Montero et al. (2024): Sentinel-2 "
+    "L2A with cloud/shadow (SCL, s2cloudless or CloudSEN12) and snow masks, c-factor NBAR "
+    "(sen2nbar), CORINE 2018 forest mask, clear-pixel mean in a 1 km circle, spectral "
+    "indices (spyndex) reduced by a PCA fitted on the training years; Sentinel-1 RTC gamma0 "
+    "forest mean in a 50-1000 m annulus (dB) and DpRVI; MODIS LST (MOD11A1, MYD11A1) 3x3 "
+    "mean; pvlib clear-sky irradiance; predictors interpolated linearly in time; FLUXNET "
+    "GPP_NT_VUT_REF QC-filtered, never interpolated, with climate-induced extremes. Data "
+    "loaded from STAC with odc-stac or stackstac; written as zarr by gpp-cubes."
+)
 
 
 # --------------------------------------------------------------------------------------------
@@ -213,6 +239,47 @@ def provenance_summary(provenance: Any, max_items: int = 50) -> dict[str, Any]:
 
 
 
+def processing_fields(provenance: Any) -> dict[str, Any]:
+    """The processing-extension fields of a store from its provenance record.
+
+    Parameters
+    ----------
+    provenance : str or dict
+        The store's ``provenance`` attribute (JSON) or the parsed dict; its ``packages``
+        (``{name: version or None}``) and ``created`` (ISO time) are used when present.
+
+    Returns
+    -------
+    dict
+        ``processing:lineage`` (:data:`LINEAGE`), ``processing:software`` (``{package:
+        version}`` of the installed packages the build recorded; absent when the record has
+        none), ``processing:datetime`` (when the store was written, if recorded).
+    """
+    if isinstance(provenance, str):
+        try:
+            provenance = json.loads(provenance)
+        except ValueError:
+            provenance = {}
+    if not isinstance(provenance, dict):
+        provenance = {}
+    fields: dict[str, Any] = {"processing:lineage": LINEAGE}
+    packages = provenance.get("packages")
+    if isinstance(packages, dict):
+        software = {str(k): str(v) for k, v in packages.items() if v is not None}
+        if software:
+            fields["processing:software"] = dict(sorted(software.items()))
+    created = provenance.get("created")
+    if isinstance(created, str) and created:
+        with contextlib.suppress(ValueError):
+            fields["processing:datetime"] = _iso(created)
+    return fields
+
+
+def add_citation(obj: pystac.Item | pystac.Collection) -> None:
+    """Add the scientific extension to ``obj`` with ``sci:citation`` = the method's paper."""
+    ScientificExtension.ext(obj, add_if_missing=True).citation = PAPER_CITATION
+
+
 # --------------------------------------------------------------------------------------------
 # datacube description
 # --------------------------------------------------------------------------------------------
@@ -255,7 +322,8 @@ def _datacube(ds: xr.Dataset) -> tuple[dict[str, Any], dict[str, Any]]:
             "values": [str(s) for s in _as_list(ds["site"].values)],
         }
     variables: dict[str, Any] = {}
-    names = [*ds.data_vars, *(c for c in ds.coords if c not in ds.dims)]
+    # Scalar coordinates (a per-site store's site, latitude...) are Item properties already.
+    names = [*ds.data_vars, *(c for c in ds.coords if c not in ds.dims and ds[c].ndim > 0)]
     for name in names:
         var = ds[name]
         entry: dict[str, Any] = {
@@ -331,6 +399,7 @@ def site_item(ds: xr.Dataset, store: Path, geometry_kind: str, buffer_m: float) 
         "gpp:test_years": [int(y) for y in _as_list(attrs.get("test_years", []))],
         "gpp:n_days": int(ds.sizes["time"]),
         "gpp:provenance": provenance_summary(attrs.get("provenance")),
+        **processing_fields(attrs.get("provenance")),
     }
     item = pystac.Item(
         id=site_id,
@@ -341,7 +410,8 @@ def site_item(ds: xr.Dataset, store: Path, geometry_kind: str, buffer_m: float) 
         collection=COLLECTION_ID,
     )
     item.add_asset("zarr", _zarr_asset(store, f"{site_id} zarr store"))
-    item.stac_extensions.append(XARRAY_ASSETS_SCHEMA)
+    item.stac_extensions += [XARRAY_ASSETS_SCHEMA, PROCESSING_SCHEMA]
+    add_citation(item)
     dimensions, variables = _datacube(ds)
     DatacubeExtension.ext(item, add_if_missing=True).apply(
         {k: Dimension.from_dict(v) for k, v in dimensions.items()},

@@ -170,36 +170,77 @@ def load_cloudsen12(weights: str | Path, *, device: str = "cpu") -> CloudModel:
     if not path.is_file():
         raise ConfigError(f"CloudSEN12 weights file not found: {path}")
     suffix = path.suffix.lower()
-    if suffix in (".pt", ".pth", ".ts"):
-        try:
-            import torch
-        except ImportError as err:
-            raise ImportError("cloud_mask='cloudsen12' with TorchScript weights needs "
-                              "PyTorch: pip install torch") from err
-        net = torch.jit.load(str(path), map_location=device).eval()
+    if suffix not in (".pt", ".pth", ".ts", ".onnx"):
+        raise ConfigError(f"CloudSEN12 weights {path.name}: expected .pt/.pth (TorchScript) "
+                          "or .onnx")
+    model = LocalCloudModel(str(path), device)
+    model.session()  # fail now (missing runtime, unreadable file), not in a Dask task
+    return model
 
-        def predict_torch(scene: np.ndarray) -> np.ndarray:
-            x = torch.from_numpy(np.nan_to_num(scene, nan=0.0).astype(np.float32))[None]
-            with torch.no_grad():
-                return net(x.to(device)).argmax(1)[0].cpu().numpy().astype(np.uint8)
 
-        return predict_torch
-    if suffix == ".onnx":
-        try:
-            import onnxruntime as ort
-        except ImportError as err:
-            raise ImportError("cloud_mask='cloudsen12' with ONNX weights needs onnxruntime: "
-                              "pip install onnxruntime") from err
-        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        name = sess.get_inputs()[0].name
+class LocalCloudModel:
+    """A CloudSEN12-family model from a local weights file, picklable.
 
-        def predict_onnx(scene: np.ndarray) -> np.ndarray:
-            x = np.nan_to_num(scene, nan=0.0).astype(np.float32)[None]
+    Dask ships the per-scene function to its workers, so the model travels as its path: the
+    runtime session (ONNX Runtime or TorchScript) is opened on first use in each process
+    and never pickled.
+
+    Parameters
+    ----------
+    path : str
+        ``.onnx`` or TorchScript (``.pt``, ``.pth``, ``.ts``) weights.
+    device : str, default "cpu"
+        PyTorch device (TorchScript only).
+    """
+
+    def __init__(self, path: str, device: str = "cpu") -> None:
+        self.path = path
+        self.device = device
+        self._session: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"path": self.path, "device": self.device}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["path"], state["device"])
+
+    def session(self) -> Any:
+        """The open runtime session (opened on first call)."""
+        if self._session is None:
+            self._session = (_open_onnx(self.path) if self.path.lower().endswith(".onnx")
+                             else _open_torch(self.path, self.device))
+        return self._session
+
+    def __call__(self, scene: np.ndarray) -> np.ndarray:
+        """(band, y, x) reflectance [1] -> (y, x) uint8 labels (argmax of the class scores)."""
+        x = np.nan_to_num(scene, nan=0.0).astype(np.float32)[None]
+        sess = self.session()
+        if self.path.lower().endswith(".onnx"):
+            name = sess.get_inputs()[0].name
             return np.asarray(sess.run(None, {name: x})[0]).argmax(1)[0].astype(np.uint8)
+        import torch
 
-        return predict_onnx
-    raise ConfigError(f"CloudSEN12 weights {path.name}: expected .pt/.pth (TorchScript) "
-                      "or .onnx")
+        with torch.no_grad():
+            out = sess(torch.from_numpy(x).to(self.device))
+        return out.argmax(1)[0].cpu().numpy().astype(np.uint8)
+
+
+def _open_onnx(path: str) -> Any:
+    try:
+        import onnxruntime as ort
+    except ImportError as err:
+        raise ImportError("cloud_mask='cloudsen12' with ONNX weights needs onnxruntime: "
+                          "pip install onnxruntime (or gpp-cubes[cloudsen12])") from err
+    return ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+
+
+def _open_torch(path: str, device: str) -> Any:
+    try:
+        import torch
+    except ImportError as err:
+        raise ImportError("cloud_mask='cloudsen12' with TorchScript weights needs "
+                          "PyTorch: pip install torch") from err
+    return torch.jit.load(path, map_location=device).eval()
 
 
 def cloudsen12_masks(refl: xr.Dataset, model: CloudModel | str | Path

@@ -110,7 +110,10 @@ def s2_cube(
         (time, y, x): reflectance or NBAR bands [1] (float32, NaN = nodata), ``SCL``, and
         bool masks ``cloud``, ``shadow``, ``snow``, ``valid`` (every band, after NBAR, has
         a value), ``clear`` (valid, not cloud/shadow/snow, forest, in circle); (y, x):
-        ``forest``, ``buffer``. Attrs: ``site_id``, ``stac_items``/``dropped_items``
+        ``forest``, ``buffer``; masks carry CF ``flag_values``/``flag_meanings``
+        (:data:`MASK_MEANINGS`); the scalar coordinate ``spatial_ref`` holds the CRS of the
+        site grid (:func:`with_crs`: ``cube.odc.geobox``, ``cube.rio.crs``). Attrs:
+        ``site_id``, ``stac_items``/``dropped_items``
         (read failures)/``excluded_items`` (scenes excluded by a rule: duplicate, sun
         zenith, c-factor, no coverage; JSON), ``cloud_mask``, ``nbar``, ``forest_mask``,
         ``radius_m``.
@@ -220,9 +223,48 @@ def assemble(raw: xr.Dataset, prep: PreparedSite, bands: Sequence[str],
     out = ds[list(bands)].assign(
         SCL=scl.astype(np.uint8), cloud=cloud.astype(bool), shadow=shadow.astype(bool),
         snow=snow_m.astype(bool), valid=valid, forest=forest, buffer=buffer, clear=clear)
+    for name, meaning in MASK_MEANINGS.items():
+        out[name].attrs.setdefault("long_name", meaning.replace("_", " "))
+        out[name].attrs.update({"flag_values": np.array([0, 1], dtype=np.int8),
+                                "flag_meanings": f"not_{meaning} {meaning}"})
     out.attrs = cube_attrs(prep, rep, cloud_mask=cloud_mask, snow=snow, nbar=nbar,
                            forest_src=forest_src, radius_m=radius_m, engine=engine)
-    return out
+    return with_crs(out, grid.epsg)
+
+
+#: The bool masks of a cube and what True means (CF ``flag_meanings`` "not_<m> <m>").
+MASK_MEANINGS: dict[str, str] = {
+    "cloud": "cloud", "shadow": "cloud_shadow", "snow": "snow",
+    "valid": "valid_in_every_band", "forest": "forest", "buffer": "inside_analysis_circle",
+    "clear": "clear_forest_pixel_in_circle",
+}
+
+
+def with_crs(ds: xr.Dataset, epsg: int) -> xr.Dataset:
+    """``ds`` with its CRS as a CF grid-mapping coordinate ``spatial_ref``.
+
+    The loaders drop odc-stac's ``spatial_ref`` (stackstac has none); this writes it back
+    with odc-geo, in the layout rioxarray and GDAL also read: a scalar coordinate
+    ``spatial_ref`` carrying ``crs_wkt``, ``spatial_ref`` and the CF ``grid_mapping_name``
+    parameters, and ``grid_mapping = "spatial_ref"`` in the encoding of every (y, x)
+    variable. ``ds.odc.geobox`` and ``ds.rio.crs`` then work, and the CRS survives
+    ``to_zarr`` / ``to_netcdf`` (reopen with ``decode_coords="all"``, as rioxarray
+    advises, for ``rio.crs``; ``odc.geobox`` finds it either way).
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        A cube with ``y``/``x`` coordinates [m] in the projection ``epsg``.
+    epsg : int
+        EPSG code of the site grid (its UTM zone).
+
+    Returns
+    -------
+    xarray.Dataset
+    """
+    import odc.geo.xr  # noqa: F401  (registers the .odc accessor)
+
+    return ds.odc.assign_crs(f"EPSG:{int(epsg)}")
 
 
 def cube_attrs(prep: PreparedSite, rep: Any, *, cloud_mask: str, snow: bool, nbar: bool,

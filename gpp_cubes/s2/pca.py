@@ -2,11 +2,12 @@
 
 The indices are standardised (zero mean, unit variance per index) and a PCA is fitted on the
 rows of the training years only (:data:`gpp_cubes.paper.TRAIN_YEARS`, all sites pooled:
-fitting on the test years would leak them into the predictors). The leading components that
-together explain at least :data:`gpp_cubes.paper.PCA_VARIANCE` of the variance are kept and
-named ``S2_PC1``, ``S2_PC2``, ... The fitted scaler and loadings are stored as JSON next to
-the cubes, so the same transform applies to any site and a user can see which indices drive
-each component.
+fitting on the test years would leak them into the predictors). Two rules choose how many
+leading components are kept, named ``S2_PC1``, ``S2_PC2``, ...: ours (the default), the
+fewest that together explain at least :data:`gpp_cubes.paper.PCA_VARIANCE` (0.99) of the
+variance; or the paper's, a fixed number (``n_components=18``, ``gpp build --pcs 18``).
+The fitted scaler and loadings are stored as JSON next to the cubes, so the same transform
+applies to any site and a user can see which indices drive each component.
 
 A batch build (:mod:`gpp_cubes.batch`) fits one PCA on the pooled tables of every site
 (:func:`fit_pca_model`) and keeps it in its output directory with a sidecar naming the sites
@@ -62,6 +63,8 @@ class FittedPCA:
         Training rows used.
     dropped_indices : tuple of str
         Inputs left out (constant or mostly undefined on the training rows).
+    fixed_components : int, optional
+        The number of components asked for (the paper's rule); None: the variance rule.
     """
 
     indices: tuple[str, ...]
@@ -73,6 +76,7 @@ class FittedPCA:
     train_years: tuple[int, ...]
     n_samples: int
     dropped_indices: tuple[str, ...] = ()
+    fixed_components: int | None = None
 
     @property
     def names(self) -> list[str]:
@@ -93,8 +97,8 @@ class FittedPCA:
 
 
 def fit_pca(table: pd.DataFrame, *, variance: float = PCA_VARIANCE,
-            train_years: Sequence[int] = TRAIN_YEARS, max_missing: float = 0.05
-            ) -> FittedPCA:
+            train_years: Sequence[int] = TRAIN_YEARS, max_missing: float = 0.05,
+            n_components: int | None = None) -> FittedPCA:
     """Fit the standardised PCA on the training-year rows of an index table.
 
     Parameters
@@ -103,13 +107,16 @@ def fit_pca(table: pd.DataFrame, *, variance: float = PCA_VARIANCE,
         Rows = observations (any index containing a ``time`` level or a DatetimeIndex; all
         sites pooled), columns = spectral indices [1].
     variance : float, default :data:`gpp_cubes.paper.PCA_VARIANCE`
-        Keep the fewest leading components whose cumulative explained variance >= this.
+        Keep the fewest leading components whose cumulative explained variance >= this [1]
+        (ours: 0.99); ignored when ``n_components`` is given.
     train_years : sequence of int, default :data:`gpp_cubes.paper.TRAIN_YEARS`
         Only rows in these years are used for the fit.
     max_missing : float, default 0.05
         Indices undefined (NaN) on more than this fraction of training rows, or constant,
         are left out (recorded in ``dropped_indices``); remaining rows with any NaN are
         skipped.
+    n_components : int, optional
+        Keep exactly this many leading components (the paper: 18).
 
     Returns
     -------
@@ -118,7 +125,8 @@ def fit_pca(table: pd.DataFrame, *, variance: float = PCA_VARIANCE,
     Raises
     ------
     BuildError
-        Fewer than two usable training rows.
+        Fewer than two usable training rows, or fewer components than ``n_components``
+        (at most min(rows, usable indices)).
     """
     from sklearn.decomposition import PCA
     from sklearn.preprocessing import StandardScaler
@@ -135,15 +143,25 @@ def fit_pca(table: pd.DataFrame, *, variance: float = PCA_VARIANCE,
                          f"{list(train_years)}")
     scaler = StandardScaler().fit(x)
     pca = PCA(svd_solver="full").fit(scaler.transform(x))
-    k = int(np.searchsorted(np.cumsum(pca.explained_variance_ratio_), variance - 1e-12) + 1)
-    k = min(k, pca.n_components_)
+    if n_components is not None:
+        if n_components > pca.n_components_:
+            raise BuildError(
+                f"PCA: {n_components} components asked for (--pcs), but only "
+                f"{pca.n_components_} exist ({x.shape[0]} training rows, {len(keep)} usable "
+                f"indices in years {list(train_years)})")
+        k = int(n_components)
+    else:
+        k = int(np.searchsorted(np.cumsum(pca.explained_variance_ratio_),
+                                variance - 1e-12) + 1)
+        k = min(k, pca.n_components_)
     return FittedPCA(
         indices=tuple(keep), mean=tuple(scaler.mean_.tolist()),
         scale=tuple(scaler.scale_.tolist()),
         components=tuple(tuple(r) for r in pca.components_[:k].tolist()),
         explained_variance_ratio=tuple(pca.explained_variance_ratio_[:k].tolist()),
         variance_threshold=variance, train_years=tuple(int(y) for y in train_years),
-        n_samples=int(x.shape[0]), dropped_indices=dropped)
+        n_samples=int(x.shape[0]), dropped_indices=dropped,
+        fixed_components=None if n_components is None else int(n_components))
 
 
 def _years(table: pd.DataFrame) -> np.ndarray:
@@ -200,7 +218,9 @@ def load_pca(path: str | Path) -> FittedPCA:
 
 
 def fit_pca_model(tables: Mapping[str, pd.DataFrame],
-                  train_years: Sequence[int] = TRAIN_YEARS) -> FittedPCA:
+                  train_years: Sequence[int] = TRAIN_YEARS, *,
+                  variance: float = PCA_VARIANCE, n_components: int | None = None
+                  ) -> FittedPCA:
     """Fit :func:`fit_pca` on the pooled index tables of several sites.
 
     Parameters
@@ -210,12 +230,15 @@ def fit_pca_model(tables: Mapping[str, pd.DataFrame],
         deterministic.
     train_years : sequence of int
         Years the PCA is fitted on.
+    variance, n_components
+        The rule choosing the number of components (:func:`fit_pca`).
     """
     import pandas as pd
 
     ids = sorted(tables)
     pooled = pd.concat([tables[s] for s in ids], keys=ids, names=["site", "time"])
-    return fit_pca(pooled, train_years=train_years)
+    return fit_pca(pooled, train_years=train_years, variance=variance,
+                   n_components=n_components)
 
 
 def pca_sidecar(path: str | Path) -> Path:
@@ -270,4 +293,7 @@ def pca_provenance(fitted: FittedPCA, path: str | Path) -> dict[str, Any]:
             "explained_variance_ratio": [round(v, 6) for v in fitted.explained_variance_ratio],
             "train_years": list(fitted.train_years), "n_samples": fitted.n_samples,
             "variance_threshold": fitted.variance_threshold,
+            "rule": (f"fixed {fitted.fixed_components} components"
+                     if fitted.fixed_components is not None
+                     else f"explained variance >= {fitted.variance_threshold}"),
             "dropped_indices": list(fitted.dropped_indices), "sites": sites}

@@ -186,7 +186,8 @@ def _orbit_key(item: Any) -> str:
 
 def s1_features_from_items(items: Sequence[Any], grid: SiteGrid, forest: xr.DataArray, *,
                            engine: str = "odc", min_valid_fraction: float = 0.5,
-                           site_id: str | None = None) -> SensorResult:
+                           site_id: str | None = None,
+                           outer_m: float = S1_ANNULUS_OUTER_M) -> SensorResult:
     """Load S1 RTC items (split by orbit) and reduce them with :func:`s1_features_from_cube`.
 
     Parameters
@@ -203,6 +204,8 @@ def s1_features_from_items(items: Sequence[Any], grid: SiteGrid, forest: xr.Data
         See :func:`s1_features_from_cube`.
     site_id : str, optional
         Named in logs and errors.
+    outer_m : float, default :data:`gpp_cubes.paper.S1_ANNULUS_OUTER_M` (1000)
+        Outer radius of the annulus [m] (``gpp build --radius``).
 
     Returns
     -------
@@ -223,7 +226,8 @@ def s1_features_from_items(items: Sequence[Any], grid: SiteGrid, forest: xr.Data
         cube = compute_dropping_failures(cube, site_id=site_id)
         used += json.loads(cube.attrs.get("stac_items", "[]"))
         per_pass = s1_features_from_cube(cube["vv"], cube["vh"], forest, grid,
-                                         min_valid_fraction=min_valid_fraction)
+                                         min_valid_fraction=min_valid_fraction,
+                                         outer_m=outer_m)
         # An item is kept when its pass (time step) contributed a day.
         lon = tower_lon(grid)
         t = pd.DatetimeIndex(pd.to_datetime(cube["time"].values))
@@ -251,7 +255,7 @@ def s1_features_from_items(items: Sequence[Any], grid: SiteGrid, forest: xr.Data
         frame = pd.DataFrame(columns=[*FEATURES, "S1_VV_linear", "S1_VH_linear", "n_passes"],
                              index=pd.DatetimeIndex([], name="time"))
     params = {"collection": S1_COLLECTION, "bands": list(S1_BANDS),
-              "annulus_m": [S1_ANNULUS_INNER_M, S1_ANNULUS_OUTER_M], "mean": "linear power",
+              "annulus_m": [S1_ANNULUS_INNER_M, outer_m], "mean": "linear power",
               "min_valid_fraction": min_valid_fraction,
               "same_day_passes": "equal-weight linear mean of per-pass linear means",
               "index": "spyndex DpRVIVV", "engine": engine}
@@ -262,7 +266,8 @@ def s1_features_from_items(items: Sequence[Any], grid: SiteGrid, forest: xr.Data
 def s1_features(grid: SiteGrid, forest: xr.DataArray, start: str, end: str, *,
                 provider: str = "planetary-computer", stac_url: str | None = None,
                 site_id: str | None = None, engine: str = "odc",
-                min_valid_fraction: float = 0.5) -> SensorResult:
+                min_valid_fraction: float = 0.5,
+                outer_m: float = S1_ANNULUS_OUTER_M) -> SensorResult:
     """Search ``sentinel-1-rtc`` over a site and return its daily S1 features.
 
     Parameters
@@ -278,6 +283,8 @@ def s1_features(grid: SiteGrid, forest: xr.DataArray, start: str, end: str, *,
     site_id : str, optional
     engine : {"odc", "stackstac"}
     min_valid_fraction : float
+    outer_m : float, default :data:`gpp_cubes.paper.S1_ANNULUS_OUTER_M` (1000)
+        Outer radius of the annulus [m].
 
     Returns
     -------
@@ -296,4 +303,5 @@ def s1_features(grid: SiteGrid, forest: xr.DataArray, start: str, end: str, *,
             columns=[*FEATURES, "S1_VV_linear", "S1_VH_linear", "n_passes"],
             index=pd.DatetimeIndex([], name="time")), scenes_found=0, scenes_kept=0)
     return s1_features_from_items(items, grid, forest, engine=engine,
-                                  min_valid_fraction=min_valid_fraction, site_id=site_id)
+                                  min_valid_fraction=min_valid_fraction, site_id=site_id,
+                                  outer_m=outer_m)

@@ -22,7 +22,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from gpp_cubes.errors import SiteError
+from gpp_cubes.errors import ConfigError, SiteError
 
 #: Site ids look like ``DE-Hai``: two upper-case country letters, a dash, three characters.
 SITE_ID_PATTERN = re.compile(r"^[A-Z]{2}-[A-Za-z0-9]{3}$")
@@ -34,8 +34,11 @@ SITE_ID_PATTERN = re.compile(r"^[A-Z]{2}-[A-Za-z0-9]{3}$")
 #: CORINE, so the CORINE criterion rejects them, not this one.
 EUROPE_BBOX: tuple[float, float, float, float] = (-32.0, 34.0, 45.0, 72.0)
 
-#: Environment variable overriding where ``gpp sites select`` writes the selection table.
+#: Environment variable naming the selection table that ``--sites all`` reads and ``gpp sites
+#: select`` writes when no path is given (overrides ``<out>/selection.csv``).
 SELECTION_ENV = "GPP_CUBES_SELECTION"
+#: File name of the default selection table inside a build's output directory.
+SELECTION_FILE = "selection.csv"
 
 STATUSES = ("candidate", "excluded", "adhoc")
 
@@ -250,45 +253,59 @@ def as_site(site: Site | str | tuple[float, float] | Any) -> Site:
         raise SiteError(f"expected a site id, a Site or (lat, lon), got {site!r}") from err
 
 
-def default_selection_path() -> Path:
-    """Where ``gpp sites select`` saves the study set and :func:`study_sites` reads it.
+def default_selection_path(out_dir: str | Path | None = None) -> Path | None:
+    """The selection table :func:`study_sites` reads when none is named.
 
-    ``$GPP_CUBES_SELECTION`` if set, else ``$XDG_DATA_HOME/gpp-cubes/selection.csv``
-    (``~/.local/share/gpp-cubes/selection.csv``): a user directory, so an installed package
-    works without write access to its own files.
+    ``$GPP_CUBES_SELECTION`` (:data:`SELECTION_ENV`) if set, else
+    ``<out_dir>/selection.csv`` (:data:`SELECTION_FILE`) when ``out_dir`` is given, else
+    None: the study set is a file the user names, never hidden state in the home directory.
+
+    Parameters
+    ----------
+    out_dir : str or Path, optional
+        Output directory of a build (``gpp build --out``).
     """
     env = os.environ.get(SELECTION_ENV)
     if env:
         return Path(env).expanduser()
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "gpp-cubes" / "selection.csv"
+    return Path(out_dir) / SELECTION_FILE if out_dir is not None else None
 
 
-def study_sites(selection_path: str | Path | None = None) -> tuple[list[Site], str]:
-    """The sites that ``--sites all`` means, and a message saying which set that is.
+def study_sites(selection_path: str | Path | None = None, *,
+                out_dir: str | Path | None = None) -> tuple[list[Site], str]:
+    """The sites that ``--sites all`` means, and a message naming the selection file.
 
     Parameters
     ----------
     selection_path : str or Path, optional
-        Selection table written by ``gpp sites select``
-        (default :func:`default_selection_path`).
+        Selection table written by ``gpp sites select --output FILE``
+        (default :func:`default_selection_path` of ``out_dir``).
+    out_dir : str or Path, optional
+        Output directory of the build: ``<out_dir>/selection.csv`` is the default table.
 
     Returns
     -------
     sites : list of Site
-        The sites whose verdict was ``pass`` in the last selection; before any selection was
-        run, every catalog station whose status is not ``excluded``.
+        The sites whose verdict was ``pass`` in the selection table.
     message : str
-        Which of the two the list is, naming the file.
+        Which table the list comes from, and how many sites passed.
+
+    Raises
+    ------
+    ConfigError
+        No table is named (and no default applies), or the table does not exist; the
+        message names the path and the ``gpp sites select`` command that writes it.
     """
-    path = Path(selection_path) if selection_path else default_selection_path()
-    if not path.exists():
-        candidates = [s for s in load_sites() if s.status != "excluded"]
-        return candidates, (
-            f"no site selection found at {path}: using all {len(candidates)} catalog candidates "
-            "not excluded (run `gpp sites select` with CORINE and the FLUXNET files to apply "
-            "the paper's rules)"
-        )
+    path = Path(selection_path).expanduser() if selection_path else \
+        default_selection_path(out_dir)
+    if path is None or not path.is_file():
+        target = path or Path("OUT") / SELECTION_FILE
+        where = f"no site selection at {path}" if path else "no site selection named"
+        raise ConfigError(
+            f"{where}: run `gpp sites select --corine CLC2018.tif --fluxnet DIR --output "
+            f"{target}` first (the paper's rules), or name a selection table with "
+            f"--selection FILE or ${SELECTION_ENV}; --sites DE-Hai,BE-Vie builds named sites "
+            "without one")
     catalog = {s.id: s for s in load_sites()}
     sites: list[Site] = []
     with path.open(newline="", encoding="utf-8") as f:
@@ -304,6 +321,6 @@ def study_sites(selection_path: str | Path | None = None) -> tuple[list[Site], s
                                     name=row.get("name") or None, site_id=sid,
                                     igbp=row.get("igbp") or None))
     return sites, (
-        f"using the study set from the last selection {path}: {len(sites)} of {len(rows)} "
+        f"using the study set of the selection {path}: {len(sites)} of {len(rows)} "
         "sites passed the rules"
     )

@@ -229,9 +229,10 @@ def save_selection(table: pd.DataFrame, path: str | Path | None = None) -> Path:
     table : pandas.DataFrame
         Output of :func:`select_sites`.
     path : str or Path, optional
-        Default :func:`gpp_cubes.sites.catalog.default_selection_path`.
+        Default :func:`gpp_cubes.sites.catalog.default_selection_path` (``$GPP_CUBES_SELECTION``);
+        without either, a :class:`~gpp_cubes.errors.ConfigError`.
     """
-    path = Path(path) if path else default_selection_path()
+    path = Path(path) if path else _named_selection_path()
     missing = {"site_id", "latitude", "longitude", "verdict"} - set(table.columns)
     if missing:
         raise ValueError(f"selection table lacks column(s) {', '.join(sorted(missing))}")
@@ -242,5 +243,16 @@ def save_selection(table: pd.DataFrame, path: str | Path | None = None) -> Path:
 
 def load_selection(path: str | Path | None = None) -> pd.DataFrame:
     """Read a selection table written by :func:`save_selection`."""
-    path = Path(path) if path else default_selection_path()
+    path = Path(path) if path else _named_selection_path()
     return pd.read_csv(path)
+
+
+def _named_selection_path() -> Path:
+    path = default_selection_path()
+    if path is None:
+        from gpp_cubes.errors import ConfigError
+
+        raise ConfigError("no path for the selection table: give one (gpp sites select "
+                          "--output FILE, e.g. OUT/selection.csv of the build) or set "
+                          "$GPP_CUBES_SELECTION")
+    return path

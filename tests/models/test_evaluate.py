@@ -80,7 +80,9 @@ def test_permutation_importance_hand_worked() -> None:
         return xp[:, 0]
 
     perms = np.array([[[1, 0, 3, 2], [1, 0, 3, 2]], [[3, 2, 1, 0], [3, 2, 1, 0]]])
-    fi = permutation_importance(predict, obs, sites, ["f0", "f1"], permutations=perms)
+    # Repeat 1 moves sequences between sites: only the pooled scope allows it.
+    fi = permutation_importance(predict, obs, sites, ["f0", "f1"], permutations=perms,
+                                scope="pooled")
     s = summarize_importance(fi).set_index(["site", "feature"])
     # repeat 0: A pred (2,1) -> RMSE 1, range 1 -> FI 1; repeat 1: A pred (4,3) -> sqrt(5)
     assert s.loc[("A", "f0"), "fi_mean"] == pytest.approx((1 + np.sqrt(5)) / 2)
@@ -88,6 +90,7 @@ def test_permutation_importance_hand_worked() -> None:
     assert s.loc[("A", "f0"), "fi_std"] == pytest.approx((np.sqrt(5) - 1) / np.sqrt(2))
     assert s.loc[("A", "f1"), "fi_mean"] == 0.0
     assert (fi["baseline_nrmse"] == 0).all() and len(fi) == 2 * 2 * 2
+    assert (fi["scope"] == "pooled").all()
 
 
 def test_model_predictor_permutes_whole_sequences(features: Path) -> None:

@@ -103,6 +103,7 @@ def test_run_pipeline_writes_every_output(tmp_path: Path, features: Path) -> Non
                   space=SearchSpace(layers=(1, 1), units=(8,), learning_rate=(1e-3, 1e-2)))
     stages: list[str] = []
     paths = run_pipeline(features, tmp_path, budget=tiny, cells=("gru",),
+                         importance_scope="pooled", nrmse_norm="full-period",
                          on_stage=stages.append)
     assert [s.split()[0] for s in stages] == ["tune", "train", "evaluate", "explain",
                                               "figures"]
@@ -112,3 +113,8 @@ def test_run_pipeline_writes_every_output(tmp_path: Path, features: Path) -> Non
     assert study_db.exists()
     best = np.asarray(pd.read_csv(paths["run_gru"] / "metrics.csv")["select_mae"])
     assert best.shape == (2,) and np.isfinite(best).all()
+    # The non-default method choices reach the outputs and the report.
+    assert set(pd.read_csv(paths["nrmse"])["norm"]) == {"full-period"}
+    assert set(pd.read_csv(paths["results"] / "fi_GRU.csv")["scope"]) == {"pooled"}
+    choices = paths["report"].read_text().split("<h2>Method choices</h2>")[1]
+    assert "Hyperband, 2 trials; 1-1 layers, units 8" in choices

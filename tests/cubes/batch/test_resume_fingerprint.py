@@ -192,8 +192,8 @@ def test_rerun_through_a_fresh_server_reuses_with_a_stable_endpoint_identity(
 def test_rebuild_changed_rebuilds_only_what_changed(base, build_served, client, tmp_path):
     out = _copy(base, tmp_path)
     before = stamps(out)
-    change = kwargs(build_served, s2_options={"radius_m": 900.0})
-    with pytest.raises(GppError, match=r"s2_options\.radius_m=\(unset\)"):
+    change = kwargs(build_served, s2_options={"max_sun_zenith": 75.0})
+    with pytest.raises(GppError, match=r"s2_options\.max_sun_zenith=80\.0"):
         build_sites([SITE], out, client=client, **change)
     table = build_sites([SITE], out, client=client, rebuild_changed=True, **change)
     assert (table["status"] == "built").all(), table.to_string()
@@ -201,7 +201,7 @@ def test_rebuild_changed_rebuilds_only_what_changed(base, build_served, client, 
     assert _rebuilt(before, stamps(out)) == {".work/DE-Hai/s2.zarr", ".work/pca.json",
                                              f"{SITE}.zarr", "features.zarr"}
     fp = _prov(out / f"{SITE}.zarr")["fingerprint"]
-    assert fp["inputs"]["s2"]["values"]["s2_options.radius_m"] == 900.0
+    assert fp["inputs"]["s2"]["values"]["s2_options.max_sun_zenith"] == 75.0
     assert fp["values"]["input.s2"] == _prov(out / ".work" / SITE / "s2.zarr")[
         "fingerprint"]["hash"]
     # and the rebuilt directory is now reused as it is

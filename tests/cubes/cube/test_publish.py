@@ -428,3 +428,40 @@ def test_export_with_asset_base(tmp_path: Path, stores: list[Path]) -> None:
         "s3://bucket/cubes/FI-Hyy.zarr",
     ]
     assert all(f["links"] == [] and f["collection"] == COLLECTION_ID for f in features)
+
+
+def test_processing_and_scientific_extensions(tmp_path: Path, stores: list[Path]) -> None:
+    """Processing (lineage, software versions) and scientific (sci:citation) extensions."""
+    from importlib import metadata
+
+    from gpp_cubes.contract import PAPER_CITATION
+    from gpp_cubes.cube.stac_item import processing_fields
+
+    catalog = tmp_path / "catalog"
+    update_cube_catalog(catalog, stores)
+    update_cube_catalog(catalog, stores)  # re-publishing keeps one gpp-cubes provider
+    processing = "https://stac-extensions.github.io/processing/v1.2.0/schema.json"
+    scientific = "https://stac-extensions.github.io/scientific/v1.0.0/schema.json"
+    raw = json.loads((catalog / "cubes" / "collection.json").read_text())
+    assert processing in raw["stac_extensions"] and scientific in raw["stac_extensions"]
+    assert raw["sci:citation"] == PAPER_CITATION
+    assert "Recurrent neural networks for modelling gross primary production" in PAPER_CITATION
+    assert "sci:doi" not in raw  # not recorded in the project's sources: not invented
+    (provider,) = [p for p in raw["providers"] if p["name"] == "gpp-cubes"]
+    assert provider["roles"] == ["processor"]
+    assert "odc-stac" in provider["processing:lineage"]
+    software = provider["processing:software"]
+    for package in ("gpp-cubes", "spyndex", "sen2nbar", "odc-stac", "xarray"):
+        assert software[package] == metadata.version(package)
+    item = json.loads((catalog / "cubes" / "DE-Hai" / "DE-Hai.json").read_text())
+    assert processing in item["stac_extensions"] and scientific in item["stac_extensions"]
+    assert item["properties"]["sci:citation"] == PAPER_CITATION
+    # the item's versions are those the store's provenance recorded at build time
+    assert item["properties"]["processing:software"] == {"numpy": np.__version__,
+                                                         "xarray": xr.__version__}
+    assert "processing:datetime" not in item["properties"]  # the record has no "created"
+    # the build's record: null versions (packages not installed) are left out, time kept
+    fields = processing_fields({"packages": {"a": "1.0", "b": None},
+                                "created": "2024-05-01T10:20:30+00:00"})
+    assert fields["processing:software"] == {"a": "1.0"}
+    assert fields["processing:datetime"] == "2024-05-01T10:20:30Z"

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 from reference import REFERENCE
 
-from gpp_cubes.errors import SiteError
+from gpp_cubes.errors import ConfigError, SiteError
 from gpp_cubes.sites.catalog import (
     catalog_path,
+    default_selection_path,
     get_site,
     in_europe,
     load_sites,
@@ -134,11 +135,15 @@ def test_point_site():
         point_site(50.0, 8.0, site_id="../evil")
 
 
-def test_study_sites_before_and_after_selection(tmp_path):
+def test_study_sites_before_and_after_selection(tmp_path, monkeypatch):
+    monkeypatch.delenv("GPP_CUBES_SELECTION", raising=False)
     path = tmp_path / "selection.csv"
-    sites, message = study_sites(path)
-    assert len(sites) == 30 and "no site selection found" in message
-    assert all(s.status == "candidate" for s in sites)
+    # no selection yet: an error naming the file and the command that writes it
+    with pytest.raises(ConfigError, match=r"no site selection at .*selection\.csv.*"
+                       r"gpp sites select .*--output .*selection\.csv"):
+        study_sites(path)
+    with pytest.raises(ConfigError, match="no site selection named"):
+        study_sites()  # nothing named, no output directory, no env var: no home default
     path.write_text(
         "site_id,name,igbp,latitude,longitude,verdict\n"
         "DE-Hai,Hainich,DBF,51.079407,10.452089,pass\n"
@@ -150,12 +155,21 @@ def test_study_sites_before_and_after_selection(tmp_path):
     assert sites[0] == get_site("DE-Hai")
     assert (sites[1].latitude, sites[1].igbp, sites[1].status) == (50.5, "ENF", "adhoc")
     assert "2 of 3 sites passed" in message and str(path) in message
+    # the default is the table inside the build's output directory
+    assert [s.id for s in study_sites(out_dir=tmp_path)[0]] == ["DE-Hai", "XX-D01"]
+    with pytest.raises(ConfigError, match=str(tmp_path / "other" / "selection.csv")):
+        study_sites(out_dir=tmp_path / "other")
 
 
 def test_study_sites_env_default(tmp_path, monkeypatch):
     monkeypatch.setenv("GPP_CUBES_SELECTION", str(tmp_path / "sel.csv"))
-    _, message = study_sites()
-    assert str(tmp_path / "sel.csv") in message
+    assert default_selection_path(tmp_path / "out") == tmp_path / "sel.csv"  # env wins
+    with pytest.raises(ConfigError, match=str(tmp_path / "sel.csv")):
+        study_sites()
+    (tmp_path / "sel.csv").write_text("site_id,name,igbp,latitude,longitude,verdict\n"
+                                      "DE-Hai,Hainich,DBF,51.079407,10.452089,pass\n")
+    sites, message = study_sites()
+    assert [s.id for s in sites] == ["DE-Hai"] and str(tmp_path / "sel.csv") in message
 
 
 def test_import_is_light():
@@ -197,14 +211,29 @@ def test_cli_list_and_status_filter():
     assert "8 site(s)" in res.output and "IL-Yat" in res.output and "DE-Hai" not in res.output
     assert "outside Europe (Israel)" in res.output
     res = _invoke("sites", "list", "--status", "bogus")
-    assert res.exit_code == 1 and "--status must be one of" in res.output
+    assert res.exit_code == 2 and "--status must be one of" in res.output  # a usage error
 
 
 def test_cli_list_study_set_message(tmp_path):
     res = _invoke("sites", "list", "--study",
                   env={"GPP_CUBES_SELECTION": str(tmp_path / "none.csv")})
+    assert res.exit_code == 1, res.output
+    assert "no site selection at" in res.output and "gpp sites select" in res.output
+    sel = tmp_path / "sel.csv"
+    sel.write_text("site_id,name,igbp,latitude,longitude,verdict\n"
+                   "DE-Hai,Hainich,DBF,51.079407,10.452089,pass\n"
+                   "BE-Vie,Vielsalm,MF,50.304962,5.998099,fail\n")
+    res = _invoke("sites", "list", "--study", "--selection", str(sel))
     assert res.exit_code == 0, res.output
-    assert "30 site(s)" in res.output and "no site selection found" in res.output
+    assert "1 site(s)" in res.output and "1 of 2 sites passed" in res.output
+
+
+def test_cli_select_needs_an_output_path(tmp_path, monkeypatch):
+    monkeypatch.delenv("GPP_CUBES_SELECTION", raising=False)
+    res = _invoke("sites", "select", "--corine", str(tmp_path / "c.tif"),
+                  "--fluxnet", str(tmp_path))
+    assert res.exit_code == 2, res.output  # before any site is checked
+    assert "--output" in res.output and "Traceback" not in res.output
 
 
 def test_cli_show():
