@@ -14,6 +14,8 @@ _EXPORTS = {
     "tune": "gpp_models.tune",
     "evaluate_runs": "gpp_models.evaluate",
     "nrmse": "gpp_models.evaluate",
+    "predict_gpp": "gpp_models.predict",
+    "predict_run": "gpp_models.predict",
     "permutation_importance": "gpp_models.explain",
     "explain_run": "gpp_models.explain",
     "all_figures": "gpp_models.figures",

@@ -1,4 +1,4 @@
-"""``gpp tune | train | evaluate | explain | figures | report``: the modelling commands.
+"""``gpp tune | train | evaluate | predict | explain | figures | report``: the modelling commands.
 
 Registered into the ``gpp`` typer app by :func:`register`; heavy imports (JAX, Optuna,
 matplotlib) happen inside the commands so ``gpp --help`` stays fast. Every command first
@@ -245,6 +245,32 @@ def register(app: typer.Typer) -> None:
                           f"{nrmse_norm} range)")
 
         guarded(run, debug=debug, stage="evaluate")
+
+    @app.command("predict", epilog="""Example:
+
+  gpp predict runs/lstm/run cubes/DE-Hai.zarr --out predictions/DE-Hai
+
+  Writes OUT/gpp_pred.csv (site, time, gpp_pred, gpp_spread, gpp_obs) and OUT/gpp_pred.zarr.
+""", help="Daily GPP of a trained run (ensemble mean and spread) for every day of a predictor "
+          "cube with a full window, observed or not (gap-filling, new sites).")
+    def predict_cmd(
+        run_dir: Path = typer.Argument(..., help="Run directory (gpp train / gpp tune)."),
+        cube: Path = typer.Argument(..., help="Predictor cube: <SITE>.zarr or features.zarr."),
+        out: Path = OutOption,
+        training_features: Path | None = typer.Option(
+            None, "--training-features",
+            help="The cube the run was trained on (default: the one recorded in the run)."),
+        config: Path | None = ConfigOption,
+        debug: bool = DebugOption,
+    ) -> None:
+        def run() -> None:
+            _configure_process(debug)
+            from gpp_models.predict import predict_run
+
+            paths = predict_run(run_dir, cube, out, training_features=training_features)
+            console.print(f"predictions -> {paths['csv']} {paths['zarr']}")
+
+        guarded(run, debug=debug, stage="predict")
 
     @app.command("explain", epilog="""Example:
 
