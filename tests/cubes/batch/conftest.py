@@ -6,9 +6,16 @@ within a few minutes on 2 cores.
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import pytest
 
 BUILD_START, BUILD_END = "2018-01-01", "2018-12-31"
+#: The short build that resume and option tests rerun: one site over three months keeps each
+#: build to a few seconds on an in-process cluster.
+SITE = "DE-Hai"
+START, END = "2018-05-01", "2018-07-31"
 
 
 @pytest.fixture(scope="session")
@@ -34,3 +41,48 @@ def local_build(build_served, tmp_path_factory):
     sites = [s.site_id for s in build_served.world.sites]
     table = build_sites(sites, out, n_workers=2, **build_kwargs(build_served))
     return table, out
+
+
+def short_kwargs(served, **changes) -> dict:
+    """:func:`build_kwargs` for the short build, with ``changes`` applied."""
+    return {**build_kwargs(served), "start": START, "end": END, **changes}
+
+
+@pytest.fixture(scope="session")
+def client():
+    """One in-process worker with one thread: no process start per build."""
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tcp://",
+                      host="127.0.0.1", dashboard_address=None) as cluster, \
+            Client(cluster) as c:
+        yield c
+
+
+@pytest.fixture
+def no_cluster(monkeypatch):
+    """Fail if a build tries to start a Dask cluster."""
+    import gpp_cubes.batch.build as build
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the build started a Dask cluster")
+
+    monkeypatch.setattr(build, "dask_client", refuse)
+
+
+@pytest.fixture(scope="session")
+def base(build_served, client, tmp_path_factory) -> Path:
+    """A complete short build of one site; tests that rerun it work on a :func:`copy_build`."""
+    from gpp_cubes.batch import build_sites
+
+    out = tmp_path_factory.mktemp("short-build")
+    table = build_sites([SITE], out, client=client, **short_kwargs(build_served))
+    assert (table["status"] == "built").all(), table.to_string()
+    return out
+
+
+def copy_build(base: Path, tmp_path: Path) -> Path:
+    """A copy of ``base`` (copy2: modification times are kept)."""
+    out = tmp_path / "out"
+    shutil.copytree(base, out)
+    return out

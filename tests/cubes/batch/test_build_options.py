@@ -9,7 +9,6 @@ what those stores hold, checked against an independent computation where there i
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -18,53 +17,24 @@ import pytest
 import xarray as xr
 from typer.testing import CliRunner
 
-import gpp_cubes.batch.build as build
 from gpp_cubes.batch import BuildConfig, build_sites
 from gpp_cubes.batch.config import parse_years
 from gpp_cubes.batch.resume import plan_resume
 from gpp_cubes.errors import ConfigError
 
-from .conftest import build_kwargs
+from .conftest import END, SITE, START, copy_build, short_kwargs
 
-SITE = "DE-Hai"
-START, END = "2018-05-01", "2018-07-31"
 FIVE = ("NDVI", "EVI", "NDWI", "NIRv", "kNDVI")
 
 
-@pytest.fixture(scope="module")
-def client():
-    from distributed import Client, LocalCluster
-
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tcp://",
-                      host="127.0.0.1", dashboard_address=None) as cluster, \
-            Client(cluster) as c:
-        yield c
 
 
-@pytest.fixture
-def no_cluster(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise AssertionError("the build started a Dask cluster")
-
-    monkeypatch.setattr(build, "dask_client", refuse)
 
 
-def kwargs(served, **changes) -> dict:
-    return {**build_kwargs(served), "start": START, "end": END, **changes}
 
 
-@pytest.fixture(scope="module")
-def base(build_served, client, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("options-base")
-    table = build_sites([SITE], out, client=client, **kwargs(build_served))
-    assert (table["status"] == "built").all(), table.to_string()
-    return out
 
 
-def _copy(base: Path, tmp_path: Path) -> Path:
-    out = tmp_path / "out"
-    shutil.copytree(base, out)
-    return out
 
 
 def _prov(path: Path) -> dict:
@@ -75,7 +45,7 @@ def _prov(path: Path) -> dict:
 def _stale(out: Path, served, **changes) -> set[str]:
     from gpp_cubes.batch.build import resolve_sites
 
-    kw = kwargs(served, **changes)
+    kw = short_kwargs(served, **changes)
     cfg = BuildConfig.create(out, **{k: v for k, v in kw.items() if k != "provider"},
                              provider=kw["provider"])
     return {str(Path(s.path).relative_to(out)) for s in plan_resume(cfg, resolve_sites([SITE]))}
@@ -123,9 +93,9 @@ def test_paper_like_options_change_the_stores(base, build_served, client, tmp_pa
     from gpp_cubes.targets.extremes import detect_extremes
     from gpp_cubes.targets.fluxnet import find_fluxnet_file, gpp_targets, read_fluxnet
 
-    out = _copy(base, tmp_path)
+    out = copy_build(base, tmp_path)
     table = build_sites([SITE], out, client=client, rebuild_changed=True,
-                        **kwargs(build_served, radius_m=800.0, pca_components=2,
+                        **short_kwargs(build_served, radius_m=800.0, pca_components=2,
                                  extremes_method="quantile",
                                  s2_options={"index_list": list(FIVE)}))
     assert (table["status"] == "built").all(), table.to_string()
@@ -176,9 +146,9 @@ def test_cloudsen12_build_with_a_local_model(base, build_served, client, tmp_pat
     from .cloud_model import write_blue_threshold_model
 
     model = write_blue_threshold_model(tmp_path / "cloudsen12-tiny.onnx")
-    out = _copy(base, tmp_path)
+    out = copy_build(base, tmp_path)
     table = build_sites([SITE], out, client=client, rebuild_changed=True,
-                        **kwargs(build_served, s2_options={"cloud_mask": "cloudsen12",
+                        **short_kwargs(build_served, s2_options={"cloud_mask": "cloudsen12",
                                                            "cloud_model": model}))
     assert (table["status"] == "built").all(), table.to_string()
     s2p = _prov(out / ".work/DE-Hai/s2.zarr")
@@ -232,10 +202,10 @@ def test_s2cloudless_missing_fails_before_the_cluster(monkeypatch, build_served,
                         lambda name, *a: None if name == "s2cloudless" else real(name, *a))
     with pytest.raises(ConfigError, match=r"s2cloudless package.*pip install s2cloudless"):
         build_sites([SITE], tmp_path / "o", n_workers=1,
-                    **kwargs(build_served, s2_options={"cloud_mask": "s2cloudless"}))
+                    **short_kwargs(build_served, s2_options={"cloud_mask": "s2cloudless"}))
     with pytest.raises(ConfigError, match="--cloud-model"):
         build_sites([SITE], tmp_path / "o", n_workers=1,
-                    **kwargs(build_served, s2_options={"cloud_mask": "cloudsen12"}))
+                    **short_kwargs(build_served, s2_options={"cloud_mask": "cloudsen12"}))
     assert not (tmp_path / "o").exists()
 
 

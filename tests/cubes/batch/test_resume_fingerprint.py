@@ -18,57 +18,25 @@ import pytest
 import xarray as xr
 from typer.testing import CliRunner
 
-import gpp_cubes.batch.build as build
 from gpp_cubes.batch import build_sites
 from gpp_cubes.cube.store import is_complete, write_zarr_atomic
 from gpp_cubes.errors import GppError
 
 from .compare import assert_same_store
-from .conftest import build_kwargs
+from .conftest import SITE, START, copy_build, short_kwargs
 
-SITE = "DE-Hai"
-START, END = "2018-05-01", "2018-07-31"
 STORES = (".work/DE-Hai/s2.zarr", ".work/DE-Hai/s1.zarr", ".work/DE-Hai/lst.zarr",
           ".work/DE-Hai/target.zarr", ".work/pca.json", "DE-Hai.zarr", "features.zarr")
 
 
-@pytest.fixture(scope="module")
-def client():
-    """One in-process worker with one thread: no process start per build."""
-    from distributed import Client, LocalCluster
-
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tcp://",
-                      host="127.0.0.1", dashboard_address=None) as cluster, \
-            Client(cluster) as c:
-        yield c
 
 
-@pytest.fixture
-def no_cluster(monkeypatch):
-    """Fail if a build tries to start a Dask cluster."""
-    def refuse(*args, **kwargs):
-        raise AssertionError("the build started a Dask cluster")
-
-    monkeypatch.setattr(build, "dask_client", refuse)
 
 
-def kwargs(served, **changes) -> dict:
-    return {**build_kwargs(served), "start": START, "end": END, **changes}
 
 
-@pytest.fixture(scope="module")
-def base(build_served, client, tmp_path_factory) -> Path:
-    """A complete build of one site, copied by the tests that rerun it."""
-    out = tmp_path_factory.mktemp("fingerprint-base")
-    table = build_sites([SITE], out, client=client, **kwargs(build_served))
-    assert (table["status"] == "built").all(), table.to_string()
-    return out
 
 
-def _copy(base: Path, tmp_path: Path) -> Path:
-    out = tmp_path / "out"
-    shutil.copytree(base, out)  # copy2: modification times are kept
-    return out
 
 
 def stamps(out: Path) -> dict[str, int | None]:
@@ -96,18 +64,18 @@ def test_s2_store_built_without_corine_is_not_reused_with_corine(build_served, c
     out = tmp_path / "out"
     corine = str(build_served.world.corine_path)
     table = build_sites([SITE], out, client=client,
-                        **kwargs(build_served, corine_source=None))
+                        **short_kwargs(build_served, corine_source=None))
     assert table.loc[0, "status"] == "failed" and "CORINE" in table.loc[0, "error"]
     s2 = out / ".work" / SITE / "s2.zarr"
     assert is_complete(s2) and _prov(s2)["params"]["forest_mask"] == "none"
     try:
-        table = build_sites([SITE], out, client=client, **kwargs(build_served))
+        table = build_sites([SITE], out, client=client, **short_kwargs(build_served))
     except GppError as err:  # stopped, naming the parameter and the store
         msg = str(err)
         assert "s2.zarr" in msg and "corine_source=None" in msg and corine in msg, msg
         assert "--rebuild-changed" in msg and "\n" not in msg
         table = build_sites([SITE], out, client=client, rebuild_changed=True,
-                            **kwargs(build_served))
+                            **short_kwargs(build_served))
     assert table.loc[0, "status"] == "built", table.to_string()
     assert _prov(s2)["params"]["forest_mask"].startswith("CORINE")
 
@@ -120,10 +88,10 @@ def test_s2_store_built_without_corine_is_not_reused_with_corine(build_served, c
 ])
 def test_changed_dates_or_stac_stop_the_build_naming_them(base, build_served, tmp_path,
                                                           no_cluster, change, named):
-    out = _copy(base, tmp_path)
+    out = copy_build(base, tmp_path)
     before = stamps(out)
     with pytest.raises(GppError) as info:
-        build_sites([SITE], out, n_workers=1, **kwargs(build_served, **change))
+        build_sites([SITE], out, n_workers=1, **short_kwargs(build_served, **change))
     msg = str(info.value)
     assert ".work/DE-Hai/s2.zarr was built with" in msg, msg
     assert all(n in msg for n in named), msg
@@ -136,7 +104,7 @@ def test_cli_names_the_change_exit_2_and_rebuild_changed_rebuilds(base, build_se
                                                                   tmp_path):
     from gpp_cubes.cli.app import app
 
-    out = _copy(base, tmp_path)
+    out = copy_build(base, tmp_path)
     w = build_served.world
     args = ["build", "--sites", SITE, "--out", str(out), "--provider", "custom", "--stac",
             build_served.stac_url, "--corine", str(w.corine_path), "--fluxnet",
@@ -154,14 +122,14 @@ def test_cli_names_the_change_exit_2_and_rebuild_changed_rebuilds(base, build_se
 
 
 def test_same_parameters_reuse_every_store(base, build_served, client, tmp_path):
-    out = _copy(base, tmp_path)
+    out = copy_build(base, tmp_path)
     before = stamps(out)
-    table = build_sites([SITE], out, client=client, **kwargs(build_served))
+    table = build_sites([SITE], out, client=client, **short_kwargs(build_served))
     assert (table["status"] == "skipped").all() and table.loc[0, "s2_found"] > 0
     assert stamps(out) == before
     # a site store removed is rebuilt from the phase-1 stores and the PCA, identical
     shutil.rmtree(out / f"{SITE}.zarr")
-    table = build_sites([SITE], out, client=client, **kwargs(build_served))
+    table = build_sites([SITE], out, client=client, **short_kwargs(build_served))
     assert (table["status"] == "built").all(), table.to_string()
     assert _rebuilt(before, stamps(out)) == {f"{SITE}.zarr", "features.zarr"}
     for name in (f"{SITE}.zarr", "features.zarr"):
@@ -178,21 +146,21 @@ def test_rerun_through_a_fresh_server_reuses_with_a_stable_endpoint_identity(
     w = build_served.world
     ident = f"demo world {w.root} ({w.config.digest()})"
     table = build_sites([SITE], out, client=client, stac_identity=ident,
-                        **kwargs(build_served))
+                        **short_kwargs(build_served))
     assert (table["status"] == "built").all(), table.to_string()
     before = stamps(out)
     with serve_world(w) as again:
         assert again.stac_url != build_served.stac_url
         table = build_sites([SITE], out, client=client, stac_identity=ident,
-                            **kwargs(build_served, stac_url=again.stac_url))
+                            **short_kwargs(build_served, stac_url=again.stac_url))
     assert (table["status"] == "skipped").all()
     assert stamps(out) == before
 
 
 def test_rebuild_changed_rebuilds_only_what_changed(base, build_served, client, tmp_path):
-    out = _copy(base, tmp_path)
+    out = copy_build(base, tmp_path)
     before = stamps(out)
-    change = kwargs(build_served, s2_options={"max_sun_zenith": 75.0})
+    change = short_kwargs(build_served, s2_options={"max_sun_zenith": 75.0})
     with pytest.raises(GppError, match=r"s2_options\.max_sun_zenith=80\.0"):
         build_sites([SITE], out, client=client, **change)
     table = build_sites([SITE], out, client=client, rebuild_changed=True, **change)
@@ -225,18 +193,18 @@ def _strip_fingerprint(path: Path) -> None:
 def test_store_without_fingerprint_is_not_reused_silently(base, build_served, client,
                                                           tmp_path, store, rebuilt):
     """A store of an older version (no fingerprint) stops the build or is rebuilt."""
-    out = _copy(base, tmp_path)
+    out = copy_build(base, tmp_path)
     if store.endswith(".json"):  # the PCA of an older version: its sidecar lists the sites
         (out / ".work" / "pca.sites.json").write_text(json.dumps([SITE]))
     else:
         _strip_fingerprint(out / store)
     before = stamps(out)
     with pytest.raises(GppError) as info:
-        build_sites([SITE], out, client=client, **kwargs(build_served))
+        build_sites([SITE], out, client=client, **short_kwargs(build_served))
     assert f"{store} has no fingerprint" in str(info.value)
     assert stamps(out) == before
     table = build_sites([SITE], out, client=client, rebuild_changed=True,
-                        **kwargs(build_served))
+                        **short_kwargs(build_served))
     assert (table["status"] == "built").all(), table.to_string()
     assert _rebuilt(before, stamps(out)) == rebuilt
     assert_same_store(base / f"{SITE}.zarr", out / f"{SITE}.zarr")
@@ -248,10 +216,10 @@ def test_missing_fluxnet_file_fails_before_the_cluster_and_any_store(
     empty = tmp_path / "fluxnet"
     empty.mkdir()
     with pytest.raises(GppError) as info:
-        build_sites([SITE], out, **kwargs(build_served, fluxnet_dir=empty))
+        build_sites([SITE], out, **short_kwargs(build_served, fluxnet_dir=empty))
     assert SITE in str(info.value) and str(empty) in str(info.value)
     with pytest.raises(GppError, match=r"FLUXNET directory .*nowhere does not exist"):
-        build_sites([SITE], out, **kwargs(build_served, fluxnet_dir=tmp_path / "nowhere"))
+        build_sites([SITE], out, **short_kwargs(build_served, fluxnet_dir=tmp_path / "nowhere"))
     assert not list(out.rglob("*.zarr"))
 
 
@@ -262,11 +230,11 @@ def test_missing_or_unreadable_corine_fails_before_the_cluster_and_any_store(
     out = tmp_path / "out"
     missing = tmp_path / "clc2018.tif"
     with pytest.raises(GppError, match=re.escape(f"CORINE raster {missing} does not exist")):
-        build_sites([SITE], out, **kwargs(build_served, corine_source=missing))
+        build_sites([SITE], out, **short_kwargs(build_served, corine_source=missing))
     broken = tmp_path / "broken.tif"
     broken.write_text("not a raster")
     with pytest.raises(GppError, match=re.escape(f"CORINE raster {broken} does not open")):
-        build_sites([SITE], out, **kwargs(build_served, corine_source=broken))
+        build_sites([SITE], out, **short_kwargs(build_served, corine_source=broken))
     assert not list(out.rglob("*.zarr"))
     w = build_served.world
     res = CliRunner().invoke(app, [
