@@ -48,6 +48,13 @@ NrmseNorm = Literal["subset", "full-period"]
 NRMSE_NORMS: tuple[str, ...] = get_args(NrmseNorm)
 
 
+def check_choice(value: str, choices: tuple[str, ...], what: str) -> str:
+    """``value`` if it is one of ``choices``; otherwise a ConfigError naming ``what`` and them."""
+    if value not in choices:
+        raise ConfigError(f"{what} must be one of {choices}, got {value!r}")
+    return value
+
+
 def _as_int(field_name: str, value: Any) -> int:
     """``value`` as a plain Python int (numpy/pandas integers and integral floats accepted).
 

@@ -30,8 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from gpp_cubes.errors import ConfigError
-from gpp_models.config import NRMSE_NORMS, NrmseNorm
+from gpp_models.config import NRMSE_NORMS, NrmseNorm, check_choice
 from gpp_models.data import Prepared
 from gpp_models.train import TrainResult
 
@@ -46,9 +45,7 @@ NRMSE_NORM_DESCRIPTIONS: dict[str, str] = {
 
 def check_nrmse_norm(norm: str) -> str:
     """``norm`` if it is one of :data:`NRMSE_NORMS`; otherwise a ConfigError naming them."""
-    if norm not in NRMSE_NORMS:
-        raise ConfigError(f"NRMSE normalisation must be one of {NRMSE_NORMS}, got {norm!r}")
-    return norm
+    return check_choice(norm, NRMSE_NORMS, "NRMSE normalisation")
 
 
 def observed_range(obs: np.ndarray) -> float:

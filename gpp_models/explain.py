@@ -39,8 +39,7 @@ import numpy as np
 import pandas as pd
 from jax.sharding import Mesh
 
-from gpp_cubes.errors import ConfigError
-from gpp_models.config import IMPORTANCE_SCOPES, ImportanceScope, ModelConfig
+from gpp_models.config import IMPORTANCE_SCOPES, ImportanceScope, ModelConfig, check_choice
 from gpp_models.data import gather_windows_time_major
 from gpp_models.evaluate import nrmse
 from gpp_models.models import build_model
@@ -61,9 +60,7 @@ SCOPE_DESCRIPTIONS: dict[str, str] = {
 
 def check_scope(scope: str) -> str:
     """``scope`` if it is one of :data:`SCOPES`; otherwise a ConfigError naming the choices."""
-    if scope not in SCOPES:
-        raise ConfigError(f"permutation importance scope must be one of {SCOPES}, got {scope!r}")
-    return scope
+    return check_choice(scope, SCOPES, "permutation importance scope")
 
 
 def draw_permutations(sites: np.ndarray, n_features: int, n_repeats: int, *,
