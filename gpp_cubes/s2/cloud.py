@@ -213,6 +213,8 @@ class LocalCloudModel:
 
     def __call__(self, scene: np.ndarray) -> np.ndarray:
         """(band, y, x) reflectance [1] -> (y, x) uint8 labels (argmax of the class scores)."""
+        # A network takes no NaN: no-data pixels go in as 0 and get some label, but they are
+        # never valid downstream (a valid pixel has a value in every band after NBAR).
         x = np.nan_to_num(scene, nan=0.0).astype(np.float32)[None]
         sess = self.session()
         if self.path.lower().endswith(".onnx"):
