@@ -4,15 +4,18 @@ Every small file the project writes (caches, catalog JSON, PCA models, fingerpri
 selection) goes through :func:`write_atomic` or :func:`atomic_path`: the content goes to a
 hidden temporary file in the same directory (same file system, so the rename is atomic), is
 flushed to disk, and replaces the target with :func:`os.replace`. A process killed midway
-leaves at most a hidden ``.<name>.*.part`` file. Zarr stores, which are directories, use the
-swap in :mod:`gpp_cubes.cube.store`.
+leaves at most a hidden ``.<name>.*.part`` file. A directory (a zarr store) is written through
+:func:`atomic_directory`; the feature stores use the swap of :mod:`gpp_cubes.cube.store`, which
+adds validation and a completion marker on top.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -69,3 +72,39 @@ def write_atomic(path: str | Path, content: str | bytes, *, encoding: str = "utf
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
     return Path(path)
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str | Path) -> Iterator[Path]:
+    """A hidden sibling directory to write ``path`` through; swapped in on success.
+
+    The previous ``path`` (if any) is renamed aside before the new one is renamed in and
+    removed only then, so a process killed at any point leaves the old or the new directory
+    under ``path`` (plus, at worst, a hidden ``.<name>.part-*`` / ``.<name>.old-*`` sibling).
+
+    Parameters
+    ----------
+    path : str or Path
+        The directory to (re)place. Its parent is created if missing.
+
+    Yields
+    ------
+    Path
+        Where to write (does not exist yet). On an exception it is removed and ``path`` is
+        untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tag = uuid.uuid4().hex[:8]
+    tmp = path.with_name(f".{path.name}.part-{tag}")
+    try:
+        yield tmp
+        if path.exists():
+            old = path.with_name(f".{path.name}.old-{tag}")
+            path.rename(old)
+            tmp.rename(path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

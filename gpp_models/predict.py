@@ -24,7 +24,6 @@ Outputs (:func:`predict_run`)
 from __future__ import annotations
 
 import json
-import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from gpp_cubes.atomic import atomic_directory
 from gpp_cubes.contract import (
     CF_GLOBAL_ATTRS,
     COORDINATE_ATTRS,
@@ -242,16 +242,10 @@ def to_dataset(pred: Prediction, coords: dict | None = None) -> xr.Dataset:
 
 
 def _write_zarr(ds: xr.Dataset, path: Path) -> Path:
-    """Write to a temporary sibling, then move it in place of ``path``."""
-    tmp = path.with_name(path.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    with warnings.catch_warnings():
+    """Write ``ds`` to ``path`` atomically (:func:`gpp_cubes.atomic.atomic_directory`)."""
+    with atomic_directory(path) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # zarr v3 string dtype notices
         ds.to_zarr(tmp, mode="w", consolidated=True)
-    if path.exists():
-        shutil.rmtree(path)
-    tmp.rename(path)
     return path
 
 

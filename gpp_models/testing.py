@@ -27,6 +27,7 @@ import pandas as pd
 import xarray as xr
 
 from gpp_cubes.contract import FIXED_PREDICTORS, FORMAT_VERSION, MULTISITE_NAME, predictor_metadata
+from gpp_cubes.paper import STUDY_END, STUDY_START
 
 TRUE_DRIVER = "clear_sky_ghi"
 
@@ -82,8 +83,8 @@ def synthetic_site(
     site: tuple[str, float, float, float, str],
     *,
     seed: int = 0,
-    start: str = "2016-01-01",
-    end: str = "2020-12-31",
+    start: str = STUDY_START,
+    end: str = STUDY_END,
     n_pcs: int = 3,
     gap_fraction: float = 0.15,
 ) -> xr.Dataset:
@@ -192,8 +193,8 @@ def write_synthetic_world(
     sites: Sequence[tuple[str, float, float, float, str]] = DEFAULT_SITES,
     *,
     seed: int = 0,
-    start: str = "2016-01-01",
-    end: str = "2020-12-31",
+    start: str = STUDY_START,
+    end: str = STUDY_END,
     n_pcs: int = 3,
     per_site: bool = True,
 ) -> Path:

@@ -5,8 +5,9 @@ plus module names written as strings for ``importlib.import_module``):
 
 * ``gpp_cubes`` outside ``gpp_cubes/cli/`` never imports ``gpp_models``;
 * ``gpp_models`` imports from ``gpp_cubes`` only ``gpp_cubes.errors``,
-  ``gpp_cubes.contract`` (the format both sides share) and ``gpp_cubes.paper`` (the
-  published parameters, plain constants);
+  ``gpp_cubes.contract`` (the format both sides share), ``gpp_cubes.paper`` (the
+  published parameters, plain constants) and ``gpp_cubes.atomic`` (the atomic writes,
+  standard library only);
 * the ``gpp`` command (``gpp_cubes/cli/``) is the only code that imports both.
 
 One named exception: ``gpp_models.testing``, the synthetic stores of the model tests, writes
@@ -24,7 +25,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-ALLOWED_FROM_CUBES = {"gpp_cubes.errors", "gpp_cubes.contract", "gpp_cubes.paper"}
+ALLOWED_FROM_CUBES = {"gpp_cubes.errors", "gpp_cubes.contract", "gpp_cubes.paper",
+                      "gpp_cubes.atomic"}
 #: module -> what else it may import from gpp_cubes, and why (see the module docstring)
 EXCEPTIONS = {"gpp_models.testing": {"gpp_cubes.cube.features", "gpp_cubes.cube.store"}}
 # A string that is exactly a module name of ours (app.py's command modules, lazy export maps

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from gpp_cubes.errors import ConfigError
+from gpp_cubes.paper import STUDY_END, STUDY_START
 from gpp_cubes.sites.grid import site_grid
 
 from .granule import TILE_SIZE_M, Tile, mgrs_tile
@@ -49,8 +50,8 @@ class DemoConfig:
     """
 
     sites: tuple[str, ...] = ("DE-Hai", "BE-Vie", "FI-Var", "FI-Hyy")
-    start: str = "2016-01-01"
-    end: str = "2020-12-31"
+    start: str = STUDY_START
+    end: str = STUDY_END
     seed: int = 0
     s2_revisit_days: int = 10
     s1_revisit_days: int = 12

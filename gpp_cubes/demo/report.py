@@ -8,6 +8,8 @@ from typing import Any
 
 import pandas as pd
 
+from gpp_cubes.paper import STUDY_END, STUDY_START
+
 from .serve import ServedWorld
 from .world import COLLECTIONS
 
@@ -21,7 +23,7 @@ def default_world_dir() -> Path:
     return cache / "gpp-cubes" / "demo-world"
 
 
-def summary(served: ServedWorld, start: str = "2016-01-01", end: str = "2020-12-31"
+def summary(served: ServedWorld, start: str = STUDY_START, end: str = STUDY_END
             ) -> pd.DataFrame:
     """Search every site of a served world and summarise what a user would get.
 

@@ -31,6 +31,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from gpp_cubes.paper import RADIUS_M
+
 from .cog import clipped_footprint_wgs84, footprint_wgs84
 from .config import DemoConfig, DemoSite, TileWindow
 from .granule import sun_angle_grids_many, viewing_angles_xml
@@ -103,7 +105,7 @@ def _window_pixels(site: DemoSite, window: TileWindow) -> _WindowPixels:
                 raise RuntimeError(f"site {site.site_id}: window of tile "
                                    f"{window.tile.tile_id} is not inside the render frame")
             take[res] = rows * nc + cols
-        circle[res] = np.hypot(x - site.tower_x, y - site.tower_y) <= 1000.0
+        circle[res] = np.hypot(x - site.tower_x, y - site.tower_y) <= RADIUS_M
     return _WindowPixels(window, take, circle)
 
 
@@ -138,7 +140,7 @@ def write_site_scenes(root: Path, site: DemoSite, config: DemoConfig, daily: pd.
     rng = site_rng(config.seed, site.site_id, "s2scenes")
     pixels = [_window_pixels(site, w) for w in site.s2_windows]
     fx10, fy10 = frame.centres(10)
-    circle = np.hypot(fx10 - site.tower_x, fy10 - site.tower_y) <= 1000.0
+    circle = np.hypot(fx10 - site.tower_x, fy10 - site.tower_y) <= RADIUS_M
     forest = np.isin(static.clc, (311, 312, 313))
     # sun angle grids of every acquisition, per tile, in one SPA call each
     sun = [sun_angle_grids_many(w.tile, [dt.time for dt in plan]) for w in site.s2_windows]

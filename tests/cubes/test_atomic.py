@@ -32,3 +32,22 @@ def test_atomic_path_with_suffix_serves_numpy_save(tmp_path):
         np.save(tmp, np.arange(3.0))  # would append .npy to a name without it
     np.testing.assert_array_equal(np.load(target), [0.0, 1.0, 2.0])
     assert [p.name for p in tmp_path.iterdir()] == ["c.npy"]
+
+
+def test_atomic_directory_swaps_in_and_keeps_the_old_one_on_failure(tmp_path):
+    from gpp_cubes.atomic import atomic_directory
+
+    target = tmp_path / "a.zarr"
+    with atomic_directory(target) as tmp:
+        tmp.mkdir()
+        (tmp / "x").write_text("first")
+    with pytest.raises(RuntimeError), atomic_directory(target) as tmp:
+        tmp.mkdir()
+        (tmp / "x").write_text("half")
+        raise RuntimeError("killed midway")
+    assert (target / "x").read_text() == "first"
+    with atomic_directory(target) as tmp:
+        tmp.mkdir()
+        (tmp / "x").write_text("second")
+    assert (target / "x").read_text() == "second"
+    assert [p.name for p in tmp_path.iterdir()] == ["a.zarr"]  # no temporaries left
