@@ -35,14 +35,25 @@ QC_MIN = 0.70
 EXTREME_QUANTILE = 0.10
 #: Minimum run of consecutive flagged days that makes a climate-induced extreme [days].
 EXTREME_MIN_DAYS = 5
+#: The paper's reading of its threshold sentence, as :func:`gpp_cubes.targets.extremes.
+#: detect_extremes` names it: the 10 % quantile of *all* anomalies (``"quantile"``, about
+#: 10 % of days; ``gpp build --extremes-threshold all-anomalies``). Ours is ``"negative_tail"``.
+EXTREMES_METHOD = "quantile"
 
 # --- 2.1 Sentinel-2 --------------------------------------------------------------------------
 #: Minimum share of clear forest pixels in the buffer for a time step to be kept [0-1].
 MIN_CLEAR_FRACTION = 0.01
 #: Share of the index variance the retained principal components explain [0-1] (18 PCs).
 PCA_VARIANCE = 0.99
-#: The spectral-index list (Awesome Spectral Indices v0.5.0, S2 bands), shipped as data.
+#: The paper's fixed number of principal components ("the first 18 PCs"; ``--pcs 18``).
+N_PCS = 18
+#: The spectral-index list (Awesome Spectral Indices v0.5.0, S2 bands), shipped as data:
+#: our default, 132 indices (the file's header states the rule).
 INDEX_LIST_RESOURCE = "data/s2_indices.txt"
+#: The paper's count, 122 indices, reconstructed with the rule its header states.
+PAPER_INDEX_LIST_RESOURCE = "data/s2_indices_paper122.txt"
+#: Named index lists (``--index-list NAME``) -> package resource.
+INDEX_LISTS = {"default": INDEX_LIST_RESOURCE, "paper-122": PAPER_INDEX_LIST_RESOURCE}
 
 # --- 2.1 Sentinel-1 --------------------------------------------------------------------------
 #: Inner and outer radius of the annulus the S1 features are averaged over [m]; the inner

@@ -1,9 +1,10 @@
 """Spectral indices of the spatially averaged Sentinel-2 NBAR, with spyndex.
 
 The paper's order: average NBAR over the clear forest pixels first, then compute the indices
-of the averaged reflectance. The index list ships as data (``gpp_cubes/data/s2_indices.txt``,
-its header states the selection rule); a user may pass another list. Every output records
-the list and the spyndex version.
+of the averaged reflectance. Two index lists ship as data, each file's header stating its
+selection rule: ``default`` (``gpp_cubes/data/s2_indices.txt``, 132 indices, ours) and
+``paper-122`` (``gpp_cubes/data/s2_indices_paper122.txt``, the paper's count); a user may
+pass another list. Every output records the list and the spyndex version.
 
 Inputs given to spyndex (it fills nothing by itself):
 
@@ -60,10 +61,30 @@ S2_WAVELENGTHS_NM: Mapping[str, float] = {
 
 
 def default_index_list() -> list[str]:
-    """The shipped index list (:data:`gpp_cubes.paper.INDEX_LIST_RESOURCE`)."""
-    from gpp_cubes.paper import INDEX_LIST_RESOURCE
+    """The shipped default index list (:data:`gpp_cubes.paper.INDEX_LIST_RESOURCE`)."""
+    return named_index_list("default")
 
-    text = resources.files("gpp_cubes").joinpath(INDEX_LIST_RESOURCE).read_text("utf-8")
+
+def named_index_list(name: str) -> list[str]:
+    """A shipped index list by name (:data:`gpp_cubes.paper.INDEX_LISTS`).
+
+    Parameters
+    ----------
+    name : {"default", "paper-122"}
+        ``default``: 132 indices (ours); ``paper-122``: the paper's count, reconstructed
+        (the rule is in the file's header).
+
+    Raises
+    ------
+    ConfigError
+        Not the name of a shipped list.
+    """
+    from gpp_cubes.paper import INDEX_LISTS
+
+    if name not in INDEX_LISTS:
+        raise ConfigError(f"no shipped index list named {name!r}; shipped: "
+                          f"{', '.join(INDEX_LISTS)} (or give a file)")
+    text = resources.files("gpp_cubes").joinpath(INDEX_LISTS[name]).read_text("utf-8")
     return parse_index_list(text)
 
 
@@ -74,7 +95,8 @@ def parse_index_list(text: str) -> list[str]:
 
 
 def read_index_list(source: str | Path | Sequence[str] | None) -> list[str]:
-    """Resolve an index selection: None (shipped list), a file path, or names.
+    """Resolve an index selection: None (the default list), the name of a shipped list
+    (``"default"``, ``"paper-122"``: :func:`named_index_list`), a file path, or index names.
 
     Raises
     ------
@@ -83,8 +105,12 @@ def read_index_list(source: str | Path | Sequence[str] | None) -> list[str]:
     """
     import spyndex
 
+    from gpp_cubes.paper import INDEX_LISTS
+
     if source is None:
         names = default_index_list()
+    elif isinstance(source, str) and source in INDEX_LISTS:  # a name wins over a file
+        names = named_index_list(source)
     elif isinstance(source, str | Path) and Path(source).is_file():
         names = parse_index_list(Path(source).read_text("utf-8"))
     elif isinstance(source, str):
