@@ -185,6 +185,7 @@ def write_site_scenes(root: Path, site: DemoSite, config: DemoConfig, daily: pd.
             "greenness": green, "forest_ndvi": forest_ndvi(site.forest_clc, green),
             "sun_zenith": dt.sun_zenith, "sun_azimuth": dt.sun_azimuth,
             "clouds": json.dumps([[round(v, 1) for v in d] for d in sc["discs"]]),
+            "cirrus": json.dumps([[round(v, 1) for v in d] for d in sc["cirrus"]]),
             "partial_swath": dt.swath is not None,
             "swath_edge_x": dt.swath.edge_x if dt.swath else np.nan,
             "swath_side": ("east" if dt.swath.side > 0 else "west") if dt.swath else "",

@@ -128,6 +128,64 @@ def _discs_mask(x: np.ndarray, y: np.ndarray, discs: list[tuple[float, float, fl
     return m
 
 
+def cast_shadows(discs: list[tuple[float, float, float]], sun_azimuth: float,
+                 sun_zenith: float) -> list[tuple[float, float, float]]:
+    """The shadow discs of cloud discs at :data:`CLOUD_HEIGHT_M`, cast away from the sun.
+
+    Parameters
+    ----------
+    discs : list of (x, y, radius)
+        Cloud discs [m, site CRS].
+    sun_azimuth, sun_zenith : float
+        Sun position [degrees].
+
+    Returns
+    -------
+    list of (x, y, radius)
+        Shadow discs on the ground [m].
+    """
+    sh = CLOUD_HEIGHT_M * np.tan(np.radians(sun_zenith))
+    dx, dy = -sh * np.sin(np.radians(sun_azimuth)), -sh * np.cos(np.radians(sun_azimuth))
+    return [(cx + dx, cy + dy, r) for cx, cy, r in discs]
+
+
+def planted_cloud_masks(scene: Any, x: np.ndarray, y: np.ndarray
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """Where a scene's planted clouds and cloud shadows are, from its truth row.
+
+    The geometry :func:`render_scene` draws: cloud discs (SCL 9 core and 8 rim) and thin
+    cirrus discs (SCL 10) are cloud, everything is cloud in a fully cloudy scene; the cloud
+    discs' shadows (:func:`cast_shadows`) outside any cloud are shadow. The planted bright
+    block (:func:`bright_block`, outside the 1 km circle) is neither.
+
+    Parameters
+    ----------
+    scene : mapping
+        A row of the world's ``truth.s2_scenes``: ``clouds`` and ``cirrus`` (JSON lists of
+        [x, y, radius] discs [m, site CRS]), ``fully_cloudy``, ``sun_azimuth`` and
+        ``sun_zenith`` [degrees].
+    x, y : numpy.ndarray
+        Pixel centres [m, the site's UTM CRS], broadcastable (e.g. ``x[None, :]`` and
+        ``y[:, None]``).
+
+    Returns
+    -------
+    (cloud, shadow) : tuple of numpy.ndarray
+        bool, the broadcast shape of ``x`` and ``y``; disjoint.
+    """
+    import json
+
+    shape = np.broadcast_shapes(np.shape(x), np.shape(y))
+    if bool(scene["fully_cloudy"]):
+        return np.ones(shape, bool), np.zeros(shape, bool)
+    discs = [tuple(d) for d in json.loads(scene["clouds"])]
+    cirrus = [tuple(d) for d in json.loads(scene["cirrus"])]
+    cloud = _discs_mask(x, y, discs) | _discs_mask(x, y, cirrus)
+    shadow = _discs_mask(x, y, cast_shadows(discs, float(scene["sun_azimuth"]),
+                                            float(scene["sun_zenith"]))) & ~cloud
+    return cloud, shadow
+
+
 def scenario(rng: np.random.Generator, site: DemoSite, day: pd.Timestamp, index: int
              ) -> dict[str, Any]:
     """Random but recorded cloud/snow situation of a scene."""
@@ -174,10 +232,7 @@ def render_scene(frame: TileWindow, static: SiteRasters, greenness: float,
     # SCL at 10 and 20 m from the same geometry
     scl: dict[int, np.ndarray] = {}
     masks: dict[int, dict[str, np.ndarray]] = {}
-    # shadows: clouds projected away from the sun onto the ground
-    sh = CLOUD_HEIGHT_M * np.tan(np.radians(sun_zenith))
-    dx, dy = -sh * np.sin(np.radians(sun_azimuth)), -sh * np.cos(np.radians(sun_azimuth))
-    shadow_discs = [(cx + dx, cy + dy, r) for cx, cy, r in sc["discs"]]
+    shadow_discs = cast_shadows(sc["discs"], sun_azimuth, sun_zenith)
     rng = np.random.default_rng(seed_key)
     snow_field = ndimage.gaussian_filter(rng.normal(size=static.clc.shape), 8.0)
     snow_field /= snow_field.std()

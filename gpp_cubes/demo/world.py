@@ -63,7 +63,9 @@ class Truth:
         ``snow_fraction_1km``, ``clear_forest_fraction_1km`` [0-1, within 1 km of the
         tower; nodata counts as neither], ``greenness`` [0-1], ``forest_ndvi``
         (noise-free), ``sun_zenith``, ``sun_azimuth`` [deg, at the tower],
-        ``clouds`` (JSON list of [x, y, radius] discs, UTM m of the site), the swath edge
+        ``clouds`` and ``cirrus`` (JSON lists of [x, y, radius] discs, UTM m of the site;
+        :func:`gpp_cubes.demo.s2_render.planted_cloud_masks` rasterises them with the
+        shadows on any pixel centres), the swath edge
         of a partial scene: ``partial_swath``, ``swath_edge_x`` (reference B02 edge
         [m, site CRS], NaN if none), ``swath_side`` (``east``/``west``: where the data
         are), ``swath_edges`` (JSON band -> edge easting [m, site CRS]), and the item's

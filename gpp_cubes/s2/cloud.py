@@ -9,17 +9,22 @@ Three methods, chosen with ``cloud_mask=`` in :func:`gpp_cubes.s2_cube`:
     surfaces more than the learned models (Aybar et al., 2022).
 ``"s2cloudless"``
     The LightGBM pixel classifier of Sentinel Hub (Zupanc, 2017), whose model ships inside
-    the ``s2cloudless`` package (no download). About 1-2 ms per 10^4 pixels per scene on one
-    core plus the extra bands B01, B09 it reads; clouds only, so shadows come from SCL
-    class 3. The model was trained on L1C top-of-atmosphere reflectance with B10 (cirrus),
-    which L2A lacks: we feed L2A bottom-of-atmosphere reflectance and B10 = 0, which keeps
-    thick-cloud detection but loses the cirrus test (documented approximation).
+    the ``s2cloudless`` package (no download). Costs a LightGBM prediction per pixel and a
+    model load per block of scenes (measured in ``benchmarks/README.md``); clouds only, so
+    shadows come from SCL class 3. The model was trained on L1C top-of-atmosphere
+    reflectance with B10 (cirrus), which L2A lacks: we feed L2A bottom-of-atmosphere
+    reflectance and B10 = 0. The model leans on B10: on the demo world it finds none of the
+    planted clouds (their spectrum scores 0.11 with B10 = 0, 0.99 with B10 = 0.05;
+    threshold 0.4) and calls the planted bright block cloud. How real L2A clouds fare
+    without B10 is untested.
 ``"cloudsen12"``
     A CloudSEN12-family segmentation model (the paper's choice; Aybar et al., 2022), e.g. a
     CloudSEN12 UNet or omnicloudmask, loaded from *local* weights the user gives
     (``cloud_model=`` a path or a ready predictor): their hubs cannot be reached from every
     machine. Best masks (clouds, thin clouds and shadows), but a CNN forward pass per scene:
-    ~0.1-1 s per 512 x 512 tile on a CPU, needs PyTorch or ONNX Runtime.
+    ~0.1-1 s per 512 x 512 tile on a CPU (``benchmarks/README.md``), needs PyTorch or ONNX
+    Runtime. Scenes are padded to multiples of :data:`CLOUDSEN12_SIZE_MULTIPLE` pixels for
+    the network.
 
 All return boolean (time, y, x) DataArrays ``cloud`` and ``shadow`` (lazy with Dask input).
 
@@ -58,6 +63,10 @@ S2CLOUDLESS_BANDS: tuple[str, ...] = ("B01", "B02", "B04", "B05", "B08", "B8A", 
 #: minus B10, as CloudSEN12 L2A models expect).
 CLOUDSEN12_BANDS: tuple[str, ...] = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08",
                                      "B8A", "B09", "B11", "B12")
+#: Scene height and width are padded to multiples of this [pixels] before a local model
+#: runs: CloudSEN12's UNets (and omnicloudmask) down-sample five times by 2, so any other
+#: size fails in their skip concatenation (a site grid is 222 x 222 pixels).
+CLOUDSEN12_SIZE_MULTIPLE = 32
 #: CloudSEN12 labels: 0 clear, 1 thick cloud, 2 thin cloud, 3 cloud shadow.
 CLOUDSEN12_CLOUD: tuple[int, ...] = (1, 2)
 CLOUDSEN12_SHADOW: tuple[int, ...] = (3,)
@@ -110,7 +119,7 @@ def s2cloudless_masks(refl: xr.Dataset, scl: xr.DataArray | None = None, *,
         SCL codes for the shadow mask (all False if None).
     threshold, average_over, dilation_size
         s2cloudless parameters: probability threshold [1], convolution disk radius and
-        dilation disk radius [pixels] (package defaults 0.4, 4, 2 at 10 m).
+        dilation disk radius [pixels] (the class's own defaults are 0.4, 1, 1).
 
     Returns
     -------
@@ -212,19 +221,27 @@ class LocalCloudModel:
         return self._session
 
     def __call__(self, scene: np.ndarray) -> np.ndarray:
-        """(band, y, x) reflectance [1] -> (y, x) uint8 labels (argmax of the class scores)."""
+        """(band, y, x) reflectance [1] -> (y, x) uint8 labels (argmax of the class scores).
+
+        The scene is reflect-padded to multiples of :data:`CLOUDSEN12_SIZE_MULTIPLE` on the
+        bottom and right for the network, and its labels cropped back.
+        """
         # A network takes no NaN: no-data pixels go in as 0 and get some label, but they are
         # never valid downstream (a valid pixel has a value in every band after NBAR).
-        x = np.nan_to_num(scene, nan=0.0).astype(np.float32)[None]
+        rows, cols = scene.shape[-2:]
+        m = CLOUDSEN12_SIZE_MULTIPLE
+        pad = ((0, 0), (0, -rows % m), (0, -cols % m))
+        x = np.pad(np.nan_to_num(scene, nan=0.0).astype(np.float32), pad, mode="reflect")[None]
         sess = self.session()
         if self.path.lower().endswith(".onnx"):
             name = sess.get_inputs()[0].name
-            return np.asarray(sess.run(None, {name: x})[0]).argmax(1)[0].astype(np.uint8)
-        import torch
+            scores = np.asarray(sess.run(None, {name: x})[0])
+        else:
+            import torch
 
-        with torch.no_grad():
-            out = sess(torch.from_numpy(x).to(self.device))
-        return out.argmax(1)[0].cpu().numpy().astype(np.uint8)
+            with torch.no_grad():
+                scores = sess(torch.from_numpy(x).to(self.device)).cpu().numpy()
+        return scores.argmax(1)[0, :rows, :cols].astype(np.uint8)
 
 
 def _open_onnx(path: str) -> Any:
