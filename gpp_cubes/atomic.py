@@ -7,6 +7,11 @@ flushed to disk, and replaces the target with :func:`os.replace`. A process kill
 leaves at most a hidden ``.<name>.*.part`` file. A directory (a zarr store) is written through
 :func:`atomic_directory`; the feature stores use the swap of :mod:`gpp_cubes.cube.store`, which
 adds validation and a completion marker on top.
+
+:func:`write_atomic` also takes an object-storage location (a URL or a
+:class:`gpp_cubes.storage.ObjectPath`): there the object is written whole in one PUT, which
+object stores make atomic (a reader gets the old object or the new one). The other helpers
+are local only. For local paths this module needs the standard library only.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 
 @contextlib.contextmanager
@@ -52,23 +58,30 @@ def atomic_path(path: str | Path, *, suffix: str = "") -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
-def write_atomic(path: str | Path, content: str | bytes, *, encoding: str = "utf-8") -> Path:
+def write_atomic(path: Any, content: str | bytes, *, encoding: str = "utf-8") -> Any:
     """Write ``content`` (text or bytes) to ``path`` atomically.
 
     Parameters
     ----------
-    path : str or Path
-        Target file.
+    path : str, Path or gpp_cubes.storage.ObjectPath
+        Target file, or object (a URL such as ``s3://bucket/cubes/.work/pca.json``).
     content : str or bytes
         Text is encoded with ``encoding``.
     encoding : str, default "utf-8"
 
     Returns
     -------
-    Path
-        ``path``.
+    Path or ObjectPath
+        ``path`` (as a location).
     """
     data = content.encode(encoding) if isinstance(content, str) else content
+    if not isinstance(path, str | os.PathLike) or "://" in str(path):
+        from gpp_cubes.storage import as_location
+
+        path = as_location(path)
+        if not isinstance(path, Path):  # object storage: one whole-object PUT
+            path.write_bytes(data)
+            return path
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
     return Path(path)

@@ -15,3 +15,6 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 
 # The demo world (generated once per session, shared by xdist workers) and its servers.
 from demo_fixtures import demo_world, served_demo  # noqa: F401
+
+# A real S3 API (moto's server on 127.0.0.1) for the object-storage tests.
+from s3_fixtures import s3_bucket, s3_server  # noqa: F401

@@ -6,18 +6,30 @@ the task's own thread, since tasks of other sites may share the process) and rep
 stage to the client as a Dask event on :data:`PROGRESS_TOPIC` (:func:`stage`), which the
 client turns into ``progress(site, stage, state)`` calls. A task never raises: a failure
 becomes a summary row naming the stage (:func:`fail`), so one site cannot stop the others.
+
+Object storage has no append, and the tasks of one site run side by side on different
+workers, so for an output URL (:mod:`gpp_cubes.storage`) each task writes its records to a
+local temporary file and uploads it when it ends as one object of its own,
+``<out>/logs/<SITE>.log.d/<UTC time>-<id>.log`` (a task whose worker is killed loses its
+part). :func:`read_site_log` gives a site's whole log, local file or parts, in time order.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import tempfile
 import threading
 import time
 import traceback
+import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from gpp_cubes.storage import Location, ObjectPath, as_location, display
 
 log = logging.getLogger("gpp_cubes.batch")
 
@@ -50,9 +62,57 @@ class _ThreadFilter(logging.Filter):
         return record.thread == self.thread
 
 
+#: Suffix of the folder of a site's log parts in object storage.
+PARTS_SUFFIX = ".d"
+
+
+def log_parts_dir(path: ObjectPath) -> ObjectPath:
+    """``<out>/logs/<SITE>.log.d``: the parts of a site log in object storage."""
+    return path.with_name(path.name + PARTS_SUFFIX)
+
+
+def read_site_log(path: str | Path | ObjectPath) -> str:
+    """The whole log of a site: the file, or (object storage) its parts in time order.
+
+    Parameters
+    ----------
+    path : str, Path or ObjectPath
+        ``BuildConfig.log_path(site_id)``.
+
+    Returns
+    -------
+    str
+        The records; empty if the site has no log yet.
+    """
+    loc = as_location(path)
+    if isinstance(loc, Path):
+        return loc.read_text(encoding="utf-8") if loc.is_file() else ""
+    parts_dir = log_parts_dir(loc)
+    if not parts_dir.is_dir():
+        return ""
+    return "".join(p.read_text() for p in sorted(parts_dir.iterdir(), key=lambda p: p.name))
+
+
 @contextlib.contextmanager
-def site_log(path: Path) -> Iterator[logging.Logger]:
-    """Route this thread's ``gpp_cubes`` log records to a per-site file while active."""
+def site_log(path: Location) -> Iterator[logging.Logger]:
+    """Route this thread's ``gpp_cubes`` log records to a per-site file while active (in
+    object storage: to a part uploaded when the context ends, see the module docstring)."""
+    if isinstance(path, ObjectPath):
+        fd, local = tempfile.mkstemp(prefix="gpp-site-log-", suffix=".log")
+        os.close(fd)
+        try:
+            with site_log(Path(local)) as logger:
+                yield logger
+        finally:
+            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
+            part = log_parts_dir(path) / f"{stamp}-{uuid.uuid4().hex[:8]}.log"
+            try:
+                part.write_bytes(Path(local).read_bytes())
+            except Exception as err:  # a log that cannot be kept must not fail the site
+                log.warning("could not upload the log part %s: %s", display(part), err)
+            finally:
+                Path(local).unlink(missing_ok=True)
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))

@@ -13,7 +13,6 @@ import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from gpp_cubes.batch.fingerprint import (
@@ -26,6 +25,7 @@ from gpp_cubes.batch.fingerprint import (
     read_pca_sidecar,
     site_fingerprint,
 )
+from gpp_cubes.storage import Location, display, is_url
 
 
 def _show(value: Any) -> str:
@@ -45,7 +45,7 @@ class StaleStore:
 
     Attributes
     ----------
-    path : Path
+    path : Path or ObjectPath
     old : Fingerprint or None
         What it was built with (None: no fingerprint, an older version wrote it).
     new : Fingerprint or None
@@ -54,7 +54,7 @@ class StaleStore:
         Why it is rebuilt when its own values are unchanged (an input store is rebuilt).
     """
 
-    path: Path
+    path: Location
     old: Fingerprint | None
     new: Fingerprint | None
     reason: str | None = None
@@ -77,7 +77,9 @@ class StaleStore:
                 f"{self.new.hash if self.new else 'another'}")
 
 
-def _display(path: Path) -> str:
+def _display(path: Location) -> str:
+    if is_url(path):
+        return display(path)
     rel = os.path.relpath(path)
     return rel if not rel.startswith("..") else str(path)
 

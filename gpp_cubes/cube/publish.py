@@ -1,14 +1,17 @@
 """A STAC catalog of built cubes: the Collection ``gpp-site-cubes`` with one Item per site.
 
 Every build writes or updates ``<catalog_dir>/cubes/collection.json`` (a self-contained
-static catalog: relative links, relative asset hrefs where the stores are local), so that
+static catalog: relative links, relative asset hrefs where the stores are local, absolute
+``s3://...`` hrefs where they are in object storage, :mod:`gpp_cubes.storage`), so that
 generic STAC tools discover the cubes: pystac reads it, ``rustac serve
 --load-collection-items`` or any STAC API loader serves it to pystac-client, and the zarr
 asset opens with ``xarray.open_zarr``.
 
 An update reads and validates every store first (a bad store writes nothing), then, under a
 file lock (parallel site builds share one catalog), replaces the Items by site id and saves
-each JSON file atomically (:mod:`gpp_cubes.atomic`). What an Item holds is
+each JSON file atomically (:mod:`gpp_cubes.atomic`; in object storage each JSON object is
+one whole-object PUT, and the build's client is the only writer: there is no lock on object
+storage, so two builds must not share an output prefix at one time). What an Item holds is
 :mod:`gpp_cubes.cube.stac_item`; :func:`export_for_api` rewrites the catalog for a STAC API
 loader.
 
@@ -46,6 +49,7 @@ from gpp_cubes.cube.stac_item import (
 )
 from gpp_cubes.errors import InputFormatError
 from gpp_cubes.paper import RADIUS_M
+from gpp_cubes.storage import Location, as_location, display, is_url
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -71,25 +75,26 @@ _DESCRIPTION = (
 # --------------------------------------------------------------------------------------------
 # reading a store
 # --------------------------------------------------------------------------------------------
-def _open_store(path: Path, require_complete: bool) -> xr.Dataset:
+def _open_store(path: Location, require_complete: bool) -> xr.Dataset:
     import xarray as xr
 
     from gpp_cubes.cube.store import is_complete
 
+    name = display(path)
     if not path.is_dir():
-        raise InputFormatError(f"cube store {path} does not exist (or is not a directory)")
+        raise InputFormatError(f"cube store {name} does not exist (or is not a directory)")
     if require_complete and not is_complete(path):
         raise InputFormatError(
-            f"cube store {path} is incomplete (no {COMPLETE_MARKER} marker): its build did not "
+            f"cube store {name} is incomplete (no {COMPLETE_MARKER} marker): its build did not "
             "finish; rebuild the site before publishing it"
         )
     try:
         # No Dask: the extents below read every variable, and with a distributed Client
         # active each read would become a task sent to the cluster.
-        ds = xr.open_zarr(path, decode_timedelta=False, chunks=None)
+        ds = xr.open_zarr(str(path), decode_timedelta=False, chunks=None)
     except Exception as err:  # zarr raises many types for a non-store directory
-        raise InputFormatError(f"cube store {path} cannot be opened as zarr: {err}") from err
-    validate(ds, multisite="site" in ds.dims, source=str(path))
+        raise InputFormatError(f"cube store {name} cannot be opened as zarr: {err}") from err
+    validate(ds, multisite="site" in ds.dims, source=name)
     return ds
 
 
@@ -157,18 +162,28 @@ def _update_extent_and_summaries(collection: pystac.Collection) -> None:
 
 class _AtomicStacIO(DefaultStacIO):
     """pystac's default I/O, but each local JSON file is written to a temporary file and
-    renamed: a crash mid-save leaves the previous catalog file, never a truncated one."""
+    renamed: a crash mid-save leaves the previous catalog file, never a truncated one; in
+    object storage each file is one whole-object PUT (and read through the same layer)."""
+
+    def read_text_from_href(self, href: str) -> str:
+        if is_url(href) and not href.lower().startswith(("http://", "https://")):
+            return as_location(href).read_text()
+        return str(super().read_text_from_href(href))
 
     def write_text_to_href(self, href: str, txt: str) -> None:
-        if "://" in href and not href.startswith("file://"):
+        if is_url(href) and href.lower().startswith(("http://", "https://")):
             super().write_text_to_href(href, txt)
             return
-        write_atomic(Path(href.removeprefix("file://")), txt)
+        write_atomic(as_location(href), txt)
 
 
 @contextlib.contextmanager
-def _catalog_lock(directory: Path) -> Iterator[None]:
-    """Serialise concurrent updates (parallel site builds) of one catalog directory."""
+def _catalog_lock(directory: Location) -> Iterator[None]:
+    """Serialise concurrent updates (parallel site builds) of one catalog directory (local
+    only: object storage has no lock, one build writes a prefix at a time)."""
+    if not isinstance(directory, Path):
+        yield
+        return
     directory.mkdir(parents=True, exist_ok=True)
     with open(directory / ".gpp-catalog.lock", "w") as fh:
         try:
@@ -196,11 +211,12 @@ def update_cube_catalog(
 
     Parameters
     ----------
-    catalog_dir : str or Path
-        Catalog root (e.g. ``catalog/``); the collection is written to
+    catalog_dir : str, Path or ObjectPath
+        Catalog root (e.g. ``catalog/`` or ``s3://bucket/cubes/catalog``); the collection is
+        written to
         ``<catalog_dir>/cubes/collection.json`` and each item to
         ``<catalog_dir>/cubes/<SITE>/<SITE>.json``.
-    store_paths : iterable of str or Path
+    store_paths : iterable of str, Path or ObjectPath
         Zarr stores following the data contract: per-site stores ``<SITE>.zarr`` become (or
         replace) the Item of their site; a multi-site store (``site`` dimension) becomes
         the Collection asset ``features``.
@@ -226,10 +242,9 @@ def update_cube_catalog(
         A store is missing, incomplete, not zarr, or lacks a contract field; the message
         names the store and the field. Nothing is written in that case.
     """
-    catalog_dir = Path(catalog_dir)
-    cubes_dir = (catalog_dir / "cubes").resolve()
+    cubes_dir = (as_location(catalog_dir) / "cubes").resolve()
     collection_path = cubes_dir / "collection.json"
-    stores = [Path(p).resolve() for p in store_paths]
+    stores = [as_location(p).resolve() for p in store_paths]
 
     # Read and check every store before touching the catalog: a bad store writes nothing.
     site_items: dict[str, pystac.Item] = {}
@@ -274,10 +289,11 @@ def update_cube_catalog(
     return collection
 
 
-def _relative_asset_hrefs(collection: pystac.Collection, stores: Sequence[Path]) -> None:
+def _relative_asset_hrefs(collection: pystac.Collection, stores: Sequence[Location]) -> None:
     """Asset hrefs relative to the JSON that holds them, for local stores (the catalog and
-    the stores can then be moved or served together)."""
-    new = {str(s) for s in stores}
+    the stores can then be moved or served together); stores in object storage keep their
+    URL, which any reader of the JSON can open wherever it got the JSON from."""
+    new = {str(s) for s in stores if isinstance(s, Path)}
 
     def relative(href: str, owner_href: str) -> str:
         if href not in new:  # already relative (items read back) or remote

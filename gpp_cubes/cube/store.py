@@ -1,4 +1,4 @@
-"""Atomic zarr stores with provenance and a completion marker.
+"""Atomic zarr stores with provenance and a completion marker, local or in object storage.
 
 A store is written to a temporary sibling directory, reopened and checked, renamed into
 place, and only then gets its completion marker (:data:`gpp_cubes.contract.COMPLETE_MARKER`).
@@ -7,13 +7,19 @@ without a marker (:func:`is_complete` is False and a restart rebuilds it) — ne
 that looks complete.
 The hidden temporaries a killed writer leaves (``.<name>.tmp-*``, ``.<name>.old-*``) are
 removed by the next write of the same store (:func:`remove_stale_temporaries`).
+
+In object storage (a location of :mod:`gpp_cubes.storage`, e.g. ``s3://bucket/cubes``)
+there is no rename: the checked temporary prefix gets the marker first, then the final
+prefix loses its marker, receives server-side copies of the temporary's objects and gets
+its marker last; the temporary is removed after. A write killed during the copy leaves the
+final prefix without marker and a complete temporary, which the next clean-up copies into
+place (the module docstring of :mod:`gpp_cubes.storage` gives the reasons for this design).
 Zarr format 3 with consolidated metadata; zarr-python 3.0.0-3.0.7 are excluded in
 pyproject.toml because of their data-loss bugs.
 """
 
 from __future__ import annotations
 
-import glob
 import json
 import logging
 import os
@@ -30,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 from gpp_cubes.contract import COMPLETE_MARKER  # re-exported (defined by the contract)
 from gpp_cubes.errors import InputFormatError
 from gpp_cubes.secrets import scrub_provenance
+from gpp_cubes.storage import Location, ObjectPath, as_location, copy_tree, display, remove_tree
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -75,16 +82,17 @@ def read_provenance(path: str | Path) -> dict[str, Any] | None:
     import zarr
 
     try:
-        attrs = zarr.open_group(str(path), mode="r").attrs
+        attrs = zarr.open_group(str(as_location(path)), mode="r").attrs
         prov = json.loads(attrs.get("provenance", "null"))
     except Exception:  # missing, half-written or foreign: no record to trust
         return None
     return prov if isinstance(prov, dict) else None
 
 
-def is_complete(path: str | Path) -> bool:
-    """True if ``path`` is a store whose write finished (its marker exists)."""
-    return (Path(path) / COMPLETE_MARKER).is_file()
+def is_complete(path: str | Path | ObjectPath) -> bool:
+    """True if ``path`` (local or object storage) is a store whose write finished (its
+    marker exists)."""
+    return (as_location(path) / COMPLETE_MARKER).is_file()
 
 
 _TEMP_NAME = re.compile(r"^\.(?P<store>.+)\.(?P<kind>tmp|old)-(?P<tag>[0-9a-f]{8})"
@@ -95,7 +103,7 @@ def _host() -> str:
     return re.sub(r"[^A-Za-z0-9.\-]", "-", platform.node() or "localhost")
 
 
-def _temp_path(path: Path, kind: str) -> Path:
+def _temp_path(path: Location, kind: str) -> Location:
     """``.<name>.<kind>-<random>-<pid>-<host>``: who wrote it, to tell live from stale."""
     return path.parent / f".{path.name}.{kind}-{uuid.uuid4().hex[:8]}-{os.getpid()}-{_host()}"
 
@@ -113,7 +121,7 @@ def _writer_alive(pid: str | None, host: str | None) -> bool:
     return True
 
 
-def remove_stale_temporaries(path: str | Path) -> list[Path]:
+def remove_stale_temporaries(path: str | Path | ObjectPath) -> list[Location]:
     """Remove what killed writes of the store ``path`` left behind; return what was removed.
 
     A write killed midway leaves a hidden ``.<name>.tmp-*`` directory (an incomplete
@@ -122,31 +130,46 @@ def remove_stale_temporaries(path: str | Path) -> list[Path]:
     (a store has one writer at a time; temporaries of other hosts are treated as stale).
     A ``.old-*`` store is removed only when ``path`` is complete; if ``path`` is missing,
     a complete ``.old-*`` is renamed back into place, so the previous store is not lost.
+    In object storage, a complete ``.tmp-*`` (a checked store whose copy into place was
+    killed) is copied into place when ``path`` is not complete, then removed.
 
     Parameters
     ----------
-    path : str or Path
-        Final store path, e.g. ``out/DE-Hai.zarr``.
+    path : str, Path or ObjectPath
+        Final store location, e.g. ``out/DE-Hai.zarr`` or ``s3://bucket/cubes/DE-Hai.zarr``.
 
     Returns
     -------
-    list of Path
+    list of Path or ObjectPath
         Temporaries removed (restored ones are not listed).
     """
-    path = Path(path)
+    path = as_location(path)
     if not path.parent.is_dir():
         return []
-    removed: list[Path] = []
+    removed: list[Location] = []
     olds: list[Path] = []
-    for p in sorted(path.parent.glob(f".{glob.escape(path.name)}.*-*")):
+    finished: list[ObjectPath] = []
+    prefix = f".{path.name}."
+    for p in sorted(q for q in path.parent.iterdir() if q.name.startswith(prefix)):
         m = _TEMP_NAME.match(p.name)
         if not m or m["store"] != path.name or _writer_alive(m["pid"], m["host"]):
             continue
-        if m["kind"] == "old":
+        if m["kind"] == "old" and isinstance(p, Path):
             olds.append(p)
             continue
-        shutil.rmtree(p, ignore_errors=True)
+        if isinstance(p, ObjectPath) and is_complete(p):
+            finished.append(p)
+            continue
+        remove_tree(p)
         removed.append(p)
+    for q in finished:  # object storage: a checked store whose copy into place was killed
+        if not is_complete(path):
+            _copy_into_place(q, path)
+            log.warning("finished %s from %s (a write was killed while copying it into "
+                        "place)", display(path), q.name)
+        else:
+            remove_tree(q)
+            removed.append(q)
     for p in olds:
         if not path.exists() and is_complete(p):
             p.rename(path)  # killed between the renames: the previous store comes back
@@ -155,9 +178,28 @@ def remove_stale_temporaries(path: str | Path) -> list[Path]:
             shutil.rmtree(p, ignore_errors=True)
             removed.append(p)
     if removed:
-        log.info("removed %d stale temporary store(s) of %s: %s", len(removed), path,
+        log.info("removed %d stale temporary store(s) of %s: %s", len(removed), display(path),
                  ", ".join(p.name for p in removed))
     return removed
+
+
+def _marker_text() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds") + "\n"
+
+
+def _copy_into_place(tmp: ObjectPath, path: ObjectPath) -> None:
+    """Replace the store ``path`` by the complete store ``tmp`` (object storage).
+
+    ``path`` loses its marker first (from then on no reader takes it for complete), then its
+    objects (a previous store's chunks that the new one lacks), receives copies of ``tmp``'s
+    objects and gets its marker last; ``tmp`` is removed only then. Killed at any step,
+    ``tmp`` stays complete and the next :func:`remove_stale_temporaries` runs this again.
+    """
+    (path / COMPLETE_MARKER).unlink(missing_ok=True)
+    remove_tree(path)
+    copy_tree(tmp, path, exclude=(COMPLETE_MARKER,))
+    (path / COMPLETE_MARKER).write_text(_marker_text())
+    remove_tree(tmp)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -171,16 +213,18 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_zarr_atomic(ds: xr.Dataset, path: str | Path, *, provenance: dict[str, Any],
-                      encoding: dict[str, Any] | None = None) -> Path:
+def write_zarr_atomic(ds: xr.Dataset, path: str | Path | ObjectPath, *,
+                      provenance: dict[str, Any],
+                      encoding: dict[str, Any] | None = None) -> Location:
     """Write ``ds`` to a zarr store atomically, with provenance and completion marker.
 
     Parameters
     ----------
     ds : xarray.Dataset
         Data to write (Dask-backed data are computed chunk by chunk while writing).
-    path : str or Path
-        Final store path, e.g. ``out/DE-Hai.zarr``; an existing store there is replaced
+    path : str, Path or ObjectPath
+        Final store location, e.g. ``out/DE-Hai.zarr`` or ``s3://bucket/cubes/DE-Hai.zarr``
+        (:func:`gpp_cubes.storage.as_location`); an existing store there is replaced
         only after the new one was written and validated.
     provenance : dict
         JSON-serialisable record (STAC item ids, masks, parameters...). Stored, scrubbed of
@@ -192,8 +236,8 @@ def write_zarr_atomic(ds: xr.Dataset, path: str | Path, *, provenance: dict[str,
 
     Returns
     -------
-    Path
-        The final store path. Stale temporaries of earlier, killed writes of the same
+    Path or ObjectPath
+        The final store location. Stale temporaries of earlier, killed writes of the same
         store are removed first (:func:`remove_stale_temporaries`).
 
     Raises
@@ -204,7 +248,7 @@ def write_zarr_atomic(ds: xr.Dataset, path: str | Path, *, provenance: dict[str,
     """
     import xarray as xr
 
-    path = Path(path)
+    path = as_location(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(path)  # left by an earlier write of this store that was killed
     tmp = _temp_path(path, "tmp")
@@ -222,15 +266,21 @@ def write_zarr_atomic(ds: xr.Dataset, path: str | Path, *, provenance: dict[str,
             # warns that v3 has not standardised it yet, which users can do nothing about.
             warnings.filterwarnings("ignore", message="Consolidated metadata",
                                     category=UserWarning)
-            out.to_zarr(tmp, mode="w", zarr_format=3, consolidated=True, encoding=encoding)
-        with xr.open_zarr(tmp, consolidated=True, chunks=None) as back:
+            out.to_zarr(str(tmp), mode="w", zarr_format=3, consolidated=True,
+                        encoding=encoding)
+        with xr.open_zarr(str(tmp), consolidated=True, chunks=None) as back:
             problems = [name for name, var in out.variables.items()
                         if name not in back.variables
                         or back[name].shape != var.shape
                         or (back[name].dtype != var.dtype and var.dtype.kind not in "OUSM")]
             if problems or back.attrs.get("provenance") != out.attrs["provenance"]:
-                raise InputFormatError(f"zarr store {path} failed validation after writing: "
-                                       f"variables {problems or 'attrs'} differ")
+                raise InputFormatError(f"zarr store {display(path)} failed validation after "
+                                       f"writing: variables {problems or 'attrs'} differ")
+        if isinstance(tmp, ObjectPath) and isinstance(path, ObjectPath):
+            # complete and checked: from here on a kill loses nothing (the clean-up finishes)
+            (tmp / COMPLETE_MARKER).write_text(_marker_text())
+            _copy_into_place(tmp, path)
+            return path
         _fsync_dir(tmp)
         old = None
         if path.exists():
@@ -242,11 +292,13 @@ def write_zarr_atomic(ds: xr.Dataset, path: str | Path, *, provenance: dict[str,
             shutil.rmtree(old, ignore_errors=True)
         marker = path / COMPLETE_MARKER
         with open(marker, "w", encoding="utf-8") as fh:
-            fh.write(datetime.now(UTC).isoformat(timespec="seconds") + "\n")
+            fh.write(_marker_text())
             fh.flush()
             os.fsync(fh.fileno())
         _fsync_dir(path)
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        # a complete temporary in object storage is the only whole copy while the final
+        # prefix is being replaced: it stays for the clean-up to finish the copy
+        if tmp.exists() and not (isinstance(tmp, ObjectPath) and is_complete(tmp)):
+            remove_tree(tmp)
     return path

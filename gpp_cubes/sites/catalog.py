@@ -268,7 +268,11 @@ def default_selection_path(out_dir: str | Path | None = None) -> Path | None:
     env = os.environ.get(SELECTION_ENV)
     if env:
         return Path(env).expanduser()
-    return Path(out_dir) / SELECTION_FILE if out_dir is not None else None
+    if out_dir is None:
+        return None
+    from gpp_cubes.storage import as_location
+
+    return as_location(out_dir) / SELECTION_FILE  # a URL when the build writes to one
 
 
 def study_sites(selection_path: str | Path | None = None, *,
@@ -296,8 +300,9 @@ def study_sites(selection_path: str | Path | None = None, *,
         No table is named (and no default applies), or the table does not exist; the
         message names the path and the ``gpp sites select`` command that writes it.
     """
-    path = Path(selection_path).expanduser() if selection_path else \
-        default_selection_path(out_dir)
+    from gpp_cubes.storage import as_location
+
+    path = as_location(selection_path) if selection_path else default_selection_path(out_dir)
     if path is None or not path.is_file():
         target = path or Path("OUT") / SELECTION_FILE
         where = f"no site selection at {path}" if path else "no site selection named"

@@ -36,6 +36,7 @@ import pandas as pd
 from gpp_cubes import paper
 from gpp_cubes.errors import InputFormatError
 from gpp_cubes.sites.catalog import validate_site_id
+from gpp_cubes.storage import Location, ObjectPath, as_location
 
 MISSING = -9999
 REQUIRED_COLUMNS = ("TIMESTAMP", "GPP_NT_VUT_REF", "NEE_VUT_REF_QC")
@@ -68,14 +69,16 @@ def fluxnet_filename(site_id: str, year_start: int, year_end: int, version: str 
     return f"FLX_{site_id}_FLUXNET2015_FULLSET_DD_{year_start}-{year_end}_{version}.csv"
 
 
-def find_fluxnet_file(directory: str | Path, site_id: str) -> Path | None:
+def find_fluxnet_file(directory: str | Path | ObjectPath, site_id: str) -> Location | None:
     """The daily file (or per-site archive) of a site in ``directory``, or None.
 
+    ``directory`` is a local directory or an object-storage prefix (``s3://bucket/fluxnet``,
+    :mod:`gpp_cubes.storage`: workers that share no disk with the client read it there).
     A plain ``..._DD_...csv`` is preferred over a zip archive; among several versions the one
     with the latest end year, then the highest version string, wins.
     """
     validate_site_id(site_id)
-    directory = Path(directory)
+    directory = as_location(directory)
     if not directory.is_dir():
         raise FileNotFoundError(f"FLUXNET directory not found: {directory}")
     for pattern in (DD_NAME, ZIP_NAME):
@@ -89,11 +92,12 @@ def find_fluxnet_file(directory: str | Path, site_id: str) -> Path | None:
     return None
 
 
-def _open_text(path: Path) -> tuple[str, str]:
+def _open_text(path: Location) -> tuple[str, str]:
     """Text of a DD csv, and a label naming the file (``archive.zip!member.csv``)."""
     if path.suffix.lower() == ".zip":
         try:
-            with zipfile.ZipFile(path) as zf:
+            with zipfile.ZipFile(path if isinstance(path, Path)
+                                 else io.BytesIO(path.read_bytes())) as zf:
                 members = [n for n in zf.namelist() if DD_NAME.match(Path(n).name)]
                 if not members:
                     raise InputFormatError(
@@ -107,14 +111,14 @@ def _open_text(path: Path) -> tuple[str, str]:
     return path.read_text(encoding="utf-8-sig"), str(path)
 
 
-def read_fluxnet(path: str | Path) -> pd.DataFrame:
+def read_fluxnet(path: str | Path | ObjectPath) -> pd.DataFrame:
     """Read a FLUXNET2015-format daily (DD) file, plain or inside its zip archive.
 
     Parameters
     ----------
-    path : str or Path
+    path : str, Path or ObjectPath
         ``FLX_<SITE>_FLUXNET2015_FULLSET_DD_<y0>-<y1>_<ver>.csv`` or the archive
-        ``FLX_<SITE>_FLUXNET2015_FULLSET_<y0>-<y1>_<ver>.zip``.
+        ``FLX_<SITE>_FLUXNET2015_FULLSET_<y0>-<y1>_<ver>.zip``, local or in object storage.
 
     Returns
     -------
@@ -130,7 +134,7 @@ def read_fluxnet(path: str | Path) -> pd.DataFrame:
         (``TIMESTAMP``, ``GPP_NT_VUT_REF``, ``NEE_VUT_REF_QC``), a units row under the header,
         timestamps not in YYYYMMDD, non-numeric values, duplicated or unsorted dates.
     """
-    path = Path(path)
+    path = as_location(path)
     text, label = _open_text(path)
     try:
         # TIMESTAMP as text (YYYYMMDD must not become an integer), everything else numeric;
