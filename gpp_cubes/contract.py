@@ -57,6 +57,9 @@ __all__ = [
     "FLAGS",
     "FORMAT_VERSION",
     "MULTISITE_NAME",
+    "NOT_OBSERVED_ATTR",
+    "NO_TARGETS",
+    "NO_TARGETS_REASON",
     "PAPER_CITATION",
     "PREDICTOR_ATTRS",
     "PREDICTOR_COUNT_ATTRS",
@@ -98,6 +101,14 @@ PREDICTOR_ATTRS: tuple[str, ...] = ("units", "long_name", "n_observed", "n_inter
 PREDICTOR_COUNT_ATTRS: tuple[str, ...] = ("n_observed", "n_interpolated", "n_edge_filled")
 #: Sensor sections of the ``qa`` provenance of a store (gpp_cubes.qa), in display order.
 QA_SECTIONS: tuple[str, ...] = ("s2", "s1", "lst", "clear_sky_ghi")
+#: Value of the dataset attribute ``targets`` of a store built without targets (``gpp build
+#: --no-targets``, a site without a tower): its ``GPP`` is all NaN and its ``extreme`` all
+#: False, each with the attribute :data:`NOT_OBSERVED_ATTR` saying why. Other stores have no
+#: ``targets`` attribute.
+NO_TARGETS = "none"
+NOT_OBSERVED_ATTR = "not_observed"
+NO_TARGETS_REASON = ("not observed: built without targets (gpp build --no-targets), no FLUXNET "
+                     "file was read")
 
 # Why an item was not used is written "<category>: <detail>", e.g. "sun_zenith: 83.1 deg at
 # the tower > limit 80 deg"; readers group by the category.

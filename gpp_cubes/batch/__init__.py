@@ -31,8 +31,9 @@ a store built from other inputs or parameters stops the build
 Nothing assumes one machine: the tasks are plain functions of picklable arguments
 (:class:`~gpp_cubes.batch.config.BuildConfig`, :class:`gpp_cubes.sites.Site`); workers read
 the STAC API and the COGs themselves and write the stores themselves, into ``out_dir``, which
-must therefore be a path every worker can reach (a shared file system on a multi-machine
-cluster). Only small per-site summaries travel back to the client. GDAL settings reach the
+must therefore be a location every worker can reach: a shared file system, or object storage
+(``s3://bucket/prefix``, :mod:`gpp_cubes.storage`) for workers that share no disk. Only small
+per-site summaries travel back to the client. GDAL settings reach the
 workers through a ``WorkerPlugin`` (:func:`gpp_cubes.stac.gdal.gdal_worker_plugin`),
 progress through Dask events, logs into ``<out>/logs/<SITE>.log``
 (:mod:`~gpp_cubes.batch.logs`); the cluster is :mod:`~gpp_cubes.batch.cluster`.

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shutil
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 
 import pandas as pd
 
+from gpp_cubes.atomic import write_atomic
 from gpp_cubes.batch.cluster import dask_client
 from gpp_cubes.batch.config import (
     CATALOG_DIR,
@@ -35,13 +35,15 @@ from gpp_cubes.batch.tasks import SENSORS
 from gpp_cubes.contract import MULTISITE_NAME
 from gpp_cubes.errors import ConfigError
 from gpp_cubes.sites.catalog import Site
+from gpp_cubes.storage import Location, as_location, display, remove_tree
 
 #: Columns of the table :func:`build_sites` returns (and writes to ``logs/build-summary.csv``).
 TABLE_COLUMNS = ("site", "status", "s2_found", "s2_kept", "s1_found", "s1_kept",
                  "lst_found", "lst_kept", "clear_fraction", "gpp_valid_fraction",
                  # feature QA (gpp_cubes.qa): S2 time steps and S1/LST/GHI values
                  "s2_qa_dropped", "s2_qa_flagged", "qa_values_dropped", "qa_values_flagged",
-                 "error")
+                 # the build's protocol (ours/paper) and targets (FLUXNET/none)
+                 "protocol", "targets", "error")
 
 
 def build_sites(
@@ -69,9 +71,12 @@ def build_sites(
     radius_m: float = config_default("radius_m"),
     train_years: Sequence[int] | None = None,
     test_years: Sequence[int] | None = None,
-    pca_variance: float = config_default("pca_variance"),
+    pca_variance: float | None = None,
     pca_components: int | None = None,
-    extremes_method: str = config_default("extremes_method"),
+    extremes_method: str | None = None,
+    protocol: str = config_default("protocol"),
+    targets: bool = True,
+    pca_from: str | Path | None = None,
 ) -> pd.DataFrame:
     """Build the feature cubes of many sites on Dask (resumable, failure-isolated).
 
@@ -85,8 +90,11 @@ def build_sites(
     sites : sequence of str or Site
         Catalog site ids (``"DE-Hai"``) or site records (:class:`gpp_cubes.sites.Site`, or
         anything :func:`gpp_cubes.sites.as_site` accepts, e.g. the demo world's sites).
-    out_dir : path
-        Output directory; per-site ``<SITE>.zarr``, ``features.zarr``, ``logs/``, ``.work/``.
+    out_dir : path or URL
+        Output directory; per-site ``<SITE>.zarr``, ``features.zarr``, ``logs/``, ``.work/``,
+        ``catalog/``. A local path, or object storage (``s3://bucket/prefix``; ``gs://``,
+        ``az://`` with gcsfs/adlfs; credentials from the environment): see
+        :mod:`gpp_cubes.storage`.
     start, end : str
         Calendar [ISO dates]; default the study period (:mod:`gpp_cubes.paper`).
     provider, stac_url : str
@@ -128,12 +136,29 @@ def build_sites(
         S2 circle and outer S1 annulus radius [m] (paper and ours: 1000).
     train_years, test_years : sequence of int, optional
         The temporal split (default, the paper's: 2016-2018 and 2019-2020).
-    pca_variance : float, default 0.99
-        Share of the index variance the kept components explain at least [1] (ours).
+    pca_variance : float, optional
+        Share of the index variance the kept components explain at least [1] (ours: 0.99,
+        the default).
     pca_components : int, optional
         A fixed number of components instead (the paper: 18).
-    extremes_method : {"negative_tail", "quantile"}, default "negative_tail"
-        Threshold reading of :func:`gpp_cubes.targets.extremes.detect_extremes`.
+    extremes_method : {"negative_tail", "quantile"}, optional
+        Threshold reading of :func:`gpp_cubes.targets.extremes.detect_extremes` (default
+        "negative_tail", ours).
+    protocol : {"ours", "paper"}, default "ours"
+        "paper" gives the options left at None (and the S2 options not given) the paper's
+        data choices: 18 PCs, the all-anomalies extremes reading, the ``paper-122`` index
+        list, CloudSEN12 when ``s2_options`` has ``cloud_model`` weights (else SCL, with a
+        warning); explicit options win, with a note
+        (:func:`gpp_cubes.batch.config.resolve_protocol`). The notes are logged and
+        recorded in every store's provenance (``parameters.protocol_notes``).
+    targets : bool, default True
+        False: build without FLUXNET (any catalog site or a ``(lat, lon)`` point); ``GPP``
+        is all NaN and ``extreme`` all False, with a ``not_observed`` attribute, and the
+        stores say ``targets: none``; ``fluxnet_dir`` is ignored.
+    pca_from : path, optional
+        Project onto another build's PCA instead of fitting one: its output directory, one
+        of its stores or its PCA JSON (:func:`gpp_cubes.s2.pca.find_pca_file`). Its SHA-256
+        is in the fingerprints; this build must compute every index it uses.
 
     Returns
     -------
@@ -154,8 +179,12 @@ def build_sites(
                              corine_source=corine_source, fluxnet_dir=fluxnet_dir,
                              engine=engine, lst_source=lst_source, s2_options=s2_options,
                              qa=qa, radius_m=float(radius_m), train_years=train_years,
-                             test_years=test_years, pca_variance=float(pca_variance),
-                             pca_components=pca_components, extremes_method=extremes_method)
+                             test_years=test_years,
+                             pca_variance=None if pca_variance is None else float(pca_variance),
+                             pca_components=pca_components, extremes_method=extremes_method,
+                             protocol=protocol, targets=targets, pca_from=pca_from)
+    for note in cfg.protocol_notes:
+        log.warning("protocol %s: %s", cfg.protocol, note)
     resolved = resolve_sites(sites)
     check_inputs(cfg, resolved)
     cfg.out.mkdir(parents=True, exist_ok=True)
@@ -184,29 +213,36 @@ def check_inputs(cfg: BuildConfig, sites: Sequence[Site]) -> None:
     The FLUXNET directory must exist and hold a daily file (or archive) of every site; a
     local CORINE raster must exist and open with rasterio (URLs and GDAL virtual paths are
     left to the stages). Inputs that are not given are not checked: the stages that need
-    them fail per site, naming them.
+    them fail per site, naming them. An ad hoc point (a ``(lat, lon)`` site) must lie in
+    Europe (:func:`check_points`): the forest mask needs CORINE. A point in Europe but
+    outside the CORINE raster's data fails alone, in its forest and S2 stages ("site
+    XX-Pnt is outside CORINE coverage of ..."), like any site whose stage fails.
 
     Raises
     ------
     ConfigError
-        A directory or file is missing; the message names it (and the sites).
+        A directory or file is missing, or a point is outside Europe; the message names it
+        (and the sites).
     InputFormatError
         The CORINE raster does not open.
     """
     from gpp_cubes.errors import InputFormatError
 
+    check_points(sites)
+
     if cfg.fluxnet_dir:
         from gpp_cubes.targets.fluxnet import find_fluxnet_file
 
-        d = Path(cfg.fluxnet_dir)
+        d = as_location(cfg.fluxnet_dir)  # a local directory or an object-storage prefix
         if not d.is_dir():
-            raise ConfigError(f"FLUXNET directory {d} does not exist (--fluxnet)")
+            raise ConfigError(f"FLUXNET directory {display(d)} does not exist (--fluxnet)")
         missing = [s.id for s in sites if find_fluxnet_file(d, s.id) is None]
         if missing:
             raise ConfigError(
                 f"no FLUXNET daily file of site{'s' if len(missing) > 1 else ''} "
-                f"{', '.join(missing)} in {d} (expected FLX_<SITE>_FLUXNET2015_FULLSET_DD_"
-                "<y0>-<y1>_<version>.csv or its FULLSET zip archive; --fluxnet)")
+                f"{', '.join(missing)} in {display(d)} (expected FLX_<SITE>_FLUXNET2015_FULLSET_DD_"
+                "<y0>-<y1>_<version>.csv or its FULLSET zip archive; --fluxnet; "
+                "--no-targets builds without GPP)")
     src = cfg.corine_source
     if src and "://" not in src and not src.startswith("/vsi"):
         import rasterio
@@ -221,7 +257,41 @@ def check_inputs(cfg: BuildConfig, sites: Sequence[Site]) -> None:
                                    f"{err} (--corine)") from err
 
 
-def _remove_pca(path: Path) -> None:
+def check_points(sites: Sequence[Site], corine_source: str | None = None,
+                 radius_m: float = config_default("radius_m")) -> None:
+    """Check the ad hoc points among ``sites`` (``(lat, lon)`` sites, status "adhoc"), naming
+    the first bad one: it must lie in Europe (:data:`gpp_cubes.sites.catalog.EUROPE_BBOX`)
+    and, given a local ``corine_source``, inside the raster's data around it (``radius_m``
+    [m]): the forest mask and the S2 stage need CORINE.
+
+    :func:`check_inputs` checks Europe only: in a build of many sites, a point outside the
+    raster fails alone in its stages, like any site. ``gpp build --at`` checks both for the
+    points typed on its command line, before the build starts.
+
+    Raises
+    ------
+    ConfigError
+        A point outside Europe.
+    SiteError
+        A point outside the CORINE raster's data ("site XX-Pnt is outside CORINE coverage").
+    """
+    from gpp_cubes.sites.catalog import EUROPE_BBOX, in_europe
+
+    points = [s for s in sites if s.status == "adhoc"]
+    for s in points:
+        if not in_europe(s.latitude, s.longitude):
+            raise ConfigError(
+                f"point {s.id} at latitude {s.latitude}, longitude {s.longitude} is outside "
+                f"Europe (west, south, east, north = {EUROPE_BBOX}): the forest mask needs "
+                "CORINE Land Cover 2018, which covers Europe only")
+    if corine_source and "://" not in corine_source and Path(corine_source).is_file():
+        from gpp_cubes.sites.corine import read_corine
+
+        for s in points:
+            read_corine(corine_source, s.grid(buffer_m=radius_m), site_id=s.id)
+
+
+def _remove_pca(path: Location) -> None:
     from gpp_cubes.s2.pca import pca_sidecar
 
     path.unlink(missing_ok=True)
@@ -240,7 +310,7 @@ def _prepare_out(cfg: BuildConfig, sites: Sequence[Site], *, force: bool,
 
     if force:
         for s in sites:
-            shutil.rmtree(cfg.out / WORK_DIR / s.id, ignore_errors=True)
+            remove_tree(cfg.out / WORK_DIR / s.id)
         _remove_pca(cfg.pca_path())
     # A run killed earlier leaves hidden half-written stores (.<name>.tmp-*): remove them
     # now, since stores that are skipped are never rewritten (and rewrites would only
@@ -259,7 +329,7 @@ def _prepare_out(cfg: BuildConfig, sites: Sequence[Site], *, force: bool,
         if st.path == cfg.pca_path():
             _remove_pca(st.path)
         else:
-            shutil.rmtree(st.path, ignore_errors=True)
+            remove_tree(st.path)
 
 
 def _build_with_client(client: Any, sites: list[Site], cfg: BuildConfig, force: bool,
@@ -313,25 +383,26 @@ def _summary_table(cfg: BuildConfig, sites: list[Site], rows: Mapping[str, dict[
     table = pd.DataFrame([{c: rows.get(s.id, {}).get(c) for c in TABLE_COLUMNS}
                           for s in sites], columns=list(TABLE_COLUMNS))
     table["site"] = [s.id for s in sites]
-    (cfg.out / LOG_DIR).mkdir(parents=True, exist_ok=True)
-    table.to_csv(cfg.out / LOG_DIR / SUMMARY_FILE, index=False)
+    # skipped stores were built with this run's protocol and targets (their fingerprints)
+    table["protocol"], table["targets"] = cfg.protocol, cfg.targets_label
+    write_atomic(cfg.out / LOG_DIR / SUMMARY_FILE, table.to_csv(index=False))
     return table
 
 
-def _summary_from_store(path: Path) -> dict[str, Any]:
+def _summary_from_store(path: Location) -> dict[str, Any]:
     from gpp_cubes.cube.store import read_provenance
 
     return dict((read_provenance(path) or {}).get("summary", {}))
 
 
-def _multisite_fingerprints(path: Path) -> list[tuple[str, str | None]]:
+def _multisite_fingerprints(path: Location) -> list[tuple[str, str | None]]:
     """(site, fingerprint hash) of the site stores a multi-site store combines, in order."""
     import xarray as xr
 
     from gpp_cubes.batch.fingerprint import KEY
 
     try:
-        with xr.open_zarr(path, chunks=None) as ds:
+        with xr.open_zarr(str(path), chunks=None) as ds:
             sites = [str(s) for s in ds["site"].values]
             prov = json.loads(ds.attrs.get("provenance", "{}"))
     except Exception:

@@ -14,12 +14,15 @@ store                          values of its fingerprint
 ``.work/<SITE>/s1.zarr``       position, dates, provider and STAC, CORINE, engine, radius
 ``.work/<SITE>/lst.zarr``      position, dates, provider and STAC, LST source
 ``.work/<SITE>/target.zarr``   position, elevation, dates, the site's FLUXNET file
-                               identity, the extremes threshold reading
+                               identity, the extremes threshold reading, whether targets
+                               are read (``targets``)
 ``.work/pca.sites.json``       (the PCA's sidecar) train years, the PCA rule (variance
                                threshold or number of components), the hashes of the S2
-                               stores the PCA in ``pca.json`` was fitted on
-``<SITE>.zarr``                site record, dates, train/test years, the hashes (and values)
-                               of its four phase-1 stores and of the PCA
+                               stores the PCA in ``pca.json`` was fitted on; for a PCA
+                               projected onto from another build (``--pca``), the SHA-256
+                               of its file instead
+``<SITE>.zarr``                site record, dates, train/test years, protocol, targets, the
+                               hashes (and values) of its four phase-1 stores and of the PCA
 ``features.zarr``              none of its own: its provenance keeps each site store's
 =============================  ==========================================================
 
@@ -47,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from gpp_cubes.secrets import public_url
+from gpp_cubes.storage import as_location, is_url
 
 #: Provenance key of the fingerprint record.
 KEY = "fingerprint"
@@ -58,24 +62,32 @@ PHASE1 = ("s2", "s1", "lst", "target")
 _ALL_INPUT_FIELDS = frozenset({"provider", "stac_url", "stac_identity", "corine_source",
                                "fluxnet_dir", "engine", "lst_source", "s2_options",
                                "radius_m", "extremes_method"})
-#: The PCA rule (:func:`gpp_cubes.s2.pca.fit_pca`): determines the PCA only.
-_PCA_FIELDS = frozenset({"pca_variance", "pca_components"})
+#: The PCA rule (:func:`gpp_cubes.s2.pca.fit_pca`) or the PCA projected onto (``--pca``, by
+#: the SHA-256 of its file, not its path): determine the PCA only.
+_PCA_FIELDS = frozenset({"pca_variance", "pca_components", "pca_from", "pca_sha256"})
+#: Recorded, but derived from the other fields: determine no store.
+_DERIVED = frozenset({"protocol_notes"})
+#: The protocol reaches the phase-1 stores and the PCA through the options it sets; only the
+#: site store is determined by the label itself (so a store never claims another protocol).
+_LABELS = frozenset({"protocol"})
 #: ``BuildConfig`` fields (keys of ``provenance_params()``) that do NOT determine a stage's
 #: content; every other field does. ``stac_identity`` is recorded as the ``stac_url`` value.
 NOT_DETERMINING: dict[str, frozenset[str]] = {
     "s2": frozenset({"fluxnet_dir", "lst_source", "train_years", "test_years",
-                     "extremes_method"}) | _PCA_FIELDS,
+                     "extremes_method", "targets"}) | _PCA_FIELDS | _DERIVED | _LABELS,
     "s1": frozenset({"fluxnet_dir", "lst_source", "train_years", "test_years", "s2_options",
-                     "extremes_method"}) | _PCA_FIELDS,
+                     "extremes_method", "targets"}) | _PCA_FIELDS | _DERIVED | _LABELS,
     "lst": frozenset({"fluxnet_dir", "corine_source", "engine", "train_years", "test_years",
-                      "s2_options", "radius_m", "extremes_method"}) | _PCA_FIELDS,
+                      "s2_options", "radius_m", "extremes_method", "targets"})
+    | _PCA_FIELDS | _DERIVED | _LABELS,
     "target": frozenset({"provider", "stac_url", "stac_identity", "corine_source", "engine",
                          "lst_source", "train_years", "test_years", "s2_options",
-                         "radius_m"}) | _PCA_FIELDS,
-    # the PCA sees its inputs through the S2 stores' hashes
-    "pca": _ALL_INPUT_FIELDS | {"start", "end", "test_years"},
+                         "radius_m"}) | _PCA_FIELDS | _DERIVED | _LABELS,
+    # the PCA sees its inputs through the S2 stores' hashes (an imported one: its digest)
+    "pca": _ALL_INPUT_FIELDS | {"start", "end", "test_years", "targets", "pca_from"}
+    | _DERIVED | _LABELS,
     # a site store sees its inputs through its phase-1 stores' hashes (and the PCA's)
-    "site": _ALL_INPUT_FIELDS | _PCA_FIELDS,
+    "site": _ALL_INPUT_FIELDS | _PCA_FIELDS | _DERIVED,
 }
 #: Site attributes that determine a stage (the site store records them all).
 SITE_FIELDS: dict[str, tuple[str, ...]] = {
@@ -186,11 +198,18 @@ def source_identity(name: str, source: str | os.PathLike[str] | None, *,
     """Values naming an input file: ``{name: path, name.size: bytes, name.mtime_ns: ns}``.
 
     A URL (``://``) is named by :func:`public_url` alone; ``by_name`` names a local file by
-    its file name rather than its path (the same file copied elsewhere stays the same).
+    its file name rather than its path (the same file copied elsewhere stays the same), and
+    a file in object storage by its name and size (:mod:`gpp_cubes.storage`).
     """
     if source is None:
         return {name: None}
     text = str(source)
+    if "://" in text and by_name and is_url(text):  # in object storage: its name and size
+        from gpp_cubes.storage import ObjectPath
+
+        loc = as_location(text)
+        size = loc.size() if isinstance(loc, ObjectPath) else None
+        return {name: loc.name, f"{name}.size": size}
     if "://" in text:
         return {name: public_url(text)}
     path = Path(text)
@@ -248,7 +267,7 @@ def _config_values(cfg: Any, stage: str, site_id: str | None) -> dict[str, Any]:
 
 
 def _fluxnet_file(directory: str | None, site_id: str | None) -> Path | None:
-    if not directory or site_id is None or not Path(directory).is_dir():
+    if not directory or site_id is None or not as_location(directory).is_dir():
         return None
     from gpp_cubes.targets.fluxnet import find_fluxnet_file
 
@@ -288,7 +307,12 @@ def phase1_fingerprint(cfg: Any, site: Any, sensor: str) -> Fingerprint:
 
 
 def pca_fingerprint(cfg: Any, s2: Mapping[str, Fingerprint | None]) -> Fingerprint:
-    """Fingerprint of the PCA fitted on the S2 stores ``s2`` (site id -> their fingerprint)."""
+    """Fingerprint of the PCA fitted on the S2 stores ``s2`` (site id -> their fingerprint),
+    or, when ``cfg.pca_from`` names another build's PCA, of that file's content alone
+    (``s2`` is then ignored: the PCA does not depend on this build's S2 stores)."""
+    if getattr(cfg, "pca_sha256", None):
+        return Fingerprint.make({"stage": "pca", "pca_sha256": cfg.pca_sha256,
+                                 **_versions(("gpp-cubes",))})
     return Fingerprint.make({"stage": "pca", **_config_values(cfg, "pca", None),
                              **_versions(("gpp-cubes",))},
                             {f"s2/{s}": s2[s] for s in sorted(s2)}, explain_inputs=False)
@@ -310,10 +334,17 @@ def read_fingerprint(path: str | Path) -> Fingerprint | None:
     return Fingerprint.from_record((read_provenance(path) or {}).get(KEY))
 
 
-def pca_sidecar_content(sites: Sequence[str], fp: Fingerprint | None) -> dict[str, Any]:
+def pca_sidecar_content(sites: Sequence[str], fp: Fingerprint | None,
+                        imported: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """What the sidecar of a batch build's PCA holds (:func:`gpp_cubes.s2.pca.save_pca_model`):
-    the sites it was fitted on and its fingerprint."""
-    return {"sites": sorted(sites), KEY: fp.record() if fp else None}
+    the sites it was fitted on and its fingerprint; for a PCA projected onto from another
+    build, where it came from (``{"path", "sha256"}``, :data:`gpp_cubes.s2.pca.IMPORTED_KEY`)."""
+    from gpp_cubes.s2.pca import IMPORTED_KEY
+
+    out: dict[str, Any] = {"sites": sorted(sites), KEY: fp.record() if fp else None}
+    if imported:
+        out[IMPORTED_KEY] = dict(imported)
+    return out
 
 
 def read_pca_sidecar(path: Path) -> tuple[list[str], Fingerprint | None]:

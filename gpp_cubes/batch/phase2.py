@@ -5,6 +5,8 @@ Three kinds of Dask task, each reading the complete stores phase 1 left in ``<ou
 * :func:`run_fit_pca` fits the S2 PCA on the pooled training years of every site with an S2
   store (:func:`gpp_cubes.s2.pca.fit_pca_model`) and keeps it in ``<out>/.work/pca.json``,
   reused by every later run into the same directory, so all stores of a directory share it;
+  with ``BuildConfig.pca_from`` (``gpp build --pca FROM``) it copies another build's PCA
+  there instead, so the sites land in that build's feature space;
 * :func:`run_phase2` applies it to one site, joins the sensors on the daily calendar
   (:func:`gpp_cubes.cube.features.assemble_site`) and writes ``<out>/<SITE>.zarr`` with the
   merged provenance and the store's fingerprint;
@@ -41,7 +43,7 @@ def read_phase1(cfg: BuildConfig, site_id: str, sensor: str) -> tuple[Any, dict[
     path = cfg.phase1_store(site_id, sensor)
     if not is_complete(path):
         raise BuildError(f"site {site_id}: phase-1 store {path} is missing or incomplete")
-    with xr.open_zarr(path, chunks=None) as ds:
+    with xr.open_zarr(str(path), chunks=None) as ds:  # a local path or a URL
         ds = ds.load()
     return ds, json.loads(ds.attrs.get("provenance", "{}"))
 
@@ -62,6 +64,10 @@ def run_fit_pca(site_ids: Sequence[str], cfg: BuildConfig, *, refit: bool = Fals
     years and the fingerprints of the S2 stores it was fitted on, as those stores recorded
     them; it is kept in the PCA's sidecar with the sites.
 
+    With ``cfg.pca_from`` the PCA is not fitted: that file (another build's PCA, whose
+    SHA-256 must still be ``cfg.pca_sha256``) is copied to ``<out>/.work/pca.json``, its
+    sidecar naming the sites it was fitted on and where it came from.
+
     Returns
     -------
     dict
@@ -78,6 +84,8 @@ def run_fit_pca(site_ids: Sequence[str], cfg: BuildConfig, *, refit: bool = Fals
     path = cfg.pca_path()
     if path.is_file() and not refit:
         return {"path": str(path), "reused": True, "sites": read_pca_sidecar(path)[0]}
+    if cfg.pca_from:
+        return _import_pca(cfg)
     with worker_threads():
         tables: dict[str, pd.DataFrame] = {}
         used: dict[str, Fingerprint | None] = {}
@@ -89,6 +97,25 @@ def run_fit_pca(site_ids: Sequence[str], cfg: BuildConfig, *, refit: bool = Fals
                               n_components=cfg.pca_components)
         save_pca_model(model, path, pca_sidecar_content(site_ids, pca_fingerprint(cfg, used)))
     return {"path": str(path), "sites": sorted(site_ids), "reused": False}
+
+
+def _import_pca(cfg: BuildConfig) -> dict[str, Any]:
+    """Copy the PCA ``cfg.pca_from`` into this build (``--pca``); see :func:`run_fit_pca`."""
+    from gpp_cubes.batch.fingerprint import pca_fingerprint, pca_sidecar_content
+    from gpp_cubes.s2.pca import load_pca, pca_file_sha256, read_sidecar, save_pca_model
+
+    src = cfg.pca_from
+    assert src is not None
+    if pca_file_sha256(src) != cfg.pca_sha256:
+        raise BuildError(f"the PCA {src} (--pca) changed since the build started (its SHA-256 "
+                         "differs); rerun the build")
+    fitted_on = (read_sidecar(src) or {}).get("sites", [])
+    save_pca_model(load_pca(src), cfg.pca_path(), pca_sidecar_content(
+        fitted_on, pca_fingerprint(cfg, {}), {"path": src, "sha256": cfg.pca_sha256}))
+    log.info("PCA imported from %s (SHA-256 %s, fitted on %s)", src, cfg.pca_sha256,
+             fitted_on)
+    return {"path": str(cfg.pca_path()), "sites": fitted_on, "reused": False,
+            "imported": src}
 
 
 def _merge_provenance(cfg: BuildConfig, site_id: str,
@@ -165,7 +192,7 @@ def run_phase2(site: Site, cfg: BuildConfig) -> dict[str, Any]:
                     extreme=pd.Series(target["extreme"].values, index=cal),
                     provenance=prov)
                 ds = assemble_site(inputs, cal, train_years=cfg.train_years,
-                                   test_years=cfg.test_years)
+                                   test_years=cfg.test_years, targets=cfg.targets)
                 summary.update(prov["summary"])
             with stage(sid, "write", summary):
                 write_site_store(ds, cfg.out)

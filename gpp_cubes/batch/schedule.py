@@ -175,8 +175,9 @@ class PhaseSchedule:
     def on_pca(self, fut: Any) -> None:
         try:
             info = fut.result()
-            log.info("PCA %s on sites %s", "reused" if info["reused"] else "fitted",
-                     info["sites"])
+            how = ("reused" if info["reused"] else f"imported from {info['imported']}"
+                   if info.get("imported") else "fitted")
+            log.info("PCA %s, fitted on sites %s", how, info["sites"])
             self.pca_done = True
             for sid in self._waiting():
                 self.note(sid, "pca", "done")

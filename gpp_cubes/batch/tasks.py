@@ -16,6 +16,9 @@ task        what                                                       priority 
 ``target``  clear-sky GHI, GPP and climate-induced extremes            0         clearsky, gpp
 ==========  =========================================================  ========  =============
 
+A build without targets (``BuildConfig.targets`` False) reads no FLUXNET file: the
+``target`` store holds clear-sky GHI, GPP all NaN and no extreme, and says why.
+
 Priorities put the longest tasks first (S2 > LST > S1 > target), which leaves the least idle
 time at the end of phase 1.
 """
@@ -36,6 +39,7 @@ import pandas as pd
 from gpp_cubes.batch.cluster import worker_threads
 from gpp_cubes.batch.config import BuildConfig
 from gpp_cubes.batch.logs import fail, log, site_log, stage
+from gpp_cubes.contract import NO_TARGETS, NO_TARGETS_REASON
 from gpp_cubes.errors import BuildError, ConfigError
 from gpp_cubes.paper import EXTREME_MIN_DAYS, EXTREME_QUANTILE, QC_MIN
 from gpp_cubes.sensors.result import SensorResult
@@ -191,19 +195,27 @@ def target_task(ctx: TaskContext) -> tuple[Any, dict[str, Any]]:
         ghi = daily_clear_sky_ghi(site.latitude, site.longitude, elev, cfg.start, cfg.end)
         ghi, qa = qa_clear_sky_ghi(ghi, site.latitude, ctx.qa, site_id=site.id)
     with ctx.stage("gpp"):
-        gpp, extreme, flux_path = _gpp_and_extremes(site.id, cfg)
-        ctx.summary["gpp_valid_fraction"] = float(gpp.notna().mean())
+        if cfg.targets:
+            gpp, extreme, flux_path = _gpp_and_extremes(site.id, cfg)
+            ctx.summary["gpp_valid_fraction"] = float(gpp.notna().mean())
+            gpp_prov = {"file": Path(flux_path).name, "variable": "GPP_NT_VUT_REF",
+                        "qc_min": QC_MIN,
+                        "extremes": {"method": cfg.extremes_method,
+                                     "quantile": EXTREME_QUANTILE,
+                                     "min_days": EXTREME_MIN_DAYS}}
+        else:  # a site without a tower: nothing observed, and said so (not 0, not skipped)
+            gpp = pd.Series(np.nan, index=cal)
+            extreme = pd.Series(False, index=cal)
+            ctx.summary["gpp_valid_fraction"] = float("nan")
+            gpp_prov = {"targets": NO_TARGETS, "reason": NO_TARGETS_REASON}
+            log.info("%s: GPP %s", site.id, NO_TARGETS_REASON)
     ds = xr.Dataset({"clear_sky_ghi": ("time", ghi.reindex(cal).to_numpy(np.float64)),
                      "GPP": ("time", gpp.reindex(cal).to_numpy(np.float64)),
                      "extreme": ("time", extreme.reindex(cal).to_numpy(bool))},
                     coords={"time": cal.values})
     return ds, {"clear_sky_ghi": {"model": "pvlib SPA + Ineichen (Linke climatology)",
                                   "elevation_m": elev},
-                "gpp": {"file": Path(flux_path).name, "variable": "GPP_NT_VUT_REF",
-                        "qc_min": QC_MIN,
-                        "extremes": {"method": cfg.extremes_method,
-                                     "quantile": EXTREME_QUANTILE,
-                                     "min_days": EXTREME_MIN_DAYS}},
+                "gpp": gpp_prov, "targets": cfg.targets_label,
                 **ctx.qa_provenance("clear_sky_ghi", qa, "ghi")}
 
 

@@ -33,6 +33,12 @@ Examples:
   --fluxnet /data/fluxnet --workers 2
 
   gpp build --sites all --out /shared/cubes --scheduler tcp://10.0.0.5:8786 ...
+
+  gpp build --sites all --protocol paper --out cubes-paper/ ...   # the paper's data choices
+
+  gpp build --at 50.95,13.57,XX-Thr --no-targets --pca cubes/ --out new/ ...  # no tower
+
+  gpp build --sites all --out s3://bucket/cubes --scheduler tcp://10.0.0.5:8786 ...
 """
 
 
@@ -58,24 +64,62 @@ class LstSource(StrEnum):
     earthengine = "earthengine"
 
 
+class Protocol(StrEnum):
+    """``--protocol`` values (:data:`gpp_cubes.batch.config.PROTOCOLS`)."""
+
+    ours = "ours"
+    paper = "paper"
+
+
 #: ``--extremes-threshold`` values -> ``BuildConfig.extremes_method``.
 EXTREMES_READINGS = {"negative-tail": "negative_tail", "all-anomalies": "quantile"}
 #: ``--lst-source`` values -> ``BuildConfig.lst_source``.
 LST_READINGS = {"stac": "stac", "earthengine": "ee"}
 
 
-def _s2_options(max_sun_zenith: float | None, cloud_mask: str, cloud_model: Path | None,
-                index_list: Path | None) -> dict[str, Any]:
-    """The S2 options of the command line (:func:`gpp_cubes.batch.BuildConfig.create`
-    completes and checks them)."""
-    opts: dict[str, Any] = {"cloud_mask": cloud_mask.lower()}
+def _s2_options(max_sun_zenith: float | None, cloud_mask: str | None,
+                cloud_model: Path | None, index_list: str | None) -> dict[str, Any]:
+    """The S2 options given on the command line (:func:`gpp_cubes.batch.BuildConfig.create`
+    applies the protocol to those not given, completes and checks them)."""
+    from gpp_cubes.paper import INDEX_LISTS
+
+    opts: dict[str, Any] = {}
+    if cloud_mask is not None:
+        opts["cloud_mask"] = cloud_mask.lower()
     if max_sun_zenith is not None:
         opts["max_sun_zenith"] = max_sun_zenith
     if cloud_model is not None:
         opts["cloud_model"] = str(cloud_model)
     if index_list is not None:
-        opts["index_list"] = Path(index_list)
+        opts["index_list"] = index_list if index_list in INDEX_LISTS else Path(index_list)
     return opts
+
+
+def parse_point(spec: str) -> Any:
+    """``--at LAT,LON`` or ``LAT,LON,NAME`` -> an ad hoc :class:`gpp_cubes.sites.Site`
+    (:func:`gpp_cubes.sites.catalog.point_site`, as :func:`~gpp_cubes.sites.as_site` makes
+    of ``(lat, lon)``; NAME is its id, default ``XX-Pnt``).
+
+    Raises
+    ------
+    UsageError
+        Not two numbers [degrees], or a NAME that is not a site id (``XX-Abc``).
+    """
+    from gpp_cubes.errors import SiteError
+    from gpp_cubes.sites.catalog import point_site
+
+    parts = [p.strip() for p in spec.split(",")]
+    try:
+        if len(parts) not in (2, 3):
+            raise ValueError
+        lat, lon = float(parts[0]), float(parts[1])
+    except ValueError:
+        raise UsageError(f"--at {spec!r}: expected LAT,LON or LAT,LON,NAME in degrees, e.g. "
+                         "--at 50.95,13.57,XX-Thr") from None
+    try:
+        return point_site(lat, lon, **({"site_id": parts[2]} if len(parts) == 3 else {}))
+    except SiteError as err:
+        raise UsageError(f"--at {spec!r}: {err}") from None
 
 
 def _parse_sites(spec: str, *, out: Path | None = None,
@@ -169,7 +213,10 @@ def site_progress(site_ids: list[str]) -> Iterator[SiteProgress]:
 
 
 def print_build_table(table: Any, out_dir: Path) -> None:
-    t = Table(title=f"feature cubes in {out_dir}")
+    first = table.iloc[0].to_dict() if len(table) else {}
+    said = [f"{k} {first[k]}" for k in ("protocol", "targets")
+            if isinstance(first.get(k), str)]
+    t = Table(title=f"feature cubes in {out_dir}", caption=", ".join(said) or None)
     for col in ("site", "status", "S2 found/kept", "S1 found/kept", "LST found/kept",
                 "clear", "GPP valid", "error"):
         t.add_column(col, overflow="fold")
@@ -218,8 +265,9 @@ def register(app: typer.Typer) -> None:
             None, "--sites", help="'all' (the study set) or ids: DE-Hai,BE-Vie."),
         demo: bool = typer.Option(
             False, "--demo", help="Build the demo world's sites (served on 127.0.0.1)."),
-        out: Path = typer.Option(..., "--out", help="Output directory (shared by all "
-                                 "workers when the cluster spans machines)."),
+        out: str = typer.Option(..., "--out", help="Output directory (shared by all "
+                                "workers when the cluster spans machines), or object storage: "
+                                "s3://bucket/prefix (credentials from the environment)."),
         scheduler: str | None = typer.Option(
             None, "--scheduler", help="Existing Dask scheduler, e.g. tcp://host:8786 "
             "(default: a LocalCluster on this machine)."),
@@ -239,8 +287,9 @@ def register(app: typer.Typer) -> None:
         stac: str | None = typer.Option(None, "--stac", help="STAC API URL (any provider)."),
         corine: str | None = typer.Option(
             None, "--corine", help="CORINE 2018 raster (path or URL) for the forest mask."),
-        fluxnet: Path | None = typer.Option(
-            None, "--fluxnet", help="Directory of FLUXNET2015-format daily files."),
+        fluxnet: str | None = typer.Option(
+            None, "--fluxnet", help="Directory of FLUXNET2015-format daily files (or an "
+            "object-storage prefix, s3://bucket/fluxnet)."),
         start: str | None = typer.Option(
             None, "--start",
             help=f"First day (default: {config_default('start')}, or the demo world's)."),
@@ -261,13 +310,15 @@ def register(app: typer.Typer) -> None:
         qa_outlier_sigma: float | None = typer.Option(
             None, "--qa-outlier-sigma", min=0.5,
             help="Outlier threshold of the feature QA [robust sigmas; default 5]."),
-        cloud_mask: CloudMask = typer.Option(
-            CloudMask.scl, "--cloud-mask", case_sensitive=False,
+        cloud_mask: CloudMask | None = typer.Option(
+            None, "--cloud-mask", case_sensitive=False, show_default=False,
             help="S2 cloud/shadow mask. scl (ours, default): Sen2Cor's scene classification, "
-                 "free. s2cloudless: LightGBM model shipped in the s2cloudless package (~1-2 "
-                 "ms per 10^4 pixels per scene; clouds only, shadows from SCL). cloudsen12 "
+                 "free. s2cloudless: LightGBM model shipped in the s2cloudless package (~0.35 "
+                 "s CPU per scene, ~5x the S2 stage of scl; clouds only, shadows from SCL; "
+                 "L2A lacks its B10: misses the demo's clouds). cloudsen12 "
                  "(the paper's): a CloudSEN12-family CNN from local weights (--cloud-model; "
-                 "~0.1-1 s per 512x512 tile on a CPU)."),
+                 "~0.1-1 s per 512x512 tile on a CPU; --protocol paper picks it when "
+                 "--cloud-model is given)."),
         cloud_model: Path | None = typer.Option(
             None, "--cloud-model", help="Local CloudSEN12-family weights for --cloud-mask "
             "cloudsen12: ONNX (.onnx, needs onnxruntime) or TorchScript (.pt, needs torch), "
@@ -282,23 +333,49 @@ def register(app: typer.Typer) -> None:
             "PCA is fitted on them; paper and ours: 2016-2018)."),
         test_years: str | None = typer.Option(
             None, "--test-years", help="Test years (paper and ours: 2019-2020)."),
-        index_list: Path | None = typer.Option(
-            None, "--index-list", help="Spectral indices, one spyndex name per line (# "
-            "comments). Default: the shipped list, 132 indices of Awesome Spectral Indices "
-            "computable from S2 L2A bands; the paper used 122."),
+        index_list: str | None = typer.Option(
+            None, "--index-list", help="Spectral indices: 'default' (ours: the shipped list, "
+            "132 indices of Awesome Spectral Indices computable from S2 L2A bands), "
+            "'paper-122' (the paper used 122; this list reconstructs them with the rule in "
+            "its header), or a file, one spyndex name per line (# comments)."),
         pcs: int | None = typer.Option(
             None, "--pcs", min=1, help="Keep exactly this many S2 principal components (the "
             "paper: 18) instead of the explained-variance rule of --pca-variance."),
-        pca_variance: float = typer.Option(
-            config_default("pca_variance"), "--pca-variance", min=0.01, max=1.0,
+        pca_variance: float | None = typer.Option(
+            None, "--pca-variance", min=0.01, max=1.0, show_default=False,
             help="Keep the fewest S2 principal components that explain at least this share "
-                 "of the index variance (ours: 0.99; the paper fixed 18 PCs, see --pcs)."),
-        extremes_threshold: ExtremesThreshold = typer.Option(
-            ExtremesThreshold.negative_tail, "--extremes-threshold", case_sensitive=False,
-            help="Reading of the paper's extremes threshold: negative-tail (ours): the 10 % "
-                 "quantile of the negative GPP anomalies (about 5 % of days); all-anomalies: "
-                 "the 10 % quantile of all anomalies (about 10 % of days). Runs of >= 5 "
-                 "flagged days are extremes either way."),
+                 f"of the index variance (ours: {config_default('pca_variance')}, the default; "
+                 "the paper fixed 18 PCs, see --pcs)."),
+        pca: Path | None = typer.Option(
+            None, "--pca", help="Project onto the PCA of a previous build instead of fitting "
+            "one: its output directory, one of its stores (<SITE>.zarr, features.zarr) or "
+            "its .work/pca.json, so new sites land in that build's feature space (ours and "
+            "the paper: a PCA fitted on the training years of the sites built). Recorded by "
+            "SHA-256; --index-list must hold its indices."),
+        extremes_threshold: ExtremesThreshold | None = typer.Option(
+            None, "--extremes-threshold", case_sensitive=False, show_default=False,
+            help="Reading of the paper's extremes threshold: negative-tail (ours), the "
+                 "default: the 10 % quantile of the negative GPP anomalies (about 5 % of days); "
+                 "all-anomalies (the paper's reading under --protocol paper): the 10 % "
+                 "quantile of all anomalies (about 10 % of days). Runs of >= 5 flagged days "
+                 "are extremes either way."),
+        protocol: Protocol = typer.Option(
+            Protocol.ours, "--protocol", case_sensitive=False,
+            help="Data choices of the options not given: ours (default) or paper: --pcs 18, "
+                 "--extremes-threshold all-anomalies, --index-list paper-122, --cloud-mask "
+                 "cloudsen12 when --cloud-model is given (else scl, with a warning: the "
+                 "weights cannot be downloaded). An option given explicitly wins, with a "
+                 "note; the LST source stays as given (the paper used Earth Engine). "
+                 "Recorded in provenance and the summary; changing it rebuilds."),
+        no_targets: bool = typer.Option(
+            False, "--no-targets", help="Build without FLUXNET files (a site without a "
+            "tower, or --at points): GPP all NaN and extreme all False, each with an "
+            "attribute saying why; the stores say targets: none. For gpp predict."),
+        at: list[str] | None = typer.Option(
+            None, "--at", help="Build at a point instead of (or besides --sites) catalog "
+            "sites: LAT,LON or LAT,LON,NAME [degrees WGS84; NAME is the store's site id, "
+            "e.g. XX-Thr, default XX-Pnt]; repeat for several points. Must be in Europe, "
+            "inside CORINE. With --demo: points of the demo world instead of its sites."),
         lst_source: LstSource = typer.Option(
             LstSource.stac, "--lst-source", case_sensitive=False,
             help="MODIS LST source: stac (ours: the STAC API of --provider/--stac) or "
@@ -320,19 +397,27 @@ def register(app: typer.Typer) -> None:
         state: dict[str, Any] = {}
 
         def run() -> None:
-            if demo == (sites is not None):
-                raise UsageError("give exactly one of --sites and --demo")
+            if (demo and sites is not None) or not (demo or sites is not None or at):
+                raise UsageError("give exactly one of --sites and --demo (or --at LAT,LON "
+                                 "for points)")
+            points = [parse_point(a) for a in at or []]
             with contextlib.ExitStack() as stack:
                 if demo:
                     inputs = stack.enter_context(_demo_inputs())
+                    if points:
+                        inputs["sites"] = points
                 else:
-                    inputs = {"sites": _parse_sites(sites or "", out=out,
-                                                    selection=selection),
+                    inputs = {"sites": [*(_parse_sites(sites, out=out, selection=selection)
+                                          if sites is not None else []), *points],
                               "stac_url": stac, "stac_identity": None, "provider": provider,
                               "corine_source": corine,
                               "fluxnet_dir": str(fluxnet) if fluxnet else None,
                               "start": config_default("start"),
                               "end": config_default("end")}
+                if points:  # typed coordinates: checked before anything starts
+                    from gpp_cubes.batch.build import check_points
+
+                    check_points(points, inputs["corine_source"], radius)
                 with site_progress(list(inputs["sites"])) as show:
                     table = build_sites(
                         inputs["sites"], out, start=start or inputs["start"],
@@ -344,15 +429,18 @@ def register(app: typer.Typer) -> None:
                         n_workers=workers, memory_limit=memory_limit, force=force,
                         rebuild_changed=rebuild_changed, progress=show, engine=engine,
                         qa={"action": qa, "outlier_sigma": qa_outlier_sigma},
-                        s2_options=_s2_options(max_sun_zenith, cloud_mask.value,
+                        s2_options=_s2_options(max_sun_zenith,
+                                               cloud_mask.value if cloud_mask else None,
                                                cloud_model, index_list),
                         radius_m=radius, pca_variance=pca_variance, pca_components=pcs,
                         train_years=None if train_years is None
                         else parse_years(train_years, "--train-years"),
                         test_years=None if test_years is None
                         else parse_years(test_years, "--test-years"),
-                        extremes_method=EXTREMES_READINGS[extremes_threshold.value],
-                        lst_source=LST_READINGS[lst_source.value])
+                        extremes_method=None if extremes_threshold is None
+                        else EXTREMES_READINGS[extremes_threshold.value],
+                        lst_source=LST_READINGS[lst_source.value],
+                        protocol=protocol.value, targets=not no_targets, pca_from=pca)
             if as_json:
                 print_json(table.to_json(orient="records", date_format="iso"))
             else:

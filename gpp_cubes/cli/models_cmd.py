@@ -23,10 +23,8 @@ from rich.table import Table
 
 from gpp_cubes.cli.common import ConfigOption, DebugOption, console, guarded, progress_bar
 from gpp_models.config import (
-    IMPORTANCE_SCOPES,
     MAX_LAYERS,
     MAX_UNITS,
-    NRMSE_NORMS,
     TUNE_MAX_EPOCHS,
     TUNE_TRIALS,
     ImportanceScope,
@@ -224,25 +222,28 @@ def register(app: typer.Typer) -> None:
         out: Path = OutOption,
         features: Path | None = typer.Option(None, "--features",
                                              help="Cube (default: the one each run used)."),
-        nrmse_norm: NrmseNorm = typer.Option(
-            NRMSE_NORMS[0], "--nrmse-norm",
+        nrmse_norm: NrmseNorm | None = typer.Option(
+            None, "--nrmse-norm", show_default=False,
             help="Range NRMSE divides by: subset = max - min of the observed GPP of each "
                  "evaluated subset (full period, growing season, extremes) at the site; "
                  "full-period = of the site's whole test period, for every subset. The paper "
-                 "does not say which it used. Recorded in nrmse.csv (column norm)."),
+                 "does not say which it used. Default: the runs' protocol (holdout: subset; "
+                 "paper: full-period). Recorded in nrmse.csv (column norm) and runs.json "
+                 "(nrmse_norm_source)."),
         config: Path | None = ConfigOption,
         debug: bool = DebugOption,
     ) -> None:
         def run() -> None:
             _configure_process(debug)
-            from gpp_models.evaluate import evaluate_runs
+            from gpp_models.evaluate import evaluate_runs, resolve_nrmse_norm
             from gpp_models.train import load_run
 
-            long = evaluate_runs([load_run(r, features) for r in runs], out,
-                                 nrmse_norm=nrmse_norm)
+            results = [load_run(r, features) for r in runs]
+            norm, source = resolve_nrmse_norm(results, nrmse_norm)
+            long = evaluate_runs(results, out, nrmse_norm=nrmse_norm)
             _print_nrmse(long)
             console.print(f"tables and predictions -> {out} (NRMSE normalised by the "
-                          f"{nrmse_norm} range)")
+                          f"{norm} range; {source})")
 
         guarded(run, debug=debug, stage="evaluate")
 
@@ -250,9 +251,12 @@ def register(app: typer.Typer) -> None:
 
   gpp predict runs/lstm/run cubes/DE-Hai.zarr --out predictions/DE-Hai
 
-  Writes OUT/gpp_pred.csv (site, time, gpp_pred, gpp_spread, gpp_obs) and OUT/gpp_pred.zarr.
+  Writes OUT/gpp_pred.csv (site, time, gpp_pred, gpp_spread, gpp_obs, reason),
+  OUT/gpp_pred_status.csv (days per site and reason) and OUT/gpp_pred.zarr.
 """, help="Daily GPP of a trained run (ensemble mean and spread) for every day of a predictor "
-          "cube with a full window, observed or not (gap-filling, new sites).")
+          "cube with a full window of every predictor, observed or not (gap-filling, new "
+          "sites); other days are NaN with the reason. Needs only the run directory when "
+          "the run records its scaling.")
     def predict_cmd(
         run_dir: Path = typer.Argument(..., help="Run directory (gpp train / gpp tune)."),
         cube: Path = typer.Argument(..., help="Predictor cube: <SITE>.zarr or features.zarr."),
@@ -265,9 +269,16 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         def run() -> None:
             _configure_process(debug)
-            from gpp_models.predict import predict_run
+            import pandas as pd
 
-            paths = predict_run(run_dir, cube, out, training_features=training_features)
+            from gpp_models.predict import predict_run, status_lines
+
+            paths = predict_run(run_dir, cube, out, training_features=training_features,
+                                log=False)  # printed here instead, once
+            counts = pd.read_csv(paths["status"], keep_default_na=False)
+            for level, line in status_lines(counts):
+                console.print(line, style="yellow" if level >= logging.WARNING else None,
+                              markup=False, highlight=False)
             console.print(f"predictions -> {paths['csv']} {paths['zarr']}")
 
         guarded(run, debug=debug, stage="predict")
@@ -283,12 +294,13 @@ def register(app: typer.Typer) -> None:
         runs: list[Path] = RunsArgument,
         out: Path = OutOption,
         repeats: int = typer.Option(10, "--repeats", min=1, help="Shuffles per feature."),
-        importance_scope: ImportanceScope = typer.Option(
-            IMPORTANCE_SCOPES[0], "--importance-scope",
+        importance_scope: ImportanceScope | None = typer.Option(
+            None, "--importance-scope", show_default=False,
             help="site: shuffle within each site's test samples (a feature keeps the values "
                  "that tell sites apart, e.g. latitude in clear-sky radiation); pooled: "
                  "shuffle across the test samples of all sites. The paper does not say. "
-                 "Recorded in fi_<MODEL>.csv (column scope)."),
+                 "Default: the run's protocol (holdout: site; paper: pooled). Recorded in "
+                 "fi_<MODEL>.csv (columns scope, scope_source)."),
         seed: int = SeedOption,
         features: Path | None = typer.Option(None, "--features"),
         config: Path | None = ConfigOption,
@@ -308,8 +320,9 @@ def register(app: typer.Typer) -> None:
                     label = fi["model"].iloc[0]
                     fi.to_csv(out / f"fi_{label}.csv", index=False)
                     top = median_importance(summarize_importance(fi)).head(5)
-                    bar.console.print(f"{label}: " + ", ".join(
-                        f"{k} {v:.4f}" for k, v in top.items()))
+                    bar.console.print(
+                        f"{label} ({fi['scope'].iloc[0]} scope; {fi['scope_source'].iloc[0]}): "
+                        + ", ".join(f"{k} {v:.4f}" for k, v in top.items()))
                     bar.advance(task)
 
         guarded(run, debug=debug, stage="explain")

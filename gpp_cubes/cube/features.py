@@ -49,6 +49,9 @@ from gpp_cubes.contract import (  # re-exported: the contract is defined in one 
     FIXED_PREDICTORS,
     FORMAT_VERSION,
     MULTISITE_NAME,
+    NO_TARGETS,
+    NO_TARGETS_REASON,
+    NOT_OBSERVED_ATTR,
     PREDICTOR_COUNT_ATTRS,
     SITE_ATTRS,
     SITE_ID_ATTR,
@@ -62,6 +65,7 @@ from gpp_cubes.contract import (  # re-exported: the contract is defined in one 
 from gpp_cubes.errors import BuildError
 from gpp_cubes.paper import STUDY_END, STUDY_START, TEST_YEARS, TRAIN_YEARS
 from gpp_cubes.sites.catalog import Site, as_site
+from gpp_cubes.storage import as_location
 
 __all__ = [
     "FIXED_PREDICTORS",
@@ -213,7 +217,7 @@ class SiteInputs:
 
 def assemble_site(inputs: SiteInputs, calendar: pd.DatetimeIndex, *,
                   train_years: Sequence[int] = TRAIN_YEARS,
-                  test_years: Sequence[int] = TEST_YEARS) -> xr.Dataset:
+                  test_years: Sequence[int] = TEST_YEARS, targets: bool = True) -> xr.Dataset:
     """One site's daily feature cube, in the format_version "1" contract.
 
     Parameters
@@ -223,6 +227,11 @@ def assemble_site(inputs: SiteInputs, calendar: pd.DatetimeIndex, *,
         Daily calendar.
     train_years, test_years : sequence of int
         The temporal split recorded in the attributes [years].
+    targets : bool, default True
+        False: built without targets (no tower data): ``GPP`` all NaN and ``extreme`` all
+        False whatever ``inputs`` holds, both with the attribute
+        :data:`gpp_cubes.contract.NOT_OBSERVED_ATTR`, and the dataset attribute ``targets``
+        :data:`gpp_cubes.contract.NO_TARGETS`.
 
     Returns
     -------
@@ -250,13 +259,19 @@ def assemble_site(inputs: SiteInputs, calendar: pd.DatetimeIndex, *,
     gpp = pd.Series(inputs.gpp, dtype="float64")
     gpp.index = pd.DatetimeIndex(gpp.index).normalize()
     gpp_values = gpp.reindex(calendar).to_numpy(dtype=np.float32)  # reindex only: no fill
-    data_vars[TARGET] = xr.DataArray(gpp_values, dims="time", attrs={
-        **variable_attrs(TARGET), "n_observed": int(np.isfinite(gpp_values).sum())})
     ext = pd.Series(inputs.extreme).astype("boolean")
     ext.index = pd.DatetimeIndex(ext.index).normalize()
     ext_values = ext.reindex(calendar).fillna(False).to_numpy(dtype=bool)
+    unobserved: dict[str, str] = {}
+    if not targets:
+        gpp_values = np.full(len(calendar), np.nan, dtype=np.float32)
+        ext_values = np.zeros(len(calendar), dtype=bool)
+        unobserved = {NOT_OBSERVED_ATTR: NO_TARGETS_REASON}
+    data_vars[TARGET] = xr.DataArray(gpp_values, dims="time", attrs={
+        **variable_attrs(TARGET), "n_observed": int(np.isfinite(gpp_values).sum()),
+        **unobserved})
     data_vars["extreme"] = xr.DataArray(ext_values, dims="time",
-                                        attrs=variable_attrs("extreme"))
+                                        attrs={**variable_attrs("extreme"), **unobserved})
     prov = dict(inputs.provenance)
     prov["fill"] = fill_summary
     prov["calendar"] = [str(calendar[0].date()), str(calendar[-1].date())]
@@ -273,6 +288,7 @@ def assemble_site(inputs: SiteInputs, calendar: pd.DatetimeIndex, *,
         "provenance": provenance_json(prov),
         "title": f"{site[SITE_ID_ATTR]} daily feature cube",
         **CF_GLOBAL_ATTRS,
+        **({} if targets else {"targets": NO_TARGETS}),
     }
     return ds
 
@@ -327,6 +343,18 @@ def combine_sites(datasets: Sequence[xr.Dataset]) -> xr.Dataset:
                              "n_observed": [int(ds[TARGET].attrs["n_observed"])
                                             for ds in datasets]}
     stacked["extreme"].attrs = dict(first["extreme"].attrs)
+    # sites built without targets (gpp build --no-targets): said on the variables and dataset
+    unobserved = [i for i, ds in zip(ids, datasets, strict=True)
+                  if ds.attrs.get("targets") == NO_TARGETS]
+    targets_attr: dict[str, str] = {}
+    for name in (TARGET, "extreme"):
+        stacked[name].attrs.pop(NOT_OBSERVED_ATTR, None)
+        if unobserved:
+            stacked[name].attrs[NOT_OBSERVED_ATTR] = NO_TARGETS_REASON + (
+                "" if len(unobserved) == len(ids) else f" (sites {', '.join(unobserved)})")
+    if unobserved:
+        targets_attr["targets"] = (NO_TARGETS if len(unobserved) == len(ids)
+                                   else f"{NO_TARGETS} at {', '.join(unobserved)}")
     stacked.attrs = {
         "format_version": FORMAT_VERSION,
         "predictors": list(first.attrs["predictors"]),
@@ -338,6 +366,7 @@ def combine_sites(datasets: Sequence[xr.Dataset]) -> xr.Dataset:
                                  sort_keys=True),
         "title": f"daily feature cubes of {len(ids)} sites",
         **CF_GLOBAL_ATTRS,
+        **targets_attr,
     }
     return stacked
 
@@ -349,17 +378,18 @@ def write_site_store(ds: xr.Dataset, out_dir: str | Path) -> Path:
     ----------
     ds : xarray.Dataset
         Output of :func:`assemble_site`.
-    out_dir : path
-        Output directory (absolute paths recommended on clusters).
+    out_dir : path or URL
+        Output directory (absolute paths recommended on clusters), or object storage
+        (``s3://bucket/prefix``, :mod:`gpp_cubes.storage`).
 
     Returns
     -------
-    pathlib.Path
+    pathlib.Path or gpp_cubes.storage.ObjectPath
         The complete store.
     """
     from gpp_cubes.cube.store import write_zarr_atomic
 
-    path = Path(out_dir) / f"{ds.attrs[SITE_ID_ATTR]}.zarr"
+    path = as_location(out_dir) / f"{ds.attrs[SITE_ID_ATTR]}.zarr"
     return write_zarr_atomic(ds, path, provenance=json.loads(ds.attrs["provenance"]))
 
 
@@ -383,7 +413,7 @@ def write_multisite_store(site_stores: Sequence[str | Path], out_dir: str | Path
     for p in site_stores:
         if not is_complete(p):
             raise BuildError(f"site store {p} is incomplete (no marker); cannot combine")
-        datasets.append(xr.open_zarr(p, chunks=None).load())
+        datasets.append(xr.open_zarr(str(as_location(p)), chunks=None).load())
     combined = combine_sites(datasets)
-    return write_zarr_atomic(combined, Path(out_dir) / MULTISITE_NAME,
+    return write_zarr_atomic(combined, as_location(out_dir) / MULTISITE_NAME,
                              provenance=json.loads(combined.attrs["provenance"]))

@@ -46,8 +46,9 @@ def s2_features(
     site_or_latlon, start, end
         As :func:`gpp_cubes.s2.s2_cube`.
     index_list : path, sequence of str or None
-        Spectral indices (default: the shipped list,
-        :data:`gpp_cubes.paper.INDEX_LIST_RESOURCE`).
+        Spectral indices: a file, names, or a shipped list's name (``"default"``,
+        ``"paper-122"``; :func:`gpp_cubes.s2.indices.read_index_list`); default: the shipped
+        default list, :data:`gpp_cubes.paper.INDEX_LIST_RESOURCE`.
     min_fraction : float, default :data:`gpp_cubes.paper.MIN_CLEAR_FRACTION`
         Minimum clear forest fraction in the circle for a time step to be kept [1].
     block : int, default 16

@@ -12,7 +12,10 @@ applies to any site and a user can see which indices drive each component.
 A batch build (:mod:`gpp_cubes.batch`) fits one PCA on the pooled tables of every site
 (:func:`fit_pca_model`) and keeps it in its output directory with a sidecar naming the sites
 it saw (:func:`save_pca_model`); every site store records what it used
-(:func:`pca_provenance`). Fit, apply, save and load live here, in one place.
+(:func:`pca_provenance`, with the file's SHA-256). Another build can project its sites onto
+that PCA instead of fitting its own (``gpp build --pca FROM``): :func:`find_pca_file` finds
+the file from the build directory, one of its stores or the file itself. Fit, apply, save
+and load live here, in one place.
 
 References
 ----------
@@ -22,6 +25,7 @@ developments. Phil. Trans. R. Soc. A 374, 20150202.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -33,6 +37,7 @@ import numpy as np
 from gpp_cubes.atomic import write_atomic
 from gpp_cubes.errors import BuildError, InputFormatError
 from gpp_cubes.paper import PCA_VARIANCE, TRAIN_YEARS
+from gpp_cubes.storage import Location, ObjectPath, as_location
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -198,14 +203,14 @@ def apply_pca(fitted: FittedPCA, table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(pcs.astype(np.float32), index=table.index, columns=fitted.names)
 
 
-def save_pca(fitted: FittedPCA, path: str | Path) -> Path:
+def save_pca(fitted: FittedPCA, path: str | Path | ObjectPath) -> Location:
     """Write the fitted PCA as JSON (loadings, explained variance, standardisation), atomically."""
     return write_atomic(path, json.dumps({"format": PCA_FORMAT, **asdict(fitted)}, indent=1))
 
 
-def load_pca(path: str | Path) -> FittedPCA:
-    """Read a PCA written by :func:`save_pca`."""
-    data = json.loads(Path(path).read_text())
+def load_pca(path: str | Path | ObjectPath) -> FittedPCA:
+    """Read a PCA written by :func:`save_pca` (a local path or an object-storage URL)."""
+    data = json.loads(as_location(path).read_text())
     if data.pop("format", None) != PCA_FORMAT:
         raise InputFormatError(f"{path} is not a gpp-cubes PCA file")
     data["components"] = tuple(tuple(r) for r in data["components"])
@@ -241,13 +246,14 @@ def fit_pca_model(tables: Mapping[str, pd.DataFrame],
                    n_components=n_components)
 
 
-def pca_sidecar(path: str | Path) -> Path:
+def pca_sidecar(path: str | Path | ObjectPath) -> Location:
     """``pca.sites.json`` beside ``pca.json``: the sites the PCA saw (and, for a batch build,
     its fingerprint)."""
-    return Path(path).with_suffix(".sites.json")
+    return as_location(path).with_suffix(".sites.json")
 
 
-def save_pca_model(fitted: FittedPCA, path: str | Path, sidecar: Mapping[str, Any]) -> Path:
+def save_pca_model(fitted: FittedPCA, path: str | Path | ObjectPath,
+                   sidecar: Mapping[str, Any]) -> Location:
     """Save a shared PCA: first its sidecar, then the PCA itself.
 
     The previous PCA is removed before the sidecar is written, so a process killed between
@@ -257,13 +263,13 @@ def save_pca_model(fitted: FittedPCA, path: str | Path, sidecar: Mapping[str, An
     Parameters
     ----------
     fitted : FittedPCA
-    path : path
-        The PCA file (``.json``).
+    path : path or ObjectPath
+        The PCA file (``.json``), local or in object storage (:mod:`gpp_cubes.storage`).
     sidecar : mapping
         JSON content of :func:`pca_sidecar` (``{"sites": [...], ...}``), written with sorted
         keys.
     """
-    path = Path(path)
+    path = as_location(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.unlink(missing_ok=True)
     write_atomic(pca_sidecar(path), json.dumps(dict(sidecar), sort_keys=True))
@@ -285,15 +291,102 @@ def read_sidecar(path: str | Path) -> dict[str, Any] | None:
 
 def pca_provenance(fitted: FittedPCA, path: str | Path) -> dict[str, Any]:
     """What a site store records about the shared PCA ``path`` it used (the file relative to
-    the output directory, components, variance, training rows, and the sites it saw)."""
-    path = Path(path)
-    side = pca_sidecar(path)
-    sites = (read_sidecar(path) or {"sites": []})["sites"] if side.is_file() else None
-    return {"file": f"{path.parent.name}/{path.name}", "n_components": len(fitted.components),
-            "explained_variance_ratio": [round(v, 6) for v in fitted.explained_variance_ratio],
-            "train_years": list(fitted.train_years), "n_samples": fitted.n_samples,
-            "variance_threshold": fitted.variance_threshold,
-            "rule": (f"fixed {fitted.fixed_components} components"
-                     if fitted.fixed_components is not None
-                     else f"explained variance >= {fitted.variance_threshold}"),
-            "dropped_indices": list(fitted.dropped_indices), "sites": sites}
+    the output directory, components, variance, training rows, the sites it saw, the file's
+    SHA-256 and, for a PCA projected onto from another build, :data:`IMPORTED_KEY`)."""
+    path = as_location(path)
+    side_data = read_sidecar(path) or {}
+    sites = side_data.get("sites", []) if pca_sidecar(path).is_file() else None
+    out = {"file": f"{path.parent.name}/{path.name}", "n_components": len(fitted.components),
+           "explained_variance_ratio": [round(v, 6) for v in fitted.explained_variance_ratio],
+           "train_years": list(fitted.train_years), "n_samples": fitted.n_samples,
+           "variance_threshold": fitted.variance_threshold,
+           "rule": (f"fixed {fitted.fixed_components} components"
+                    if fitted.fixed_components is not None
+                    else f"explained variance >= {fitted.variance_threshold}"),
+           "dropped_indices": list(fitted.dropped_indices), "sites": sites,
+           "sha256": pca_file_sha256(path)}
+    if side_data.get(IMPORTED_KEY):  # projected onto another build's PCA (--pca)
+        out[IMPORTED_KEY] = side_data[IMPORTED_KEY]
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# Projecting onto another build's PCA (gpp build --pca FROM)
+# --------------------------------------------------------------------------------------
+
+#: Sidecar and provenance key of an imported PCA: ``{"path": ..., "sha256": ...}`` of the
+#: file it was copied from.
+IMPORTED_KEY = "imported_from"
+
+
+def pca_file_sha256(path: str | Path) -> str:
+    """SHA-256 (hex) of a PCA file's bytes: its identity in fingerprints and provenance."""
+    return hashlib.sha256(as_location(path).read_bytes()).hexdigest()
+
+
+def find_pca_file(source: str | Path) -> Path:
+    """The PCA JSON of a previous build, from what a user names (``gpp build --pca FROM``).
+
+    Parameters
+    ----------
+    source : path
+        The PCA file itself (``<out>/.work/pca.json``, :func:`save_pca`); a build's output
+        directory (its ``.work/pca.json``); or one of its stores (``<SITE>.zarr`` or
+        ``features.zarr``), whose provenance names the PCA file relative to the directory
+        the store is in and its SHA-256, which must still match.
+
+    Returns
+    -------
+    pathlib.Path
+        The PCA file, absolute; it loads with :func:`load_pca`.
+
+    Raises
+    ------
+    InputFormatError
+        Nothing there, no PCA beside the store, a PCA file that changed since the store was
+        built, or a file that is not a gpp-cubes PCA; the message names the path.
+    """
+    from gpp_cubes.batch.config import PCA_FILE, WORK_DIR
+
+    src = Path(source).expanduser().resolve()
+    if src.is_file():
+        path = src
+    elif (src / "zarr.json").is_file() or (src / ".zgroup").is_file():
+        path = _pca_of_store(src)
+    elif src.is_dir():
+        path = src / WORK_DIR / PCA_FILE
+        if not path.is_file():
+            raise InputFormatError(f"{src} holds no PCA ({WORK_DIR}/{PCA_FILE} is missing): "
+                                   "give a build's output directory, one of its stores, or "
+                                   "its PCA JSON")
+    else:
+        raise InputFormatError(f"PCA source {src} does not exist")
+    try:
+        load_pca(path)
+    except (OSError, ValueError, TypeError, KeyError) as err:
+        raise InputFormatError(f"{path} is not a gpp-cubes PCA file: {err}") from err
+    return path
+
+
+def _pca_of_store(store: Path) -> Path:
+    """The PCA file a site or multi-site store was built with (its provenance ``pca``)."""
+    from gpp_cubes.cube.store import read_provenance
+
+    prov = read_provenance(store) or {}
+    rec = prov.get("pca")
+    if rec is None:  # a multi-site store: provenance by site, one PCA for all
+        rec = next((v["pca"] for v in prov.values() if isinstance(v, dict) and "pca" in v),
+                   None)
+    if not isinstance(rec, Mapping) or not rec.get("file"):
+        raise InputFormatError(f"store {store} records no PCA in its provenance (not a site "
+                               "or multi-site store of gpp build)")
+    path = store.parent / str(rec["file"])
+    if not path.is_file():
+        raise InputFormatError(f"the PCA of store {store}, {path}, is missing (the store was "
+                               "moved without its build directory?): give the PCA JSON")
+    want = rec.get("sha256")
+    if want and pca_file_sha256(path) != want:
+        raise InputFormatError(f"{path} is not the PCA store {store} was built with (its "
+                               "SHA-256 differs: refitted since); rebuild the store or give "
+                               "the PCA JSON explicitly")
+    return path
