@@ -46,6 +46,16 @@ IMPORTANCE_SCOPES: tuple[str, ...] = get_args(ImportanceScope)
 #: Readings of the NRMSE range (:mod:`gpp_models.evaluate`); the first is the default.
 NrmseNorm = Literal["subset", "full-period"]
 NRMSE_NORMS: tuple[str, ...] = get_args(NrmseNorm)
+#: The evaluation readings each protocol implies; ``gpp evaluate`` / ``gpp explain`` take them
+#: from the run's recorded protocol unless the option is given. The paper divides the RMSE by
+#: "the maximum and minimum observed values" (read as the site's whole test period) and
+#: shuffles "the feature array" (read as all sites' test samples pooled), section 2.2-2.3.
+PROTOCOL_READINGS: dict[str, dict[str, str]] = {
+    "holdout": {"nrmse_norm": "subset", "importance_scope": "site"},
+    "paper": {"nrmse_norm": "full-period", "importance_scope": "pooled"},
+}
+#: ``source`` recorded beside a reading that was given explicitly (not from the protocol).
+OPTION_SOURCE = "option"
 
 
 def check_choice(value: str, choices: tuple[str, ...], what: str) -> str:
@@ -53,6 +63,43 @@ def check_choice(value: str, choices: tuple[str, ...], what: str) -> str:
     if value not in choices:
         raise ConfigError(f"{what} must be one of {choices}, got {value!r}")
     return value
+
+
+def protocol_reading(reading: str, protocols: Any, explicit: str | None = None
+                     ) -> tuple[str, str]:
+    """The value of an evaluation reading and where it came from.
+
+    Parameters
+    ----------
+    reading : {"nrmse_norm", "importance_scope"}
+        A key of :data:`PROTOCOL_READINGS`.
+    protocols : iterable of str
+        The recorded protocols of the runs evaluated together.
+    explicit : str, optional
+        The value given as an option; it wins over the protocols.
+
+    Returns
+    -------
+    (value, source)
+        ``source`` is :data:`OPTION_SOURCE` for an explicit value, else ``"protocol <name>"``.
+
+    Raises
+    ------
+    gpp_cubes.errors.ConfigError
+        No explicit value and the runs' protocols imply different values (name them).
+    """
+    if explicit is not None:
+        return explicit, OPTION_SOURCE
+    protos = list(dict.fromkeys(str(p) for p in protocols))
+    for p in protos:
+        check_choice(p, tuple(PROTOCOL_READINGS), "protocol")
+    values = {PROTOCOL_READINGS[p][reading] for p in protos}
+    if len(values) != 1:
+        option = "--" + reading.replace("_", "-")
+        raise ConfigError(f"the runs were trained under the protocols {', '.join(protos)}, "
+                          f"which read {reading} differently ({', '.join(sorted(values))}); "
+                          f"give {option} to evaluate them together")
+    return values.pop(), f"protocol {protos[0]}"
 
 
 def _as_int(field_name: str, value: Any) -> int:

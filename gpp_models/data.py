@@ -31,7 +31,10 @@ import xarray as xr
 from gpp_cubes.contract import (  # the contract is defined once, on the writer's side
     COMPLETE_MARKER,
     MULTISITE_NAME,
+    NO_TARGETS,
+    NOT_OBSERVED_ATTR,
     SITE_ID_ATTR,
+    TARGET,
     site_coordinates,
     validate,
 )
@@ -116,7 +119,22 @@ def _as_multisite(ds: xr.Dataset) -> xr.Dataset:
     return out.assign_coords(site_coordinates([ds.attrs]))
 
 
-def open_cube(path: str | Path, sites: Sequence[str] | None = None) -> Cube:
+def _without_targets(ds: xr.Dataset) -> xr.Dataset:
+    """A store opened with ``targets=False``: a missing target becomes all NaN and a missing
+    ``extreme`` all False, each with the attribute saying why (nothing observed)."""
+    dims = ("site", "time") if "site" in ds.dims else ("time",)
+    shape = tuple(ds.sizes[d] for d in dims)
+    why = {NOT_OBSERVED_ATTR: "not in the store: opened without targets"}
+    target = str(ds.attrs.get("target", TARGET))
+    if target not in ds.data_vars:
+        ds[target] = xr.DataArray(np.full(shape, np.nan, np.float32), dims=dims, attrs=why)
+    if "extreme" not in ds.data_vars:
+        ds["extreme"] = xr.DataArray(np.zeros(shape, bool), dims=dims, attrs=why)
+    return ds
+
+
+def open_cube(path: str | Path, sites: Sequence[str] | None = None, *,
+              targets: bool = True) -> Cube:
     """Open a multi-site ``features.zarr``, one ``<SITE>.zarr``, or a directory of them.
 
     Parameters
@@ -125,6 +143,11 @@ def open_cube(path: str | Path, sites: Sequence[str] | None = None) -> Cube:
         A zarr store (multi- or per-site) or a directory holding per-site ``*.zarr`` stores.
     sites : sequence of str, optional
         Keep only these site ids (in this order).
+    targets : bool, default True
+        The cube must hold observed GPP (to train or evaluate). False: predictors only (to
+        predict): a store whose GPP is all NaN (``gpp build --no-targets``) or missing
+        opens, with ``y`` all NaN where nothing was observed (and ``extreme`` all False if
+        missing).
 
     Returns
     -------
@@ -133,25 +156,29 @@ def open_cube(path: str | Path, sites: Sequence[str] | None = None) -> Cube:
     Raises
     ------
     gpp_cubes.errors.InputFormatError
-        The path is missing, a store breaks the contract, or a predictor holds no finite value
-        at some site.
+        The path is missing, a store breaks the contract, or (with ``targets=True``) a
+        predictor holds no finite value at some site or GPP holds no observed value.
     """
     path = Path(path)
     if not path.exists():
         raise InputFormatError(f"{path}: feature cube not found")
     if _is_zarr_store(path):
         ds = _open_store(path)
+        if not targets:
+            ds = _without_targets(ds)
         validate_cube(ds, str(path))
         ds = _as_multisite(ds)
     else:
         stores = sorted(p for p in path.glob("*.zarr") if p.name != MULTISITE_NAME)
         if not stores:
             if (path / MULTISITE_NAME).exists():
-                return open_cube(path / MULTISITE_NAME, sites)
+                return open_cube(path / MULTISITE_NAME, sites, targets=targets)
             raise InputFormatError(f"{path}: no zarr feature stores found")
         parts = []
         for store in stores:
             one = _open_store(store)
+            if not targets:
+                one = _without_targets(one)
             validate_cube(one, str(store))
             parts.append(_as_multisite(one))
         ds = xr.concat(parts, dim="site", join="exact", combine_attrs="override")
@@ -160,10 +187,10 @@ def open_cube(path: str | Path, sites: Sequence[str] | None = None) -> Cube:
         if missing:
             raise InputFormatError(f"{path}: site(s) {', '.join(missing)} not in the cube")
         ds = ds.sel(site=list(sites))
-    return _to_cube(ds, str(path))
+    return _to_cube(ds, str(path), targets=targets)
 
 
-def _to_cube(ds: xr.Dataset, source: str) -> Cube:
+def _to_cube(ds: xr.Dataset, source: str, *, targets: bool = True) -> Cube:
     predictors = tuple(str(p) for p in ds.attrs["predictors"])
     target = str(ds.attrs["target"])
     ds = ds.load()
@@ -171,15 +198,19 @@ def _to_cube(ds: xr.Dataset, source: str) -> Cube:
     X = X.astype(np.float32)
     site_ids = tuple(str(s) for s in ds["site"].values)
     finite = np.isfinite(X).any(axis=1)  # (site, feature)
-    if not finite.all():
+    # Training needs every predictor at every site; prediction (targets=False) marks the
+    # days of such a site NaN with a reason instead (gpp_models.predict).
+    if targets and not finite.all():
         s, f = np.argwhere(~finite)[0]
         raise InputFormatError(
             f"{source}: predictor {predictors[f]!r} has no finite value at site {site_ids[s]} "
             "(all NaN); fix the cube or drop the site"
         )
     y = ds[target].transpose("site", "time").values.astype(np.float32)
-    if not np.isfinite(y).any():
-        raise InputFormatError(f"{source}: target {target!r} holds no observed value")
+    if targets and not np.isfinite(y).any():
+        hint = ("; it was built without targets (gpp build --no-targets): open it with "
+                "targets=False to predict" if ds.attrs.get("targets") == NO_TARGETS else "")
+        raise InputFormatError(f"{source}: target {target!r} holds no observed value{hint}")
     extreme = ds["extreme"].transpose("site", "time").values.astype(bool)
     attrs = dict(ds.attrs)
     if isinstance(attrs.get("provenance"), str):

@@ -16,6 +16,11 @@ available (``norm``, recorded in the ``norm`` column of ``nrmse.csv`` and in ``r
     y_max - y_min of the site's whole test period, for every setting: the three settings share
     one scale per site, so a larger extremes NRMSE means a larger error in GPP units.
 
+:func:`evaluate_runs` takes the reading from the runs' recorded protocol unless it is given
+(:data:`gpp_models.config.PROTOCOL_READINGS`: ``holdout`` -> ``subset``, ``paper`` ->
+``full-period``, the paper's "maximum and minimum observed values"); ``runs.json`` records
+the reading and its source (``nrmse_norm_source``: ``option`` or ``protocol <name>``).
+
 Baselines that need no network: the site's mean seasonal cycle from the training years and an
 ordinary least-squares model on the standardised predictors of the target day (the last day
 of the 90-day window), fitted on the fitting samples of all sites pooled.
@@ -26,11 +31,12 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pandas as pd
 
-from gpp_models.config import NRMSE_NORMS, NrmseNorm, check_choice
+from gpp_models.config import NRMSE_NORMS, NrmseNorm, check_choice, protocol_reading
 from gpp_models.data import Prepared
 from gpp_models.train import TrainResult
 
@@ -270,8 +276,22 @@ def model_label(cell: str) -> str:
     return cell.upper()
 
 
+def resolve_nrmse_norm(results: Sequence[TrainResult], nrmse_norm: str | None = None
+                       ) -> tuple[str, str]:
+    """The NRMSE reading for ``results`` and its source (``option`` or ``protocol <name>``).
+
+    Raises
+    ------
+    gpp_cubes.errors.ConfigError
+        An unknown reading, or none given for runs of protocols that read it differently.
+    """
+    if nrmse_norm is not None:
+        check_nrmse_norm(nrmse_norm)
+    return protocol_reading("nrmse_norm", (r.config.protocol for r in results), nrmse_norm)
+
+
 def evaluate_runs(results: Sequence[TrainResult], out_dir: str | Path,
-                  nrmse_norm: NrmseNorm = "subset") -> pd.DataFrame:
+                  nrmse_norm: NrmseNorm | None = None) -> pd.DataFrame:
     """Test-year NRMSE per site and setting for each run and for the two baselines.
 
     Writes ``predictions_<model>.csv`` per run, ``predictions_baselines.csv``, ``nrmse.csv``,
@@ -283,17 +303,19 @@ def evaluate_runs(results: Sequence[TrainResult], out_dir: str | Path,
     results : sequence of TrainResult
         Trained runs (e.g. RNN, GRU, LSTM) on the same cube and split.
     out_dir : path
-    nrmse_norm : {"subset", "full-period"}
-        Range the NRMSE divides by (module docstring).
+    nrmse_norm : {"subset", "full-period"}, optional
+        Range the NRMSE divides by (module docstring); default the one the runs' protocol
+        implies (:func:`resolve_nrmse_norm`).
 
     Returns
     -------
     DataFrame
         Long table: ``model``, ``site``, ``setting``, ``nrmse``, ``n``, ``norm``.
     """
-    check_nrmse_norm(nrmse_norm)
     if not results:
         raise ValueError("evaluate_runs needs at least one trained run")
+    chosen, norm_source = resolve_nrmse_norm(results, nrmse_norm)
+    norm = cast(NrmseNorm, chosen)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     parts = []
@@ -301,7 +323,7 @@ def evaluate_runs(results: Sequence[TrainResult], out_dir: str | Path,
         label = model_label(res.config.model.cell)
         frame = res.predict("test")
         frame.to_csv(out / f"predictions_{label}.csv", index=False)
-        parts.append(nrmse_by_site(frame, label, norm=nrmse_norm))
+        parts.append(nrmse_by_site(frame, label, norm=norm))
     first = results[0]
     runs = {model_label(r.config.model.cell): {
         "workdir": str(r.workdir) if r.workdir else None, "config": r.config.to_dict(),
@@ -309,14 +331,15 @@ def evaluate_runs(results: Sequence[TrainResult], out_dir: str | Path,
         "leaks_test": r.leaks_test, "search_space": tuned_search_space(r)} for r in results}
     cube = first.prepared.cube
     (out / "runs.json").write_text(json.dumps(
-        {"runs": runs, "nrmse_norm": nrmse_norm, "features": cube.source,
+        {"runs": runs, "nrmse_norm": norm, "nrmse_norm_source": norm_source,
+         "features": cube.source,
          "sites": list(cube.sites), "predictors": list(cube.predictors),
          "provenance": cube.attrs.get("provenance")},
         indent=2, default=str))
     base = baseline_predictions(first.prepared, first.config.train_years)
     base.to_csv(out / "predictions_baselines.csv", index=False)
-    parts.append(nrmse_by_site(base, "seasonal_cycle", "seasonal_cycle", norm=nrmse_norm))
-    parts.append(nrmse_by_site(base, "linear", "linear", norm=nrmse_norm))
+    parts.append(nrmse_by_site(base, "seasonal_cycle", "seasonal_cycle", norm=norm))
+    parts.append(nrmse_by_site(base, "linear", "linear", norm=norm))
     long = pd.concat(parts, ignore_index=True)
     write_tables(long, out)
     return long

@@ -17,8 +17,11 @@ per site. Which samples a sequence may move between is the *scope*:
     ranking of clear-sky radiation first.
 
 The paper says only that "the feature array was randomly shuffled" over the test set
-(section 2.3); it does not say whether sites were pooled. The scope used is recorded in the
-``scope`` column of every output row.
+(section 2.3); it does not say whether sites were pooled. :func:`explain_run` takes the scope
+from the run's recorded protocol unless it is given (``holdout`` -> ``site``, ``paper`` ->
+``pooled``, :data:`gpp_models.config.PROTOCOL_READINGS`). The scope used is recorded in the
+``scope`` column of every output row, and :func:`explain_run` adds where it came from
+(``scope_source``: ``option`` or ``protocol <name>``).
 
 References
 ----------
@@ -31,7 +34,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
@@ -39,7 +42,13 @@ import numpy as np
 import pandas as pd
 from jax.sharding import Mesh
 
-from gpp_models.config import IMPORTANCE_SCOPES, ImportanceScope, ModelConfig, check_choice
+from gpp_models.config import (
+    IMPORTANCE_SCOPES,
+    ImportanceScope,
+    ModelConfig,
+    check_choice,
+    protocol_reading,
+)
 from gpp_models.data import gather_windows_time_major
 from gpp_models.evaluate import nrmse
 from gpp_models.models import build_model
@@ -228,7 +237,7 @@ def model_predictor(params: Any, Z: np.ndarray, site_idx: np.ndarray, time_idx: 
 
 
 def explain_run(result: TrainResult, *, n_repeats: int = 10, seed: int = 0,
-                scope: Scope = "site") -> pd.DataFrame:
+                scope: Scope | None = None) -> pd.DataFrame:
     """Permutation importance of every predictor for a trained run on its test samples.
 
     Parameters
@@ -239,21 +248,27 @@ def explain_run(result: TrainResult, *, n_repeats: int = 10, seed: int = 0,
         Shuffles per feature (10 in the paper).
     seed : int
         Seed of the shuffles.
-    scope : {"site", "pooled"}
-        Shuffle within each site's test samples (default) or across all sites pooled.
+    scope : {"site", "pooled"}, optional
+        Shuffle within each site's test samples or across all sites pooled; default the
+        scope the run's protocol implies (``site`` under ``holdout``, ``pooled`` under
+        ``paper``).
 
     Returns
     -------
     DataFrame
-        As :func:`permutation_importance` (with its ``scope`` column), plus a ``model``
-        column.
+        As :func:`permutation_importance` (with its ``scope`` column), plus ``model`` and
+        ``scope_source`` (``option`` or ``protocol <name>``) columns.
     """
     prep, cfg = result.prepared, result.config
+    if scope is not None:
+        check_scope(scope)
+    chosen, source = protocol_reading("importance_scope", [cfg.protocol], scope)
     s, t = prep.splits["test"]
     fn = model_predictor(result.params, prep.Z, s, t, model_cfg=cfg.model, window=cfg.window,
                          y_mean=prep.y_mean, y_std=prep.y_std)
     fi = permutation_importance(fn, prep.cube.y[s, t], np.asarray(prep.cube.sites)[s],
                                 prep.cube.predictors, n_repeats=n_repeats, seed=seed,
-                                scope=scope)
+                                scope=cast(Scope, chosen))
     fi.insert(0, "model", cfg.model.cell.upper())
+    fi["scope_source"] = source
     return fi

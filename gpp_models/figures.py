@@ -5,6 +5,11 @@
 * Fig. 2: median (over sites) permutation importance per feature, sorted, one panel per model.
 * Fig. 3: observed and predicted GPP at three sites (DE-Hai, BE-Vie, FI-Var when present,
   else the first three) with ensemble bands and a zoom on the longest extreme event.
+* Gap-filled tower series (not in the paper; :func:`fig_gap_filled`): per site, observed
+  daily GPP as points and the prediction of :func:`gpp_models.predict.predict_gpp` (what
+  ``gpp predict`` writes) as a line over every day with a full predictor window, the
+  ensemble spread as a band, the days without an observation marked as gap-filled, the days
+  not predicted marked with their reason, the test years shaded.
 * Feature QA (not in the paper): per site, the S2 NIRv (or NDVI) of every scene against its
   date, used scenes as dots, scenes dropped by the feature QA (:mod:`gpp_cubes.qa`) at their
   value, scenes the S2 stage did not use (cloudy, low sun, ...) as ticks under the series,
@@ -20,7 +25,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import matplotlib.dates as mdates
 import numpy as np
@@ -29,6 +34,9 @@ from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global fig
 
 from gpp_models.evaluate import SETTINGS
 from gpp_models.explain import median_importance, summarize_importance
+
+if TYPE_CHECKING:  # predict imports JAX; the figures of files do not need it
+    from gpp_models.predict import Prediction
 
 EXAMPLE_SITES = ("DE-Hai", "BE-Vie", "FI-Var")
 MODEL_ORDER = ("RNN", "GRU", "LSTM", "seasonal_cycle", "linear")
@@ -184,6 +192,92 @@ def fig3_predictions(predictions: Mapping[str, pd.DataFrame], out_dir: str | Pat
         if row == 0:
             axes[0, 0].legend(loc="upper left", fontsize=8, ncol=5)
     return _save(fig, Path(out_dir), "fig3_predictions")
+
+
+#: At most this many sites get a panel of the gap-filled series; beyond, the example sites.
+GAP_FILLED_MAX_SITES = 6
+GAP_COLOR = "#e7298a"  # none of the models' COLORS
+
+
+def gap_filled_sites(sites: Sequence[str]) -> list[str]:
+    """Sites drawn by :func:`fig_gap_filled`: all up to :data:`GAP_FILLED_MAX_SITES`, else
+    the example sites present (else the first three)."""
+    sites = list(sites)
+    if len(sites) <= GAP_FILLED_MAX_SITES:
+        return sites
+    return [s for s in EXAMPLE_SITES if s in sites] or sites[:3]
+
+
+def draw_gap_filled(pred: Prediction, sites: Sequence[str] | None = None,
+                    test_years: Sequence[int] = ()) -> Figure:
+    """The gap-filled tower series of a prediction, one panel per site.
+
+    Parameters
+    ----------
+    pred : Prediction
+        From :func:`gpp_models.predict.predict_gpp` [g C m-2 d-1].
+    sites : sequence of str, optional
+        Default :func:`gap_filled_sites` of the prediction's sites.
+    test_years : sequence of int
+        Calendar years shaded as test years.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Per panel: the line of the ensemble mean (``gid`` ``"prediction"``, NaN where not
+        predicted), its gap-filled days over-drawn (``gid`` ``"gap-filled"``), observations
+        as points (``gid`` ``"observed"``), the ±1 standard deviation band when K > 1, the
+        days not predicted as ticks under the series.
+    """
+    from gpp_models.predict import NO_FULL_WINDOW, PARTLY_FILLED
+
+    all_sites = list(pred.cube.sites)
+    sites = list(sites) if sites is not None else gap_filled_sites(all_sites)
+    fig = Figure(figsize=(13, 2.6 * len(sites) + 0.6), layout="constrained")
+    axes = fig.subplots(len(sites), 1, squeeze=False, sharex=True)[:, 0]
+    time = pred.cube.time
+    color = COLORS.get(pred.model, "#7570b3")
+    reasons = pred.reasons()
+    for ax, site in zip(axes, sites, strict=True):
+        i = all_sites.index(site)
+        mean, obs, spread = pred.mean[i], pred.obs[i], pred.spread[i]
+        predicted = pred.status[i] <= PARTLY_FILLED
+        gap = predicted & ~np.isfinite(obs)
+        for year in test_years:
+            ax.axvspan(pd.Timestamp(f"{year}-01-01"), pd.Timestamp(f"{year}-12-31"),
+                       color="#eeeeee", lw=0, zorder=0,
+                       label="test years" if year == test_years[0] else None)
+        if pred.members > 1:
+            ax.fill_between(time, mean - spread, mean + spread, color=color, alpha=0.25, lw=0,
+                            label=f"±1 s.d. of {pred.members} members")
+        ax.plot(time, mean, color=color, lw=0.8, gid="prediction",
+                label=f"{pred.model} prediction (ensemble mean)")
+        # markers too: a one-day gap has no neighbour to draw a line segment to
+        ax.plot(time, np.where(gap, mean, np.nan), "-o", color=GAP_COLOR, lw=1.4, ms=1.5,
+                gid="gap-filled",
+                label=f"gap-filled: no observation ({int(gap.sum())} days)")
+        ax.plot(time, obs, "k.", ms=1.5, gid="observed",
+                label=f"observed ({int(np.isfinite(obs).sum())} days)")
+        skipped = ~predicted & (pred.status[i] != NO_FULL_WINDOW)
+        for reason in dict.fromkeys(reasons[i][skipped]):
+            days = skipped & (reasons[i] == reason)
+            ax.plot(time[days], np.zeros(int(days.sum())), "|", color="#d62728", ms=6,
+                    transform=ax.get_xaxis_transform(),
+                    label=f"not predicted: {reason} ({int(days.sum())} days)")
+        ax.set_title(f"{site}: {int(predicted.sum())} days predicted, {int(gap.sum())} of "
+                     "them gap-filled", fontsize=10, loc="left")
+        ax.set_ylabel("GPP [g C m-2 d-1]")
+        ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=7, frameon=False)
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"Gap-filled tower series: {pred.model}, {pred.window}-day windows")
+    return fig
+
+
+def fig_gap_filled(pred: Prediction, out_dir: str | Path, *,
+                   sites: Sequence[str] | None = None,
+                   test_years: Sequence[int] = ()) -> dict[str, Path]:
+    """:func:`draw_gap_filled` saved as ``fig_gap_filled.{png,svg}`` in ``out_dir``."""
+    return _save(draw_gap_filled(pred, sites, test_years), Path(out_dir), "fig_gap_filled")
 
 
 #: Colours of the reasons a scene was not used (others cycle through QA_PALETTE).

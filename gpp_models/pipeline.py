@@ -11,9 +11,12 @@ paper's budget (:data:`gpp_cubes.paper.EPOCHS` epochs, 10 FI repeats, up to
 
 The method choices are the library defaults unless given: model selection on the held-out
 last training year (``holdout``; :class:`~gpp_models.config.TrainConfig`), the paper's
-90-day window and train/test years, permutation importance within each site
-(``importance_scope="site"``) and NRMSE normalised by each subset's own range
-(``nrmse_norm="subset"``); the report lists them beside the paper's. ``gpp demo`` makes the
+90-day window and train/test years, and the evaluation readings of the protocol
+(:data:`gpp_models.config.PROTOCOL_READINGS`): under ``holdout`` permutation importance
+within each site and NRMSE normalised by each subset's own range, under ``paper`` (``gpp demo
+--protocol paper``) importance over all sites pooled and NRMSE by the site's full test-period
+range; ``importance_scope`` / ``nrmse_norm`` override them. The report lists every choice
+beside the paper's. ``gpp demo`` makes the
 process set-up of :func:`gpp_models.runtime.configure_process` before calling this (a
 library function leaves the process alone).
 """
@@ -35,6 +38,7 @@ from gpp_models.config import (
     NrmseNorm,
     Protocol,
     TrainConfig,
+    protocol_reading,
 )
 from gpp_models.data import open_cube, prepare_for
 from gpp_models.evaluate import check_nrmse_norm, evaluate_runs, model_label
@@ -91,8 +95,8 @@ def run_pipeline(
     budget: Budget | None = None,
     seed: int = 0,
     protocol: Protocol = "holdout",
-    importance_scope: ImportanceScope = "site",
-    nrmse_norm: NrmseNorm = "subset",
+    importance_scope: ImportanceScope | None = None,
+    nrmse_norm: NrmseNorm | None = None,
     on_stage: Callable[[str], None] | None = None,
 ) -> dict[str, Path]:
     """Tune, train, evaluate and explain RNN, GRU and LSTM on a feature cube; draw and report.
@@ -114,23 +118,30 @@ def run_pipeline(
     protocol : {"holdout", "paper"}
         Model selection: on the last training year (default) or, as in the paper, on the test
         years (leaks; flagged in the outputs). See :class:`~gpp_models.config.TrainConfig`.
-    importance_scope : {"site", "pooled"}
-        Permutation importance shuffles within each site (default) or across all sites
-        (:mod:`gpp_models.explain`).
-    nrmse_norm : {"subset", "full-period"}
-        NRMSE range of each subset's own observations (default) or of the site's whole test
-        period (:mod:`gpp_models.evaluate`).
+    importance_scope : {"site", "pooled"}, optional
+        Permutation importance shuffles within each site or across all sites
+        (:mod:`gpp_models.explain`); default the protocol's (``site`` / ``pooled``).
+    nrmse_norm : {"subset", "full-period"}, optional
+        NRMSE range of each subset's own observations or of the site's whole test period
+        (:mod:`gpp_models.evaluate`); default the protocol's (``subset`` / ``full-period``).
     on_stage : callable, optional
         Called with a short description before each stage (progress display).
 
     Returns
     -------
     dict of str -> Path
-        ``results``, ``report``, ``nrmse``, ``fig1_png`` ... ``fig3_svg`` and ``run_<cell>``.
+        ``results``, ``report``, ``nrmse``, ``fig1_png`` ... ``fig3_svg``,
+        ``fig_gap_filled_png`` / ``_svg`` (the report's gap-filled series) and ``run_<cell>``.
     """
     budget = budget or (QUICK if quick else DEFAULT)
-    check_scope(importance_scope)
-    check_nrmse_norm(nrmse_norm)
+    if importance_scope is not None:
+        check_scope(importance_scope)
+    if nrmse_norm is not None:
+        check_nrmse_norm(nrmse_norm)
+    # Given values are passed on as given, so the outputs record them as options; the
+    # protocol's readings are resolved (and recorded as such) by evaluate_runs / explain_run.
+    scope_used = protocol_reading("importance_scope", [protocol], importance_scope)[0]
+    norm_used = protocol_reading("nrmse_norm", [protocol], nrmse_norm)[0]
     workdir = Path(workdir)
     results_dir = workdir / "results"
     say = on_stage or (lambda msg: logger.info(msg))
@@ -154,12 +165,12 @@ def run_pipeline(
         result = train_and_evaluate(best, workdir / cell / "run", prepared)
         runs.append(result)
         paths[f"run_{cell}"] = workdir / cell / "run"
-    say(f"evaluate (NRMSE by the {nrmse_norm} range: full, growing season, extremes; "
+    say(f"evaluate (NRMSE by the {norm_used} range: full, growing season, extremes; "
         "baselines)")
     evaluate_runs(runs, results_dir, nrmse_norm=nrmse_norm)
     for result in runs:
         label = model_label(result.config.model.cell)
-        say(f"explain {label} ({budget.fi_repeats} permutation repeats, {importance_scope} "
+        say(f"explain {label} ({budget.fi_repeats} permutation repeats, {scope_used} "
             "scope)")
         explain_run(result, n_repeats=budget.fi_repeats, seed=seed,
                     scope=importance_scope).to_csv(results_dir / f"fi_{label}.csv", index=False)
@@ -167,6 +178,8 @@ def run_pipeline(
     figs = all_figures(results_dir)
     report = write_report(results_dir)
     paths.update({"results": results_dir, "report": report, "nrmse": results_dir / "nrmse.csv"})
+    figs["fig_gap_filled"] = {ext: p for ext in ("png", "svg")  # drawn by the report
+                              if (p := results_dir / "figures" / f"fig_gap_filled.{ext}").exists()}
     for name, files in figs.items():
         for ext, p in files.items():
             paths[f"{name}_{ext}"] = p

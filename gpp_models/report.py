@@ -6,6 +6,11 @@ run recorded them (``runs.json``, the ``norm`` column of ``nrmse.csv``, the ``sc
 ``repeat`` columns of ``fi_<MODEL>.csv``), each beside the paper's value and the option that
 switches it; nothing in it is fixed prose about what the code does by default.
 
+The "Gap-filled tower series" section (:func:`gap_filled_prediction`) reloads the best
+network from its run directory and predicts every day of the evaluated cube through
+:func:`gpp_models.predict.predict_gpp`, the code ``gpp predict`` runs; when the run or the
+cube is gone, the section says so instead.
+
 Figures are embedded as base64 SVG data URIs (no external files, no id clashes between
 figures), so the page can be mailed or archived alone. The "Feature QA" section shows what
 :mod:`gpp_cubes.qa` recorded in the cubes' provenance (read with
@@ -21,18 +26,24 @@ import copy
 import datetime as dt
 import html
 import json
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 import gpp_cubes.paper as paper
 from gpp_cubes.contract import QA_SECTIONS
+from gpp_cubes.errors import GppError, InputFormatError
 from gpp_models import __version__
+from gpp_models.config import OPTION_SOURCE, PROTOCOL_READINGS
 from gpp_models.evaluate import NRMSE_NORM_DESCRIPTIONS, SETTINGS, nrmse_tables
 from gpp_models.explain import SCOPE_DESCRIPTIONS, summarize_importance
 from gpp_models.figures import all_figures, feature_qa
+
+logger = logging.getLogger("gpp_models")
 
 CSS = """
 body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;
@@ -139,6 +150,11 @@ def _without_scene_lists(runs: dict[str, Any]) -> dict[str, Any]:
 
 #: The paper's value of each method choice (Montero et al. 2024) and the option switching it.
 PAPER_CHOICES: dict[str, tuple[str, str]] = {
+    "protocol": (
+        "paper: its split, the checkpoint chosen on the test years, NRMSE by the max - min "
+        "observed values (read: of the site's whole test period), importance by shuffling "
+        "the feature array (read: all sites' test samples pooled)",
+        "gpp train/tune --protocol holdout|paper; gpp demo --protocol ours|paper"),
     "model selection": (
         f"checkpoint best on the test years {paper.TEST_YEARS[0]}-{paper.TEST_YEARS[-1]} "
         "(section 2.2; leaks the test set into model selection)",
@@ -161,11 +177,11 @@ PAPER_CHOICES: dict[str, tuple[str, str]] = {
     "NRMSE normalisation": (
         "RMSE / (max - min of the observed values); over which days is not stated "
         "(section 2.2)",
-        "gpp evaluate --nrmse-norm subset|full-period"),
+        "gpp evaluate --nrmse-norm subset|full-period (default: the run's protocol)"),
     "permutation importance scope": (
         "\"the feature array was randomly shuffled\" over the test set; whether sites were "
         "pooled is not stated (section 2.3)",
-        "gpp explain --importance-scope site|pooled"),
+        "gpp explain --importance-scope site|pooled (default: the run's protocol)"),
     "permutation repeats": ("10, mean per site (section 2.3)", "gpp explain --repeats"),
 }
 
@@ -200,6 +216,22 @@ def _protocol(cfg: Mapping[str, Any]) -> str:
     if val is None:
         return "holdout: checkpoint best on every fourth ISO week of the training years"
     return f"holdout: checkpoint best on the held-out training year {val}; test years unseen"
+
+
+def _readings(cfg: Mapping[str, Any]) -> str:
+    proto = str(cfg.get("protocol", "holdout"))
+    read = PROTOCOL_READINGS.get(proto, {})
+    return (f"{proto}: readings NRMSE {read.get('nrmse_norm', '?')}, importance scope "
+            f"{read.get('importance_scope', '?')} unless given as options")
+
+
+def _source(source: Any) -> str:
+    """`` (from the runs' protocol paper)`` / `` (given as an option)`` / ""."""
+    if not isinstance(source, str) or not source:
+        return ""
+    if source == OPTION_SOURCE:
+        return " (given as an option)"
+    return f" (from the runs' {source})"
 
 
 def _space(space: Mapping[str, Any] | None, cfg: Mapping[str, Any]) -> str:
@@ -238,7 +270,8 @@ def method_choices(results_dir: str | Path) -> pd.DataFrame:
     """
     res = Path(results_dir)
     runs_json = res / "runs.json"
-    runs = json.loads(runs_json.read_text()).get("runs", {}) if runs_json.exists() else {}
+    recorded = json.loads(runs_json.read_text()) if runs_json.exists() else {}
+    runs = recorded.get("runs", {})
     cfgs = {m: r.get("config", {}) for m, r in runs.items()}
     missing = "not recorded (no runs.json)"
 
@@ -246,6 +279,7 @@ def method_choices(results_dir: str | Path) -> pd.DataFrame:
         return _per_model({m: fn(m, c) for m, c in cfgs.items()}) if cfgs else missing
 
     ours: dict[str, str] = {
+        "protocol": per_model(lambda m, c: _readings(c)),
         "model selection": per_model(lambda m, c: _protocol(c)),
         "train / test years": per_model(
             lambda m, c: f"{_years(c.get('train_years', []))} / "
@@ -267,6 +301,7 @@ def method_choices(results_dir: str | Path) -> pd.DataFrame:
             norms = [str(v) for v in dict.fromkeys(long["norm"].dropna())]
     ours["NRMSE normalisation"] = ("; ".join(
         f"{n}: {NRMSE_NORM_DESCRIPTIONS.get(n, '?')}" for n in norms)
+        + (_source(recorded.get("nrmse_norm_source")) if norms else "")
         or "not recorded (nrmse.csv has no norm column: written before the option, when "
            "the only reading was subset)")
     fi_files = sorted(res.glob("fi_*.csv"))
@@ -277,6 +312,8 @@ def method_choices(results_dir: str | Path) -> pd.DataFrame:
         ours["permutation importance scope"] = _per_model({
             m: "; ".join(f"{s}: {SCOPE_DESCRIPTIONS.get(s, '?')}"
                          for s in dict.fromkeys(f["scope"].dropna().astype(str)))
+            + "".join(_source(v) for v in dict.fromkeys(f.get("scope_source", pd.Series())
+                                                        .dropna().astype(str)))
             if "scope" in f else "not recorded (fi file written before the option, when the "
                                  "only scope was pooled)"
             for m, f in fi.items()})
@@ -288,6 +325,78 @@ def method_choices(results_dir: str | Path) -> pd.DataFrame:
     rows = [{"choice": k, "this run": ours[k], "paper": paper_value, "switch": switch}
             for k, (paper_value, switch) in PAPER_CHOICES.items()]
     return pd.DataFrame(rows).set_index("choice")
+
+
+def gap_filled_prediction(results_dir: str | Path) -> Any:
+    """The prediction of the report's gap-filled series: best network on the evaluated cube.
+
+    The network (of ``runs.json``) with the lowest median full-period NRMSE over sites in
+    ``nrmse.csv`` predicts every day of the cube ``runs.json`` names, through
+    :func:`gpp_models.predict.predict_gpp` (what ``gpp predict`` runs), the run loaded by
+    :func:`gpp_models.run_io.load_model`.
+
+    Returns
+    -------
+    (Prediction, TrainedModel)
+
+    Raises
+    ------
+    gpp_cubes.errors.GppError
+        No run recorded, a run directory or the cube not found (the message says which).
+    """
+    from gpp_models.data import open_cube
+    from gpp_models.predict import predict_gpp
+    from gpp_models.run_io import load_model
+
+    res = Path(results_dir)
+    recorded = json.loads((res / "runs.json").read_text()) if (res / "runs.json").exists() \
+        else {}
+    runs = {m: r for m, r in recorded.get("runs", {}).items() if r.get("workdir")}
+    if not runs or not recorded.get("features"):
+        raise InputFormatError(f"{res}: runs.json records no run directory or cube")
+    long = pd.read_csv(res / "nrmse.csv")
+    full = long[(long["setting"] == "full") & long["model"].isin(list(runs))]
+    med = full.groupby("model")["nrmse"].median().dropna()
+    best = str(med.idxmin()) if len(med) else next(iter(runs))
+    model = load_model(runs[best]["workdir"])
+    return predict_gpp(model, open_cube(recorded["features"])), model
+
+
+def _gap_filled_section(res: Path, fig_dir: Path) -> list[str]:
+    """HTML of the "Gap-filled tower series" section (the reason when it cannot be drawn)."""
+    from gpp_models.figures import fig_gap_filled, gap_filled_sites
+    from gpp_models.predict import NO_FULL_WINDOW, PARTLY_FILLED
+
+    parts = ["<h2>Gap-filled tower series</h2>"]
+    try:
+        pred, model = gap_filled_prediction(res)
+    except GppError as err:
+        logger.warning("report: gap-filled series not drawn: %s", err)
+        return [*parts, f"<p class='warn'>Not drawn: {html.escape(str(err))}</p>"]
+    sites = gap_filled_sites(pred.cube.sites)
+    fig = fig_gap_filled(pred, fig_dir, sites=sites, test_years=model.config.test_years)
+    parts.append(
+        f"<p>Daily GPP of the {pred.model} run <code>{html.escape(pred.run)}</code> (the "
+        "network with the lowest median full-period NRMSE; ensemble mean of "
+        f"{pred.members} member(s), band ±1 s.d.) for every day with a full "
+        f"{pred.window}-day window of every predictor, computed by "
+        "<code>gpp_models.predict.predict_gpp</code>, the code <code>gpp predict</code> "
+        "runs: observed days as points, days without an observation (gap-filled) in pink, "
+        "days not predicted marked with their reason, test years "
+        f"{_years(model.config.test_years)} shaded.</p>")
+    rows = []
+    reasons = pred.reasons()
+    for i, site in enumerate(pred.cube.sites):
+        ok = pred.status[i] <= PARTLY_FILLED
+        skipped = ~ok & (pred.status[i] != NO_FULL_WINDOW)
+        rows.append({"site": site, "observed days": int(np.isfinite(pred.obs[i]).sum()),
+                     "predicted days": int(ok.sum()),
+                     "gap-filled days": int((ok & ~np.isfinite(pred.obs[i])).sum()),
+                     "not predicted": "; ".join(
+                         f"{r} ({int((skipped & (reasons[i] == r)).sum())} days)"
+                         for r in dict.fromkeys(reasons[i][skipped])) or "-"})
+    parts.append(pd.DataFrame(rows).to_html(index=False, border=0, classes="choices"))
+    return [*parts, _img(fig["svg"], "Gap-filled tower series")]
 
 
 def write_report(results_dir: str | Path, out: str | Path | None = None,
@@ -354,6 +463,7 @@ def write_report(results_dir: str | Path, out: str | Path | None = None,
     if "fig3" in figs:
         parts.append("<h2>Figure 3. Observed and predicted GPP</h2>"
                      + _img(figs["fig3"]["svg"], "Fig 3"))
+    parts += _gap_filled_section(res, res / "figures")
     parts.append("<h2>NRMSE per site</h2>")
     for setting, table in nrmse_tables(long).items():
         parts.append(f"<h3>{setting}</h3>" + _table(table))

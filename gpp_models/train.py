@@ -354,7 +354,9 @@ def train_and_evaluate(
 
     run_meta = {"train_config": config.to_dict(), "features": prepared.cube.source,
                 "sites": list(prepared.cube.sites), "predictors": list(prepared.cube.predictors),
-                "standardizer": prepared.scaler.to_dict()}
+                "standardizer": prepared.scaler.to_dict(),  # with the target scaling, a
+                "target_scaling": {"y_mean": prepared.y_mean,  # run predicts without its cube
+                                   "y_std": prepared.y_std}}
     mngr = None
     if workdir is not None:
         workdir = Path(workdir)

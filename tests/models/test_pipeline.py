@@ -73,7 +73,8 @@ def test_cli_chain_train_evaluate_explain_figures_report(tmp_path: Path, feature
     _invoke("report", str(out))
     page = (out / "report.html").read_text()
     images = re.findall(r'src="data:image/svg\+xml;base64,([A-Za-z0-9+/=]+)"', page)
-    assert len(images) == 3 and b"<svg" in base64.b64decode(images[0])
+    # figures 1-3 and the gap-filled series (the run directory is still there)
+    assert len(images) == 4 and b"<svg" in base64.b64decode(images[0])
     assert "clear_sky_ghi" in page and "seasonal_cycle" in page and "http" not in page.split(
         "<body>")[0]
     preds = pd.read_csv(out / "predictions_RNN.csv")
@@ -102,19 +103,25 @@ def test_run_pipeline_writes_every_output(tmp_path: Path, features: Path) -> Non
     tiny = Budget(trials=2, tune_epochs=1, epochs=2, ensemble=2, fi_repeats=1,
                   space=SearchSpace(layers=(1, 1), units=(8,), learning_rate=(1e-3, 1e-2)))
     stages: list[str] = []
-    paths = run_pipeline(features, tmp_path, budget=tiny, cells=("gru",),
-                         importance_scope="pooled", nrmse_norm="full-period",
-                         on_stage=stages.append)
+    with pytest.warns(UserWarning, match="protocol 'paper'"):  # selection on the test years
+        paths = run_pipeline(features, tmp_path, budget=tiny, cells=("gru",), protocol="paper",
+                             on_stage=stages.append)
     assert [s.split()[0] for s in stages] == ["tune", "train", "evaluate", "explain",
                                               "figures"]
-    for key in ("report", "nrmse", "fig1_png", "fig2_svg", "fig3_png", "run_gru"):
+    for key in ("report", "nrmse", "fig1_png", "fig2_svg", "fig3_png", "fig_gap_filled_svg",
+                "run_gru"):
         assert paths[key].exists(), key
     study_db = tmp_path / "gru" / "tune" / "optuna.db"
     assert study_db.exists()
     best = np.asarray(pd.read_csv(paths["run_gru"] / "metrics.csv")["select_mae"])
     assert best.shape == (2,) and np.isfinite(best).all()
-    # The non-default method choices reach the outputs and the report.
+    # The paper protocol's readings (none given) reach the outputs and the report.
     assert set(pd.read_csv(paths["nrmse"])["norm"]) == {"full-period"}
-    assert set(pd.read_csv(paths["results"] / "fi_GRU.csv")["scope"]) == {"pooled"}
-    choices = paths["report"].read_text().split("<h2>Method choices</h2>")[1]
+    fi = pd.read_csv(paths["results"] / "fi_GRU.csv")
+    assert set(fi["scope"]) == {"pooled"} and set(fi["scope_source"]) == {"protocol paper"}
+    page = paths["report"].read_text()
+    choices = page.split("<h2>Method choices</h2>")[1].split("<h2>")[0]
     assert "Hyperband, 2 trials; 1-1 layers, units 8" in choices
+    assert "paper: readings NRMSE full-period, importance scope pooled" in choices
+    assert choices.count("(from the runs' protocol paper)") == 2
+    assert "<h2>Gap-filled tower series</h2>" in page

@@ -58,11 +58,17 @@ def test_observed_days_equal_evaluate(run: Path, features: Path, tmp_path: Path)
     np.testing.assert_allclose(both["gpp_pred"], both["pred"], rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(both["gpp_spread"], both["pred_std"], rtol=1e-4, atol=1e-5)
     np.testing.assert_array_equal(both["gpp_obs"], both["obs"])
-    # every day with a full 90-day window is predicted, observed or not
+    # one row per site and day; every day with a full 90-day window is predicted, observed
+    # or not; the 89 days before have the reason instead
     n_days = len(pd.date_range("2016-01-01", "2020-12-31"))
-    assert len(got) == 3 * (n_days - 89)
-    assert got["gpp_obs"].isna().sum() > 0 and got["gpp_pred"].notna().all()
-    assert (got["gpp_spread"] > 0).all()  # two members disagree somewhere on every day
+    assert len(got) == 3 * n_days
+    done = got[got["gpp_pred"].notna()]
+    assert len(done) == 3 * (n_days - 89) and done["reason"].isna().all()  # "" reads as NaN
+    assert done["gpp_obs"].isna().sum() > 0
+    assert (done["gpp_spread"] > 0).all()  # two members disagree somewhere on every day
+    first = got.groupby("site").head(89)
+    assert first["gpp_pred"].isna().all()
+    assert (first["reason"] == "no full 90-day window of predictors up to this day").all()
 
 
 def test_withheld_days_are_filled(run: Path, features: Path,
@@ -104,7 +110,8 @@ def test_cli_writes_csv_and_cf_store(run: Path, withheld: tuple[Path, np.ndarray
     res = CliRunner().invoke(app, ["predict", str(run), str(store), "--out", str(out)])
     assert res.exit_code == 0, res.output
     frame = pd.read_csv(out / "gpp_pred.csv", parse_dates=["time"])
-    assert list(frame.columns) == ["site", "time", "gpp_pred", "gpp_spread", "gpp_obs"]
+    assert list(frame.columns) == ["site", "time", "gpp_pred", "gpp_spread", "gpp_obs",
+                                   "reason"]
     ds = xr.open_zarr(out / "gpp_pred.zarr")
     contract = variable_attrs("GPP")
     assert ds["GPP_pred"].attrs["units"] == contract["units"]
@@ -118,7 +125,7 @@ def test_cli_writes_csv_and_cf_store(run: Path, withheld: tuple[Path, np.ndarray
     grid = ds["GPP_pred"].transpose("site", "time").values
     assert np.isnan(grid[:, :89]).all() and np.isfinite(grid[:, 89:]).all()
     first = frame[frame["site"] == str(ds["site"].values[0])]
-    np.testing.assert_allclose(first["gpp_pred"], grid[0, 89:], rtol=1e-6)
+    np.testing.assert_allclose(first["gpp_pred"], grid[0], rtol=1e-6)  # NaN where NaN
     assert np.isnan(ds["GPP_obs"].transpose("site", "time").values[mask]).all()
 
 
