@@ -1,26 +1,45 @@
-"""Static checks of the Docker images and the lock files (there is no Docker daemon in CI).
+"""The Docker images: static checks of the Dockerfiles and the lock files, and (marked
+``docker``, where a Docker daemon answers) the CPU image built and run.
 
-What can be checked without building: every base image is pinned by a tag, the final stage runs
-as a non-root user and enters through ``gpp``, the dependencies come from the lock file (and the
-lock agrees with ``pyproject.toml``), the GDAL cloud-read defaults are set and actually work
-with GDAL (read back over HTTP from a local range server), no secret is baked in, and hadolint
-finds nothing.
+Without a daemon: every base image is a build argument defaulting to an official image pinned
+by a tag, the final stage runs as a non-root user and enters through tini and
+``docker/entrypoint.sh`` (whose dispatch is run here with stub programs), the cache and
+selection variables are ones the library reads, the dependencies come from the lock file (and
+the lock agrees with ``pyproject.toml``), the GDAL cloud-read defaults are set and actually
+work with GDAL (read back over HTTP from a local range server), no secret is baked in, and
+hadolint finds nothing.
+
+With a daemon (``.ci/run`` starts one where it can): ``docker/Dockerfile`` is built on a
+Debian base made locally by ``docker/base-image.sh`` (registry images cannot be pulled on CI
+machines), ``gpp demo --quick`` runs in the container without a network and writes the report,
+the entrypoint passes ``python``/``dask``/``dask-worker`` through and lets ``docker stop``'s
+SIGTERM reach the command, and a scheduler and a worker started from the image build a site
+(into the S3 server of the tests) that equals the same build made on this machine.
 """
 
 from __future__ import annotations
 
+import fcntl
 import io
 import json
+import os
+import platform
 import re
 import shlex
 import shutil
+import signal
 import subprocess
+import time
 import tomllib
+import uuid
 from dataclasses import dataclass, field
+from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
+import xarray as xr
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
@@ -59,24 +78,49 @@ SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSW|CREDENTIAL|SAS|SIG", re.IGNORE
 class Stage:
     image: str
     name: str | None
+    declared: str = ""
     instructions: list[tuple[str, str]] = field(default_factory=list)
 
     def values(self, instruction: str) -> list[str]:
         return [v for i, v in self.instructions if i == instruction]
 
 
+_ARG_REF = re.compile(r"\$\{(\w+)\}|\$(\w+)")
+
+
+def global_args(path: Path) -> dict[str, str]:
+    """The ``ARG`` defaults declared before the first ``FROM`` (the ones ``FROM`` can use)."""
+    from dockerfile_parse import DockerfileParser
+
+    parser = DockerfileParser(fileobj=io.BytesIO(path.read_bytes()), cache_content=True)
+    args: dict[str, str] = {}
+    for entry in parser.structure:
+        if entry["instruction"] == "FROM":
+            break
+        if entry["instruction"] == "ARG":
+            args.update(key_values(entry["value"]))
+    return args
+
+
 def parse_stages(path: Path) -> list[Stage]:
+    """The stages of a Dockerfile, ``FROM`` images resolved with the global ``ARG`` defaults
+    (``Stage.declared`` keeps the text as written)."""
     from dockerfile_parse import DockerfileParser
 
     # fileobj: given a path, dockerfile-parse takes any name but "Dockerfile" for a directory.
     parser = DockerfileParser(fileobj=io.BytesIO(path.read_bytes()), cache_content=True)
+    args = global_args(path)
     stages: list[Stage] = []
     for entry in parser.structure:
         instruction, value = entry["instruction"], entry["value"].strip()
         if instruction == "FROM":
             words = [w for w in value.split() if not w.startswith("--platform")]
             name = words[2] if len(words) >= 3 and words[1].upper() == "AS" else None
-            stages.append(Stage(image=words[0], name=name))
+            image = _ARG_REF.sub(lambda m: args.get(m.group(1) or m.group(2), m.group(0)),
+                                 words[0])
+            stages.append(Stage(image=image, name=name, declared=words[0]))
+        elif instruction == "ARG" and not stages:
+            continue  # a global ARG, read by global_args
         elif instruction != "COMMENT":
             assert stages, f"{path.name}: {instruction} before the first FROM"
             stages[-1].instructions.append((instruction, value))
@@ -245,14 +289,116 @@ def test_final_user_is_not_root(dockerfile: tuple[str, list[Stage]]) -> None:
     assert "RUN" not in instructions[last_user + 1 :], f"{name}: RUN after the final USER"
 
 
-def test_entrypoint_is_gpp(dockerfile: tuple[str, list[Stage]]) -> None:
+def test_base_image_is_a_build_argument_defaulting_to_an_official_image(
+    dockerfile: tuple[str, list[Stage]],
+) -> None:
+    """Both stages start from ``${BASE_IMAGE}``, by default the pinned official image, so a
+    locally made base (docker/base-image.sh) can replace it without editing the file."""
     name, stages = dockerfile
-    entrypoints = stages[-1].values("ENTRYPOINT")
+    default = global_args(DOCKER / name).get("BASE_IMAGE")
+    assert default and default.startswith("python:3.11."), f"{name}: ARG BASE_IMAGE={default}"
+    for stage in (stages[0], stages[-1]):
+        assert stage.declared == "${BASE_IMAGE}", f"{name}: FROM {stage.declared}"
+        assert stage.image == default
+
+
+ENTRYPOINT = ["/usr/bin/tini", "--", "/bin/sh", "/usr/local/bin/gpp-entrypoint"]
+
+
+def test_entrypoint_is_tini_then_the_dispatch_script(dockerfile: tuple[str, list[Stage]]) -> None:
+    name, stages = dockerfile
+    final = stages[-1]
+    entrypoints = final.values("ENTRYPOINT")
     assert entrypoints, f"{name}: no ENTRYPOINT"
-    assert exec_form(entrypoints[-1]) == ["gpp"], f"{name}: ENTRYPOINT {entrypoints[-1]}"
+    assert exec_form(entrypoints[-1]) == ENTRYPOINT, f"{name}: ENTRYPOINT {entrypoints[-1]}"
+    copies = [shlex.split(v) for v in final.values("COPY")]
+    assert ["docker/entrypoint.sh", ENTRYPOINT[-1]] in copies
+    installs = " ".join(r for r in final.values("RUN") if "apt-get install" in r)
+    assert re.search(r"\btini\b", installs), f"{name}: tini (Debian's /usr/bin/tini) not installed"
+    assert exec_form(final.values("CMD")[-1]) == ["--help"]
     # `gpp` is the console script of pyproject.toml, so the installed venv has it on PATH.
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert "gpp" in scripts
+
+
+def _run_entrypoint(tmp_path: Path, *args: str) -> tuple[list[str], int, int]:
+    """Run docker/entrypoint.sh with stub programs first on PATH: (the argv the stub that ran
+    received, the stub's PID, the PID of the shell the script was started in)."""
+    bin_dir = tmp_path / "bin"
+    if not bin_dir.exists():
+        bin_dir.mkdir()
+        # Each stub prints its name, its PID and its arguments, NUL-separated.
+        for prog in ("gpp", "dask", "python", "python3", "bash", "sh", "absolute"):
+            stub = bin_dir / prog
+            stub.write_text(f'#!/bin/sh\nprintf "%s\\0" {prog} "$$" "$@"\n')
+            stub.chmod(0o755)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin"}
+    proc = subprocess.Popen(["/bin/sh", str(DOCKER / "entrypoint.sh"), *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err.decode()
+    prog, pid, *argv = out.decode().split("\0")[:-1]
+    return [prog, *argv], int(pid), proc.pid
+
+
+@pytest.mark.parametrize(
+    ("args", "runs"),
+    [
+        ((), ["gpp"]),
+        (("--help",), ["gpp", "--help"]),
+        (("build", "--sites", "all", "--out", "s3://b/p"),
+         ["gpp", "build", "--sites", "all", "--out", "s3://b/p"]),
+        (("gpp", "demo", "--quick"), ["gpp", "demo", "--quick"]),
+        (("worker",), ["gpp", "worker"]),  # a gpp subcommand name, not Dask's
+        (("dask", "worker", "tcp://10.0.0.5:8786", "--nthreads", "2"),
+         ["dask", "worker", "tcp://10.0.0.5:8786", "--nthreads", "2"]),
+        (("dask-worker", "tcp://10.0.0.5:8786", "--memory-limit", "6GiB"),
+         ["dask", "worker", "tcp://10.0.0.5:8786", "--memory-limit", "6GiB"]),
+        (("dask-scheduler", "--port", "8786"), ["dask", "scheduler", "--port", "8786"]),
+        (("python", "-c", "print('a b')"), ["python", "-c", "print('a b')"]),
+        (("python3", "-m", "pip"), ["python3", "-m", "pip"]),
+        (("bash", "-lc", "echo $HOME; ls"), ["bash", "-lc", "echo $HOME; ls"]),
+        (("sh", "-c", ""), ["sh", "-c", ""]),
+    ],
+)
+def test_entrypoint_dispatch(tmp_path: Path, args: tuple[str, ...], runs: list[str]) -> None:
+    argv, stub_pid, shell_pid = _run_entrypoint(tmp_path, *args)
+    assert argv == runs
+    # exec: the command replaced the script's shell (same PID), so signals sent to the
+    # process tini started reach the command itself.
+    assert stub_pid == shell_pid
+
+
+def test_entrypoint_runs_absolute_paths_as_given(tmp_path: Path) -> None:
+    _run_entrypoint(tmp_path)  # makes the stubs
+    argv, _, _ = _run_entrypoint(tmp_path, str(tmp_path / "bin" / "absolute"), "-x")
+    assert argv == ["absolute", "-x"]
+
+
+def test_cache_and_selection_paths_are_variables_the_library_reads(
+    dockerfile: tuple[str, list[Stage]], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The image points the caches and the selection file at /data (a volume), through the
+    variables the library really reads: a misspelt name would be ignored silently and the
+    files would land in the container's home again."""
+    from gpp_cubes.demo import default_world_dir
+    from gpp_cubes.s2.granule import default_cache_dir
+    from gpp_cubes.sites.catalog import SELECTION_ENV, default_selection_path
+
+    name, stages = dockerfile
+    env = final_env(stages[-1])
+    for key in ("XDG_CACHE_HOME", "GPP_CUBES_CACHE", SELECTION_ENV):
+        assert env.get(key, "").startswith("/data/"), f"{name}: {key}={env.get(key)}"
+        monkeypatch.setenv(key, env[key])
+    assert default_selection_path("/work/out") == Path(env[SELECTION_ENV])
+    assert default_cache_dir().is_relative_to(env["GPP_CUBES_CACHE"])
+    assert default_world_dir().is_relative_to(env["XDG_CACHE_HOME"])
+    # The documented way back to OUT/selection.csv: the variable set but empty.
+    monkeypatch.setenv(SELECTION_ENV, "")
+    assert default_selection_path("/work/out") == Path("/work/out/selection.csv")
+    # The user's directories exist in the image and belong to the non-root user.
+    user_dirs = [r for r in stages[-1].values("RUN") if "install -d -o gpp" in r]
+    assert user_dirs and all(d in user_dirs[0] for d in ("/work", "/data", "/data/cache"))
 
 
 def test_dependencies_come_from_the_lock_file(dockerfile: tuple[str, list[Stage]]) -> None:
@@ -473,3 +619,353 @@ def test_workers_of_the_image_keep_glibcs_adaptive_mmap_threshold(name: str) -> 
         env = _get_env_variables("distributed.nanny.pre-spawn-environ")
     assert "MALLOC_TRIM_THRESHOLD_" not in env
     assert env["OMP_NUM_THREADS"] == "1"  # Dask's other worker settings are kept
+
+
+# --------------------------------------------------------------------------------------------
+# The CPU image built and run (marked `docker`: needs a Docker daemon; .ci/run starts one)
+# --------------------------------------------------------------------------------------------
+#: The base docker/base-image.sh makes; GPP_DOCKER_BASE names another one instead (e.g. the
+#: official image, where registries can be pulled from).
+LOCAL_BASE = "gpp-cubes-base:bookworm"
+TEST_IMAGE = "gpp-cubes:cpu-test"
+#: The short one-site build of the cluster test (the `base` build of tests/cubes/batch).
+SITE, START, END = "DE-Hai", "2018-05-01", "2018-07-31"
+#: The image's user (Dockerfile: USER 10001:10001).
+IMAGE_UID = 10001
+#: pip/network failures of a build that mean "no package index here", not a broken image.
+_NO_INDEX = re.compile(r"NewConnectionError|Temporary failure in name resolution|"
+                       r"Could not fetch URL|Network is unreachable|CERTIFICATE_VERIFY_FAILED")
+
+
+def _docker(*args: str, timeout: float, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        pytest.fail(f"`docker {shlex.join(args)[:300]}` exited with {result.returncode}:\n"
+                    f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+@pytest.fixture(scope="session")
+def docker_daemon() -> str:
+    """The server version of the Docker daemon; skip when none answers."""
+    if shutil.which("docker") is None:
+        pytest.skip("no docker client on PATH")
+    result = subprocess.run(["docker", "version", "--format", "{{.Server.Version}}"],
+                            capture_output=True, text=True, timeout=60)
+    if result.returncode != 0:
+        reason = (result.stderr.strip().splitlines() or ["?"])[-1]
+        pytest.skip(f"no Docker daemon answers ({reason}); .ci/run starts one where it can")
+    return result.stdout.strip()
+
+
+@pytest.fixture(scope="session")
+def base_image(docker_daemon: str) -> str:
+    """The image to build on: $GPP_DOCKER_BASE, else the local Debian base (made by
+    docker/base-image.sh, which does nothing when it is up to date)."""
+    named = os.environ.get("GPP_DOCKER_BASE")
+    if named:
+        return named
+    if os.geteuid() != 0 or shutil.which("debootstrap") is None:
+        if _docker("image", "inspect", LOCAL_BASE, timeout=60, check=False).returncode == 0:
+            return LOCAL_BASE
+        pytest.skip(f"no base image: docker/base-image.sh (root and debootstrap) has not made "
+                    f"{LOCAL_BASE} and $GPP_DOCKER_BASE names none")
+    result = subprocess.run([str(DOCKER / "base-image.sh"), LOCAL_BASE], capture_output=True,
+                            text=True, timeout=1200)
+    assert result.returncode == 0, f"docker/base-image.sh failed:\n{result.stderr[-3000:]}"
+    return LOCAL_BASE
+
+
+@dataclass(frozen=True)
+class BuiltImage:
+    tag: str
+    base: str
+    build_seconds: float
+    size_bytes: int
+
+
+@pytest.fixture(scope="session")
+def docker_image(base_image: str, tmp_path_factory: pytest.TempPathFactory) -> BuiltImage:
+    """docker/Dockerfile built on ``base_image`` (once per session: a lock shared by the
+    xdist workers serialises builds; a repeated build is a layer-cache hit)."""
+    from demo_fixtures import demo_cache_dir
+
+    # Proxies of this machine reach the build as Docker's predefined build arguments (kept
+    # out of the image's history).
+    proxies = [a for name in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy",
+                              "https_proxy", "no_proxy") if name in os.environ
+               for a in ("--build-arg", name)]
+    command = ["docker", "build", "--network", "host", "--build-arg", f"BASE_IMAGE={base_image}",
+               *proxies, "-f", str(DOCKER / "Dockerfile"), "-t", TEST_IMAGE, str(ROOT)]
+    with open(demo_cache_dir(tmp_path_factory) / "docker-build.lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        t0 = time.monotonic()
+        result = subprocess.run(command, capture_output=True, text=True, timeout=2400)
+        seconds = time.monotonic() - t0
+    log = f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+    if result.returncode != 0 and _NO_INDEX.search(log):
+        pytest.skip(f"the build cannot reach the package index from here:\n{log[-1500:]}")
+    assert result.returncode == 0, f"docker build failed after {seconds:.0f} s:\n{log}"
+    size = int(_docker("image", "inspect", "-f", "{{.Size}}", TEST_IMAGE, timeout=60).stdout)
+    print(f"\n{TEST_IMAGE} on {base_image}: built in {seconds:.0f} s, {size / 1e9:.2f} GB")
+    return BuiltImage(TEST_IMAGE, base_image, seconds, size)
+
+
+def _run(image: BuiltImage, *args: str, timeout: float = 300,
+         options: tuple[str, ...] = ("--network", "none")) -> str:
+    """``docker run --rm`` of the image: its stdout."""
+    return _docker("run", "--rm", *options, image.tag, *args, timeout=timeout).stdout
+
+
+class _TableAfter(HTMLParser):
+    """The cells (text) of the rows of the first <table> after the <h2> titled ``title``."""
+
+    def __init__(self, title: str) -> None:
+        super().__init__()
+        self.title, self.rows = title, []
+        self._h2: str | None = None
+        self._found = self._in_table = self._done = False
+        self._cell: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        if tag == "h2":
+            self._h2 = ""
+        elif tag == "table" and self._found and not self._done:
+            self._in_table = True
+        elif tag == "tr" and self._in_table:
+            self.rows.append([])
+        elif tag in ("th", "td") and self._in_table:
+            self._cell = ""
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "h2" and self._h2 is not None:
+            self._found = self._found or self._h2.strip() == self.title
+            self._h2 = None
+        elif tag == "table" and self._in_table:
+            self._in_table, self._done = False, True
+        elif tag in ("th", "td") and self._cell is not None:
+            self.rows[-1].append(self._cell.strip())
+            self._cell = None
+
+    def handle_data(self, data: str) -> None:
+        if self._h2 is not None:
+            self._h2 += data
+        if self._cell is not None:
+            self._cell += data
+
+
+def _median_nrmse_table(report: Path) -> dict[str, dict[str, float]]:
+    """{model: {setting: value}} of the report's "Median NRMSE over sites" table."""
+    parser = _TableAfter("Median NRMSE over sites (test years)")
+    parser.feed(report.read_text())
+    assert parser.rows, f"{report}: no median NRMSE table"
+    header, body = parser.rows[0], parser.rows[1:]
+    assert header[0] == "setting", header
+    return {row[0]: dict(zip(header[1:], map(float, row[1:]), strict=True))
+            for row in body if row and row[0] != "model"}
+
+
+@pytest.mark.docker
+@pytest.mark.xdist_group("docker")
+def test_image_builds_on_the_local_base(docker_image: BuiltImage, record_property) -> None:
+    config = json.loads(_docker("image", "inspect", "-f", "{{json .Config}}", docker_image.tag,
+                                timeout=60).stdout)
+    final = parse_stages(DOCKER / "Dockerfile")[-1]
+    # What Docker made of the Dockerfile's final stage.
+    assert config["Entrypoint"] == ENTRYPOINT
+    assert config["User"] == final.values("USER")[-1]
+    env = dict(e.split("=", 1) for e in config["Env"])
+    for key, value in final_env(final).items():
+        if "$" not in value:
+            assert env[key] == value, key
+    # The venv of the lock is big (jaxlib, scipy, GDAL in rasterio): 2.31 GB on the Debian
+    # base here. A much smaller image lost part of the lock, a much larger one gained a
+    # second copy of something (the CUDA wheels, a pip cache).
+    assert 1.5e9 < docker_image.size_bytes < 3.5e9, docker_image.size_bytes
+    record_property("image_size_bytes", docker_image.size_bytes)
+    record_property("build_seconds", round(docker_image.build_seconds))
+
+
+@pytest.mark.docker
+@pytest.mark.xdist_group("docker")
+def test_entrypoint_passes_cloud_commands_through(docker_image: BuiltImage) -> None:
+    lock = read_lock(ROOT / "requirements.lock")
+    probe = (
+        "import json, os, sys, s3fs, gpp_cubes\n"
+        "print(json.dumps({'uid': os.getuid(), 'executable': sys.executable,\n"
+        "    'gpp_cubes': gpp_cubes.__file__, 's3fs': s3fs.__version__,\n"
+        "    'env': {k: os.environ.get(k) for k in ('XDG_CACHE_HOME', 'GPP_CUBES_CACHE',\n"
+        "                                           'GPP_CUBES_SELECTION')},\n"
+        "    'writable': [d for d in ('/data', '/data/cache', '/work')\n"
+        "                 if os.access(d, os.W_OK)]}))"
+    )
+    info = json.loads(_run(docker_image, "python", "-c", probe).splitlines()[-1])
+    env = final_env(parse_stages(DOCKER / "Dockerfile")[-1])
+    assert info["uid"] == IMAGE_UID
+    assert info["executable"].startswith("/opt/venv/bin/python")
+    assert info["gpp_cubes"].startswith("/opt/venv/lib/")  # the installed project
+    assert Version(info["s3fs"]) == lock["s3fs"][0], "s3fs (object storage) is not the locked one"
+    assert info["env"] == {k: env[k] for k in info["env"]}
+    assert info["writable"] == ["/data", "/data/cache", "/work"]
+
+    assert _run(docker_image, "dask", "--version").strip() == \
+        f"dask, version {lock['dask'][0]}"
+    assert "Usage: dask worker" in _run(docker_image, "dask-worker", "--help")
+    assert "Usage: dask scheduler" in _run(docker_image, "dask-scheduler", "--help")
+    assert "Usage: gpp build" in _run(docker_image, "build", "--help")
+    assert "Usage: gpp " in _run(docker_image)  # CMD ["--help"]
+    # tini is PID 1 and the shell that ran `sh -c` is its child
+    pid1 = _run(docker_image, "sh", "-c", "tr '\\0' ' ' </proc/1/cmdline; echo; echo $$")
+    cmdline, shell_pid = pid1.splitlines()
+    assert cmdline.split()[:4] == ENTRYPOINT
+    assert int(shell_pid) != 1
+
+
+@pytest.mark.docker
+@pytest.mark.xdist_group("docker")
+def test_docker_stop_reaches_the_command(docker_image: BuiltImage) -> None:
+    """SIGTERM from `docker stop` ends the command at once. Without tini, Python as PID 1
+    ignores SIGTERM: Docker waits out the grace period and kills it (exit code 137)."""
+    name = f"gpp-test-stop-{uuid.uuid4().hex[:8]}"
+    _docker("run", "-d", "--name", name, "--network", "none", docker_image.tag, "python",
+            "-c", "import time; print('ready', flush=True); time.sleep(600)", timeout=120)
+    try:
+        deadline = time.monotonic() + 60
+        while "ready" not in _docker("logs", name, timeout=30).stdout:
+            assert time.monotonic() < deadline, "the container did not start"
+            time.sleep(0.2)
+        t0 = time.monotonic()
+        _docker("stop", "-t", "30", name, timeout=90)
+        seconds = time.monotonic() - t0
+        code = int(_docker("inspect", "-f", "{{.State.ExitCode}}", name, timeout=30).stdout)
+    finally:
+        _docker("rm", "-f", name, timeout=60, check=False)
+    assert code == 128 + signal.SIGTERM, f"exit code {code}"
+    assert seconds < 15, f"docker stop took {seconds:.0f} s"
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+@pytest.mark.xdist_group("docker")
+def test_image_runs_the_demo_offline(docker_image: BuiltImage, tmp_path: Path,
+                                     record_property) -> None:
+    """`gpp demo --quick` in the container with no network at all (the demo world is served
+    on the container's loopback), written to a mounted directory by the image's user."""
+    out = tmp_path / "demo"
+    out.mkdir()
+    out.chmod(0o777)  # the image's user (10001) writes here
+    t0 = time.monotonic()
+    try:
+        _run(docker_image, "demo", "--quick", "--sites", "2", "--out", "/out", timeout=2400,
+             options=("--network", "none", "-v", f"{out}:/out"))
+        seconds = time.monotonic() - t0
+        results = out / "models" / "results"
+        report = results / "report.html"
+        assert report.is_file()
+        assert report.stat().st_uid == IMAGE_UID
+        # The report's table against the medians computed here from the run's nrmse.csv.
+        long = pd.read_csv(results / "nrmse.csv")
+        assert sorted(long["site"].unique()) == ["BE-Vie", "DE-Hai"]
+        expected = long.pivot_table(index="model", columns="setting", values="nrmse",
+                                    aggfunc="median")
+        table = _median_nrmse_table(report)
+        assert {"RNN", "GRU", "LSTM"} <= set(table), sorted(table)
+        for model, row in table.items():
+            assert set(row) == {"full", "growing_season", "extremes"}, row
+            for setting, value in row.items():
+                assert 0 < value < 5, (model, setting, value)
+                assert value == pytest.approx(expected.loc[model, setting], abs=5e-4)
+    finally:
+        if os.geteuid() != 0:  # hand the files back, so pytest can remove them
+            _run(docker_image, "sh", "-c", f"chown -R {os.getuid()}:{os.getgid()} /out",
+                 options=("--network", "none", "--user", "0", "-v", f"{out}:/out"))
+    record_property("demo_seconds", round(seconds))
+    print(f"\ngpp demo --quick --sites 2 in {docker_image.tag}: {seconds:.0f} s")
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+@pytest.mark.xdist_group("docker")
+def test_scheduler_and_worker_of_the_image_build_a_site(
+    docker_image: BuiltImage, served_demo, s3_server, tmp_path: Path,
+) -> None:
+    """`dask scheduler` and `dask worker` started from the image (host network, as on a
+    cluster's machines) build one demo site into the S3 server from a client on this
+    machine: the stores equal the same build made here on an in-process cluster."""
+    from distributed import Client, LocalCluster
+
+    from gpp_cubes.batch import build_sites
+    from gpp_cubes.demo.serve import free_port
+
+    world = served_demo.world
+    root = str(world.root)
+    # The worker reads the world's CORINE raster and FLUXNET files by path: mount it there.
+    assert Path(world.corine_path).is_relative_to(root)
+    assert Path(world.fluxnet_dir).is_relative_to(root)
+    kwargs = {"start": START, "end": END, "provider": "custom",
+              "stac_url": served_demo.stac_url, "corine_source": str(world.corine_path),
+              "fluxnet_dir": str(world.fluxnet_dir)}
+    port = free_port()
+    tag = uuid.uuid4().hex[:8]
+    scheduler, worker = f"gpp-test-scheduler-{tag}", f"gpp-test-worker-{tag}"
+    aws = [a for k, v in s3_server.env.items() for a in ("-e", f"{k}={v}")]
+    url = f"{s3_server.create_bucket()}/docker"
+    try:
+        _docker("run", "-d", "--name", scheduler, "--network", "host", docker_image.tag,
+                "dask", "scheduler", "--host", "127.0.0.1", "--port", str(port),
+                "--no-dashboard", timeout=120)
+        # The legacy spelling, as older cluster specs give it.
+        _docker("run", "-d", "--name", worker, "--network", "host", *aws,
+                "-v", f"{root}:{root}:ro", docker_image.tag,
+                "dask-worker", f"tcp://127.0.0.1:{port}", "--host", "127.0.0.1",
+                "--nworkers", "1", "--nthreads", "1", "--no-dashboard",
+                "--name", "docker-worker", timeout=120)
+        with Client(f"tcp://127.0.0.1:{port}", timeout=120) as client:
+            client.wait_for_workers(1, timeout=180)
+            table = build_sites([SITE], url, client=client, **kwargs)
+            ran = client.run(lambda dask_worker: (os.getuid(), dask_worker.name,
+                                                  dask_worker.state.executed_count,
+                                                  platform.python_version()))
+    except BaseException:
+        for name in (scheduler, worker):
+            print(f"--- docker logs {name}\n", _docker("logs", name, timeout=30, check=False))
+        raise
+    finally:
+        _docker("rm", "-f", scheduler, worker, timeout=120, check=False)
+    assert (table["status"] == "built").all(), table.to_string()
+    # the only worker was the container's, and it ran the build's tasks
+    [(uid, name, executed, python)] = ran.values()
+    assert (uid, name) == (IMAGE_UID, "docker-worker")
+    assert executed > 0
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tcp://",
+                      host="127.0.0.1", dashboard_address=None) as cluster, \
+            Client(cluster) as local:
+        reference = build_sites([SITE], tmp_path / "reference", client=local, **kwargs)
+    assert (reference["status"] == "built").all(), reference.to_string()
+    for store in (f"{SITE}.zarr", "features.zarr"):
+        _assert_same_build(tmp_path / "reference" / store, f"{url}/{store}", python)
+
+
+def _assert_same_build(reference: Path, url: str, python: str) -> None:
+    """:func:`assert_same_store` (same data, bitwise, and attributes), the provenance but for
+    the Python version: the image's ``python``, where this machine's may differ."""
+    from cubes.batch.compare import _prov
+
+    with xr.open_zarr(reference) as x, xr.open_zarr(url) as y:
+        x, y = x.load(), y.load()
+        assert sorted(x.variables) == sorted(y.variables), url
+        for name in x.variables:
+            np.testing.assert_array_equal(x[name].values, y[name].values, err_msg=name)
+            assert x[name].attrs == y[name].attrs, name
+        assert {k: v for k, v in x.attrs.items() if k != "provenance"} == \
+            {k: v for k, v in y.attrs.items() if k != "provenance"}
+        ours, theirs = _prov(x), _prov(y)
+
+    def records(prov: dict) -> list[dict]:  # one record, or one per site (features.zarr)
+        return [prov] if "python" in prov else [v for v in prov.values() if isinstance(v, dict)]
+
+    assert {r.pop("python", None) for r in records(theirs)} == {python}, url
+    for r in records(ours):
+        r.pop("python", None)
+    assert ours == theirs, url

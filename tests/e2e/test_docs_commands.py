@@ -47,6 +47,8 @@ OPERATORS = {"&&", "||", "|", ";", "&", "(", ")"}
 ELLIPSIS = "..."
 #: (sub-command path, ) of the commands cheap and offline enough to run here
 RUNNABLE = {("sites", "list"), ("sites", "show")}
+#: What docker/entrypoint.sh runs as given rather than as ``gpp`` arguments.
+IMAGE_PROGRAMS = {"dask", "dask-scheduler", "dask-worker", "python", "python3", "bash", "sh"}
 
 
 @dataclass(frozen=True)
@@ -130,8 +132,13 @@ def _gpp_args(tokens: list[str]) -> list[str] | None:
         return tokens[1:]
     if tokens[:2] == ["docker", "run"] and "--entrypoint" not in tokens:
         for i, tok in enumerate(tokens):
-            if tok.startswith("gpp-cubes:"):  # our images; the entrypoint is `gpp`
-                return tokens[i + 1:]
+            if tok.startswith("gpp-cubes:"):  # our images: docker/entrypoint.sh runs `gpp`
+                args = tokens[i + 1:]  # unless the arguments name a program it passes on
+                if args[:1] == ["gpp"]:
+                    return args[1:]
+                if args and (args[0] in IMAGE_PROGRAMS or args[0].startswith("/")):
+                    return None
+                return args
     return None
 
 
@@ -311,6 +318,8 @@ def test_the_check_reads_shell_syntax():
     assert [c for c in cmds if c[0] is not None] == [
         (["sites", "list", "--json"], True), (["build", "--out", "/work/out", "--demo"], False)]
     assert _gpp_args(["docker", "run", "--entrypoint", "dask", "gpp-cubes:cpu", "worker"]) is None
+    assert _gpp_args(["docker", "run", "gpp-cubes:cpu", "dask", "worker", "tcp://h:8786"]) is None
+    assert _gpp_args(["docker", "run", "gpp-cubes:cpu", "gpp", "demo"]) == ["demo"]
 
 
 RUN = [c for c in BLOCKS
