@@ -292,6 +292,7 @@ PAPER_WARNING = (
     "(2024); this leaks the test set into model selection and the test scores are optimistic. "
     "Use protocol 'holdout' for an honest estimate."
 )
+_paper_warning_logged: list[bool] = []
 
 
 def train_and_evaluate(
@@ -332,7 +333,9 @@ def train_and_evaluate(
     logger.info("training %s on %s", config.model.cell, device)
     if config.protocol == "paper":
         warnings.warn(PAPER_WARNING, UserWarning, stacklevel=2)
-        logger.warning(PAPER_WARNING)
+        if not _paper_warning_logged:  # once per process, not once per tuning trial
+            _paper_warning_logged.append(True)
+            logger.warning(PAPER_WARNING)
     if isinstance(features, Prepared):
         prepared = features
     else:

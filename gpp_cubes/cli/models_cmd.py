@@ -51,7 +51,7 @@ ProtocolOption = typer.Option(
     help="holdout: select on the last training year (default, honest); paper: select on the "
          "test years as the paper did (leaks; flagged in every output).")
 BatchSizeOption = typer.Option(TRAIN["batch_size"], "--batch-size", min=1)
-WindowOption = typer.Option(TRAIN["window"], "--window", min=1, help="Sequence length [days].")
+WindowOption = typer.Option(TRAIN["window"], "--window", min=1, help="Sequence length, in days.")
 SeedOption = typer.Option(TRAIN["seed"], "--seed")
 EpochsOption = typer.Option(TRAIN["epochs"], "--epochs", min=1, help="Full training epochs.")
 RunsArgument = typer.Argument(..., help="Run directories (gpp train).")
@@ -192,7 +192,7 @@ def register(app: typer.Typer) -> None:
         ensemble: int = typer.Option(TRAIN["ensemble"], "--ensemble", min=1,
                                      help="Seeds trained at once (jax.vmap)."),
         patience: int | None = typer.Option(TRAIN["patience"], "--patience", min=1,
-                                            help="Early stopping patience [epochs]."),
+                                            help="Early stopping patience, in epochs."),
         protocol: str = ProtocolOption,
         window: int = WindowOption,
         seed: int = SeedOption,
