@@ -15,15 +15,11 @@ its ``s3://`` URL. Subprocesses (Dask workers, a killed build) get :attr:`S3Serv
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 
@@ -46,24 +42,11 @@ class S3Server:
         return f"s3://{name}"
 
 
-def _wait_port(port: int, proc: subprocess.Popen, log: Path, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"moto server exited with {proc.returncode}: "
-                               f"{log.read_text()[-2000:]}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"moto server did not listen on port {port} within {timeout} s")
-
-
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     """moto's S3 server on 127.0.0.1 for the session; this process's AWS_* point at it."""
     pytest.importorskip("moto.server", reason="moto[server] is not installed")
-    from gpp_cubes.demo.serve import free_port
+    from gpp_cubes.demo.serve import free_port, stop_process_group, wait_for_port
 
     home = tmp_path_factory.mktemp("s3-server")
     log = home / "moto.log"
@@ -80,7 +63,7 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
            "AWS_SHARED_CREDENTIALS_FILE": str(home / "no-aws-credentials")}
     saved = {k: os.environ.get(k) for k in env}
     try:
-        _wait_port(port, proc, log)
+        wait_for_port(port, proc, "moto server", log=log)
         os.environ.update(env)
         yield S3Server(endpoint=endpoint, pid=proc.pid, env=env)
     finally:
@@ -89,13 +72,7 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
+        stop_process_group(proc, timeout=10)
 
 
 @pytest.fixture

@@ -26,14 +26,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-from gpp_cubes.errors import StacError
+from gpp_cubes.errors import GppError, StacError
 
 from .world import COLLECTIONS, MARKER, World
 
@@ -74,34 +73,101 @@ def _rustac() -> str:
     return exe
 
 
-def _wait(url: str, proc: subprocess.Popen, name: str, timeout: float = 30.0) -> None:
+def _wait_until(ready: Callable[[], bool], proc: subprocess.Popen, what: str, target: str,
+                timeout: float, output: Callable[[], str], error: type[Exception]) -> None:
+    """Poll ``ready`` every 50 ms until it holds; ``error`` if ``proc`` exits or time runs out.
+
+    ``ready`` may raise OSError (the server is not up yet); the last one is in the timeout
+    message. ``output`` gives what the process printed, shown when it exits early.
+    """
     deadline = time.monotonic() + timeout
     last: Exception | None = None
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            err = _log_tail(proc)
-            raise StacError(f"{name} exited with code {proc.returncode} before answering "
-                            f"{url}: {err.strip()[-2000:]}")
+            raise error(f"{what} exited with code {proc.returncode} before answering "
+                        f"{target}: {output().strip()[-2000:]}")
         try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return
-        except (urllib.error.URLError, OSError) as e:
+            if ready():
+                return
+        except OSError as e:  # urllib.error.URLError is an OSError
             last = e
         time.sleep(0.05)
-    raise StacError(f"{name} did not answer {url} within {timeout:.0f} s ({last})")
+    raise error(f"{what} did not answer {target} within {timeout:.0f} s"
+                + (f" ({last})" if last else ""))
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
+def _wait(url: str, proc: subprocess.Popen, name: str, timeout: float = 30.0) -> None:
+    def answers() -> bool:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return r.status == 200
+
+    _wait_until(answers, proc, name, url, timeout, lambda: _log_tail(proc), StacError)
+
+
+def wait_for_port(port: int, proc: subprocess.Popen, what: str, *, timeout: float = 60.0,
+                  log: Path | None = None) -> None:
+    """Wait until a subprocess accepts TCP connections on a port of 127.0.0.1.
+
+    Parameters
+    ----------
+    port : int
+        Port on 127.0.0.1 the process is to listen on.
+    proc : subprocess.Popen
+        The process; if it exits first, the error carries the end of its output.
+    what : str
+        What the process is, for the error message (e.g. ``"moto server"``).
+    timeout : float, default 60
+        Seconds to wait [s].
+    log : Path, optional
+        File the process writes its output to; without it, its stderr pipe (if any) is
+        read once it has exited.
+
+    Raises
+    ------
+    GppError
+        If the process exits, or does not listen within ``timeout``.
+    """
+    def listens() -> bool:
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", port)) == 0
+
+    def output() -> str:
+        if log is not None:
+            return log.read_text(errors="replace") if log.exists() else ""
+        return proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+
+    _wait_until(listens, proc, what, f"on 127.0.0.1:{port}", timeout, output, GppError)
+
+
+def stop_process_group(proc: subprocess.Popen, *, timeout: float = 5.0) -> None:
+    """Stop a process started with ``start_new_session=True``, with all its children.
+
+    SIGTERM to its process group, then SIGKILL if the process has not exited within
+    ``timeout``; the process is reaped either way. Nothing happens if it has already exited.
+
+    Parameters
+    ----------
+    proc : subprocess.Popen
+        The process, leader of its own process group (session).
+    timeout : float, default 5
+        Seconds to wait after SIGTERM, and again after SIGKILL [s].
+
+    Raises
+    ------
+    subprocess.TimeoutExpired
+        If the process outlives SIGKILL by ``timeout`` (stuck in the kernel).
+    """
+    if proc.poll() is not None:
+        return
+    # The group may already be gone (the process exited between poll and kill).
+    with suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
         with suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)
-    _LOGS.pop(proc.pid, None)
+        proc.wait(timeout=timeout)
 
 
 _LOGS: dict[int, Path] = {}
@@ -199,7 +265,8 @@ def _serve(args: list[str], port: int, probe_url: str, name: str, timeout: float
             _wait(probe_url, proc, name, timeout)
             yield LocalServer(url=f"http://127.0.0.1:{port}", pid=proc.pid)
         finally:
-            _stop(proc)
+            stop_process_group(proc)
+            _LOGS.pop(proc.pid, None)
 
 
 @contextmanager

@@ -7,12 +7,8 @@ stopped by its process id when the test ends.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from gpp_cubes.demo.serve import free_port
+from gpp_cubes.demo.serve import free_port, stop_process_group, wait_for_port
 
 PROXY = Path(__file__).with_name("faultproxy.py")
 
@@ -40,34 +36,6 @@ class Proxy:
         return [json.loads(line) for line in self.log.read_text().splitlines() if line]
 
 
-def _wait_port(port: int, proc: subprocess.Popen, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"faultproxy exited with {proc.returncode}: "
-                               f"{proc.stderr.read().decode() if proc.stderr else ''}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"faultproxy did not listen on port {port} within {timeout} s")
-
-
-def stop_process(proc: subprocess.Popen) -> None:
-    """SIGTERM the process group of ``proc`` (SIGKILL after 5 s) and reap it."""
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=5)
-        except ProcessLookupError:
-            pass
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)
-    if proc.stderr:
-        proc.stderr.close()
-
-
 @contextmanager
 def fault_proxy(upstream: str, log_dir: Path, fault: str = "none", *, rate: float = 0.3,
                 times: int = 1, match: str = "", timeout_s: float = 1.0,
@@ -85,10 +53,11 @@ def fault_proxy(upstream: str, log_dir: Path, fault: str = "none", *, rate: floa
     proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, start_new_session=True)
     try:
-        _wait_port(port, proc)
+        wait_for_port(port, proc, "faultproxy", timeout=20)
         yield Proxy(url=f"http://127.0.0.1:{port}", log=log, pid=proc.pid)
     finally:
-        stop_process(proc)
+        stop_process_group(proc)
+        proc.stderr.close()
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -50,20 +51,27 @@ def _digest(path: Path) -> dict[str, str]:
             for p in sorted(path.rglob("*")) if p.is_file()}
 
 
-def _kill_mid_write(path: Path, offset: float) -> None:
-    proc = _write(path, offset, pause=0.1)
+def kill_when(proc: subprocess.Popen, under_way: Callable[[], bool], poll: float) -> None:
+    """SIGKILL the writer ``proc``'s process group once ``under_way()`` holds (checked every
+    ``poll`` s, for at most 60 s), failing if the writer ended first; reaped either way."""
     try:
         deadline = time.monotonic() + 60
-        # wait until the temporary store has its first chunks, i.e. the write is under way
         while time.monotonic() < deadline and proc.poll() is None:
-            tmps = list(path.parent.glob(f".{path.name}.tmp-*"))
-            if tmps and len(list(tmps[0].rglob("c/*"))) >= 3:
+            if under_way():
                 break
-            time.sleep(0.02)
+            time.sleep(poll)
         assert proc.poll() is None, "the writer finished before it could be killed"
         os.killpg(proc.pid, signal.SIGKILL)
     finally:
         proc.wait(timeout=10)
+
+
+def _kill_mid_write(path: Path, offset: float) -> None:
+    def under_way() -> bool:  # the temporary store has its first chunks
+        tmps = list(path.parent.glob(f".{path.name}.tmp-*"))
+        return bool(tmps) and len(list(tmps[0].rglob("c/*"))) >= 3
+
+    kill_when(_write(path, offset, pause=0.1), under_way, poll=0.02)
 
 
 def _values(path: Path) -> tuple[np.ndarray, str]:

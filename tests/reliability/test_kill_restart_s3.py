@@ -10,11 +10,8 @@ phase 1 and resumed, in tests/cubes/batch/test_build_s3.py.)
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
-import time
 
 import boto3
 import numpy as np
@@ -23,7 +20,7 @@ import xarray as xr
 from gpp_cubes.contract import COMPLETE_MARKER
 from gpp_cubes.cube.store import is_complete
 
-from .test_kill_restart import WRITER
+from .test_kill_restart import WRITER, kill_when
 
 
 def _write(url: str, offset: float, pause: float = 0.0) -> subprocess.Popen:
@@ -39,18 +36,10 @@ def _objects(bucket_url: str) -> dict[str, str]:
 
 
 def _kill_mid_write(bucket_url: str, url: str, offset: float) -> None:
-    proc = _write(url, offset, pause=0.1)
-    try:
-        deadline = time.monotonic() + 60
-        # wait until the temporary store has its first chunks, i.e. the write is under way
-        while time.monotonic() < deadline and proc.poll() is None:
-            if sum(".tmp-" in k and "/v/c/" in k for k in _objects(bucket_url)) >= 3:
-                break
-            time.sleep(0.05)
-        assert proc.poll() is None, "the writer finished before it could be killed"
-        os.killpg(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait(timeout=10)
+    def under_way() -> bool:  # the temporary store has its first chunks
+        return sum(".tmp-" in k and "/v/c/" in k for k in _objects(bucket_url)) >= 3
+
+    kill_when(_write(url, offset, pause=0.1), under_way, poll=0.05)
 
 
 def _values(url: str) -> np.ndarray:

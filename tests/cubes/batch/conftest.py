@@ -86,3 +86,45 @@ def copy_build(base: Path, tmp_path: Path) -> Path:
     out = tmp_path / "out"
     shutil.copytree(base, out)
     return out
+
+
+def build_cli():
+    """A Typer app with ``gpp build`` only, for ``CliRunner().invoke``."""
+    import typer
+
+    from gpp_cubes.cli.build_cmd import register
+
+    app = typer.Typer()
+
+    @app.callback()
+    def _root() -> None:
+        pass  # a callback keeps ``build`` a subcommand, as in ``gpp``
+
+    register(app)
+    return app
+
+
+@pytest.fixture
+def captured(monkeypatch):
+    """build_sites replaced by a recorder: each call's sites and the BuildConfig it would make
+    (so the options are checked as build_sites would check them); every site is "built"."""
+    import pandas as pd
+
+    import gpp_cubes.batch as batch
+    from gpp_cubes.batch import BuildConfig
+    from gpp_cubes.batch.build import TABLE_COLUMNS
+
+    calls: list = []
+
+    def fake(sites, out_dir, **kw):
+        keep = ("start", "end", "s2_options", "qa", "radius_m", "train_years", "test_years",
+                "pca_variance", "pca_components", "extremes_method", "lst_source",
+                "protocol", "targets", "pca_from", "fluxnet_dir")
+        calls.append((list(sites), BuildConfig.create(out_dir, **{k: kw[k] for k in keep})))
+        # sites are ids, or Site objects for --at points
+        return pd.DataFrame([{c: None for c in TABLE_COLUMNS} | {"site": getattr(s, "id", s),
+                                                                   "status": "built"}
+                             for s in sites])
+
+    monkeypatch.setattr(batch, "build_sites", fake)
+    return calls

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -25,7 +24,7 @@ import xarray as xr
 
 from gpp_cubes.batch import BuildConfig, build_sites
 from gpp_cubes.batch.logs import read_site_log
-from gpp_cubes.demo.serve import free_port
+from gpp_cubes.demo.serve import free_port, stop_process_group
 from gpp_cubes.storage import as_location
 
 from .conftest import SITE, short_kwargs
@@ -75,16 +74,6 @@ def _start(args: list[str], root: Path, env: dict[str, str]) -> subprocess.Popen
     return proc
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-
-
 def test_workers_without_shared_disk_build_into_s3_like_a_local_cluster(
         base, build_served, s3_server, tmp_path):
     from distributed import Client
@@ -132,7 +121,7 @@ def test_workers_without_shared_disk_build_into_s3_like_a_local_cluster(
         assert list(table["status"]) == ["built"], table.to_string()
     finally:
         for p in reversed(procs):
-            _stop(p)
+            stop_process_group(p, timeout=20)
 
     for name in (f"{SITE}.zarr", "features.zarr"):
         _assert_same_modulo_location(base / name, f"{out}/{name}")

@@ -22,7 +22,7 @@ from gpp_cubes.batch.config import parse_years
 from gpp_cubes.batch.resume import plan_resume
 from gpp_cubes.errors import ConfigError
 
-from .conftest import END, SITE, START, copy_build, short_kwargs
+from .conftest import END, SITE, START, build_cli, copy_build, short_kwargs
 
 FIVE = ("NDVI", "EVI", "NDWI", "NIRv", "kNDVI")
 
@@ -228,40 +228,6 @@ def test_config_validation_and_years():
 # --------------------------------------------------------------------------------------
 
 
-def _cli():
-    import typer
-
-    from gpp_cubes.cli.build_cmd import register
-
-    app = typer.Typer()
-
-    @app.callback()
-    def _root() -> None:
-        pass
-
-    register(app)
-    return app
-
-
-@pytest.fixture
-def captured(monkeypatch):
-    """Replace build_sites by a recorder that checks the config as build_sites would."""
-    import gpp_cubes.batch as batch
-    from gpp_cubes.batch.build import TABLE_COLUMNS
-
-    calls: list = []
-
-    def fake(sites, out_dir, **kw):
-        keep = ("start", "end", "s2_options", "qa", "radius_m", "train_years", "test_years",
-                "pca_variance", "pca_components", "extremes_method", "lst_source")
-        calls.append((list(sites), BuildConfig.create(out_dir, **{k: kw[k] for k in keep})))
-        return pd.DataFrame([{c: None for c in TABLE_COLUMNS} | {"site": s, "status": "built"}
-                             for s in sites])
-
-    monkeypatch.setattr(batch, "build_sites", fake)
-    return calls
-
-
 def test_cli_options_flow_into_build_config(captured, tmp_path, monkeypatch):
     pytest.importorskip("onnxruntime")
     from .cloud_model import write_blue_threshold_model
@@ -271,7 +237,7 @@ def test_cli_options_flow_into_build_config(captured, tmp_path, monkeypatch):
     five = tmp_path / "five.txt"
     five.write_text("\n".join(FIVE))
     out = tmp_path / "out"
-    res = CliRunner().invoke(_cli(), [
+    res = CliRunner().invoke(build_cli(), [
         "build", "--sites", "DE-Hai", "--out", str(out), "--cloud-mask", "cloudsen12",
         "--cloud-model", str(model), "--radius", "800", "--train-years", "2016-2017",
         "--test-years", "2018-2020", "--index-list", str(five), "--pcs", "18",
@@ -287,26 +253,26 @@ def test_cli_options_flow_into_build_config(captured, tmp_path, monkeypatch):
         800.0, (2016, 2017), (2018, 2019, 2020), 18, "quantile", "ee")
 
     # the defaults are ours
-    res = CliRunner().invoke(_cli(), ["build", "--sites", "DE-Hai", "--out", str(out)])
+    res = CliRunner().invoke(build_cli(), ["build", "--sites", "DE-Hai", "--out", str(out)])
     assert res.exit_code == 0, res.output
     assert captured[-1][1] == BuildConfig.create(out)
 
     # --sites all reads OUT/selection.csv, or the file --selection names
-    res = CliRunner().invoke(_cli(), ["build", "--sites", "all", "--out", str(out)])
+    res = CliRunner().invoke(build_cli(), ["build", "--sites", "all", "--out", str(out)])
     assert res.exit_code == 1 and "gpp sites select" in res.output
     assert str(out / "selection.csv") in res.output.replace("\n", "")
     out.mkdir(exist_ok=True)
     (out / "selection.csv").write_text("site_id,name,igbp,latitude,longitude,verdict\n"
                                        "DE-Hai,Hainich,DBF,51.079407,10.452089,pass\n"
                                        "BE-Vie,Vielsalm,MF,50.304962,5.998099,pass\n")
-    res = CliRunner().invoke(_cli(), ["build", "--sites", "all", "--out", str(out)])
+    res = CliRunner().invoke(build_cli(), ["build", "--sites", "all", "--out", str(out)])
     assert res.exit_code == 0, res.output
     assert captured[-1][0] == ["DE-Hai", "BE-Vie"]
     other = tmp_path / "other.csv"
     other.write_text("site_id,name,igbp,latitude,longitude,verdict\n"
                      "BE-Vie,Vielsalm,MF,50.304962,5.998099,pass\n")
-    res = CliRunner().invoke(_cli(), ["build", "--sites", "all", "--out", str(out),
-                                      "--selection", str(other)])
+    res = CliRunner().invoke(build_cli(), ["build", "--sites", "all", "--out", str(out),
+                                           "--selection", str(other)])
     assert res.exit_code == 0, res.output
     assert captured[-1][0] == ["BE-Vie"]
 
@@ -314,7 +280,7 @@ def test_cli_options_flow_into_build_config(captured, tmp_path, monkeypatch):
 def test_cli_help_states_the_paper_values():
     from gpp_cubes.s2.indices import default_index_list
 
-    res = CliRunner().invoke(_cli(), ["build", "--help"], env={"COLUMNS": "400"})
+    res = CliRunner().invoke(build_cli(), ["build", "--help"], env={"COLUMNS": "400"})
     text = " ".join(res.output.split())
     assert f"{len(default_index_list())} indices" in text and "the paper used 122" in text
     for phrase in ("(the paper's)", "paper and ours: 1000", "paper and ours: 2016-2018",

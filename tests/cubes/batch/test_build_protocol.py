@@ -25,7 +25,7 @@ from gpp_cubes.errors import ConfigError, StaleStoreError
 from gpp_cubes.paper import N_PCS
 from gpp_cubes.s2.indices import default_index_list, named_index_list
 
-from .conftest import SITE, build_kwargs
+from .conftest import SITE, build_cli, build_kwargs
 
 #: 18 months of one site: ~20 clear S2 days in the training years 2018-2019 of the demo
 #: world (revisit 20 days), enough rows for 18 components.
@@ -126,52 +126,16 @@ def test_protocol_determines_the_site_store_only(tmp_path):
 # --------------------------------------------------------------------------------------
 
 
-def _cli():
-    import typer
-
-    from gpp_cubes.cli.build_cmd import register
-
-    app = typer.Typer()
-
-    @app.callback()
-    def _root() -> None:
-        pass
-
-    register(app)
-    return app
-
-
-@pytest.fixture
-def captured(monkeypatch):
-    """build_sites replaced by a recorder of its sites and of the BuildConfig it would make."""
-    import gpp_cubes.batch as batch
-    from gpp_cubes.batch.build import TABLE_COLUMNS
-
-    calls: list = []
-
-    def fake(sites, out_dir, **kw):
-        keep = ("start", "end", "s2_options", "qa", "radius_m", "train_years", "test_years",
-                "pca_variance", "pca_components", "extremes_method", "lst_source",
-                "protocol", "targets", "pca_from", "fluxnet_dir")
-        calls.append((list(sites), BuildConfig.create(out_dir, **{k: kw[k] for k in keep})))
-        return pd.DataFrame([{c: None for c in TABLE_COLUMNS} | {"site": getattr(s, "id", s),
-                                                                   "status": "built"}
-                             for s in sites])
-
-    monkeypatch.setattr(batch, "build_sites", fake)
-    return calls
-
-
 def test_cli_protocol_and_explicit_options(captured, tmp_path, monkeypatch):
     monkeypatch.delenv("GPP_CUBES_SELECTION", raising=False)
     out = tmp_path / "out"
     run = CliRunner().invoke
-    res = run(_cli(), ["build", "--sites", "DE-Hai", "--out", str(out), "--protocol", "paper"])
+    res = run(build_cli(), ["build", "--sites", "DE-Hai", "--out", str(out), "--protocol", "paper"])
     assert res.exit_code == 0, res.output
     assert captured[-1][1] == BuildConfig.create(out, protocol="paper")
-    res = run(_cli(), ["build", "--sites", "DE-Hai", "--out", str(out), "--protocol", "paper",
-                       "--extremes-threshold", "negative-tail", "--pca-variance", "0.9",
-                       "--cloud-mask", "scl", "--index-list", "default"])
+    res = run(build_cli(), ["build", "--sites", "DE-Hai", "--out", str(out), "--protocol", "paper",
+                            "--extremes-threshold", "negative-tail", "--pca-variance", "0.9",
+                            "--cloud-mask", "scl", "--index-list", "default"])
     assert res.exit_code == 0, res.output
     cfg = captured[-1][1]
     assert (cfg.extremes_method, cfg.pca_components, cfg.pca_variance) == (
@@ -179,12 +143,12 @@ def test_cli_protocol_and_explicit_options(captured, tmp_path, monkeypatch):
     assert "index_list" not in dict(cfg.s2_options)
     assert sum("overrides" in n for n in cfg.protocol_notes) == 4
     # --index-list takes the shipped lists by name, under our protocol too
-    res = run(_cli(), ["build", "--sites", "DE-Hai", "--out", str(out),
-                       "--index-list", "paper-122"])
+    res = run(build_cli(), ["build", "--sites", "DE-Hai", "--out", str(out),
+                            "--index-list", "paper-122"])
     assert res.exit_code == 0, res.output
     assert len(dict(captured[-1][1].s2_options)["index_list"]) == 122
     # the defaults are still ours
-    res = run(_cli(), ["build", "--sites", "DE-Hai", "--out", str(out)])
+    res = run(build_cli(), ["build", "--sites", "DE-Hai", "--out", str(out)])
     assert res.exit_code == 0, res.output
     assert captured[-1][1] == BuildConfig.create(out)
 
@@ -192,9 +156,9 @@ def test_cli_protocol_and_explicit_options(captured, tmp_path, monkeypatch):
 def test_cli_no_targets_and_points(captured, tmp_path):
     out = tmp_path / "out"
     run = CliRunner().invoke
-    res = run(_cli(), ["build", "--at", "50.95,13.57,XX-Thr", "--at", "51.08,10.45",
-                       "--sites", "BE-Vie", "--no-targets", "--fluxnet", str(tmp_path),
-                       "--out", str(out)])
+    res = run(build_cli(), ["build", "--at", "50.95,13.57,XX-Thr", "--at", "51.08,10.45",
+                            "--sites", "BE-Vie", "--no-targets", "--fluxnet", str(tmp_path),
+                            "--out", str(out)])
     assert res.exit_code == 0, res.output
     sites, cfg = captured[-1]
     assert sites[0] == "BE-Vie"
@@ -204,7 +168,7 @@ def test_cli_no_targets_and_points(captured, tmp_path):
     for bad, said in ((["--at", "50.9"], "expected LAT,LON"),
                       (["--at", "50.9,13.5,Tharandt"], "invalid site id 'Tharandt'"),
                       (["--at", "95,13.5"], "coordinates out of range")):
-        res = run(_cli(), ["build", *bad, "--no-targets", "--out", str(out)])
+        res = run(build_cli(), ["build", *bad, "--no-targets", "--out", str(out)])
         assert res.exit_code == 2 and said in res.output, res.output
 
 
@@ -212,21 +176,21 @@ def test_cli_checks_typed_points_against_corine_first(captured, build_served, tm
     corine = str(build_served.world.corine_path)
     run = CliRunner().invoke
     # Berlin: in Europe, but the demo world's CORINE has no data there
-    res = run(_cli(), ["build", "--at", "52.52,13.40", "--no-targets", "--corine", corine,
-                       "--out", str(tmp_path / "o")])
+    res = run(build_cli(), ["build", "--at", "52.52,13.40", "--no-targets", "--corine", corine,
+                            "--out", str(tmp_path / "o")])
     assert res.exit_code == 1 and "site XX-Pnt is outside CORINE coverage" in res.output
-    res = run(_cli(), ["build", "--at", "40.7,-74.0", "--no-targets", "--out",
-                       str(tmp_path / "o")])
+    res = run(build_cli(), ["build", "--at", "40.7,-74.0", "--no-targets", "--out",
+                            str(tmp_path / "o")])
     assert res.exit_code == 1 and "point XX-Pnt at latitude 40.7" in res.output
     assert captured == []  # the build never started
-    res = run(_cli(), ["build", "--at", "51.079407,10.452089", "--no-targets", "--corine",
-                       corine, "--out", str(tmp_path / "o")])
+    res = run(build_cli(), ["build", "--at", "51.079407,10.452089", "--no-targets", "--corine",
+                            corine, "--out", str(tmp_path / "o")])
     assert res.exit_code == 0, res.output
     assert [s.id for s in captured[-1][0]] == ["XX-Pnt"]
 
 
 def test_cli_help_states_the_new_options():
-    res = CliRunner().invoke(_cli(), ["build", "--help"], env={"COLUMNS": "2000"})
+    res = CliRunner().invoke(build_cli(), ["build", "--help"], env={"COLUMNS": "2000"})
     text = " ".join(res.output.split())
     for phrase in ("--protocol", "ours (default) or paper: --pcs 18", "--index-list paper-122",
                    "'paper-122' (the paper used 122", "--no-targets", "LAT,LON,NAME",
