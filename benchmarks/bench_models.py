@@ -47,6 +47,9 @@ def _early_args(argv: list[str]) -> argparse.Namespace:
                     help="cores for both frameworks (process pinned to them); default: all")
     ap.add_argument("--malloc", choices=("tuned", "system"), default="tuned",
                     help="glibc allocator settings for the whole process (both frameworks)")
+    ap.add_argument("--ensemble", type=int, default=0, metavar="K",
+                    help="also time K members trained together (jax.vmap, as gpp train "
+                         "--ensemble K) against K PyTorch models trained one after another")
     return ap.parse_args(argv)
 
 
@@ -107,9 +110,10 @@ def train_flops_per_sample(cell: str) -> float:
 
 
 class JaxBench:
-    def __init__(self, cell: str, impl: str, unroll: int) -> None:
+    def __init__(self, cell: str, impl: str, unroll: int, ensemble: int = 1) -> None:
         self.cfg = TrainConfig(model=ModelConfig(cell=cell, layers=L, units=H, impl=impl,
-                                                 unroll=unroll), window=T, batch_size=B)
+                                                 unroll=unroll), window=T, batch_size=B,
+                               ensemble=ensemble)
         rng = np.random.default_rng(0)
         self.X = jnp.asarray(rng.normal(size=(SITES, DAYS, F)).astype(np.float32))
         self.Y = jnp.asarray(rng.normal(size=(SITES, DAYS)).astype(np.float32))
@@ -138,11 +142,11 @@ class JaxBench:
 
 
 class TorchBench:
-    def __init__(self, cell: str) -> None:
+    def __init__(self, cell: str, seed: int = 0) -> None:
         import torch
 
         self.torch = torch
-        torch.manual_seed(0)
+        torch.manual_seed(seed)
         cls = {"rnn": torch.nn.RNN, "gru": torch.nn.GRU, "lstm": torch.nn.LSTM}[cell]
         self.rnn = cls(F, H, num_layers=L, dropout=0.2)
         self.head = torch.nn.Linear(H, 1)
@@ -215,8 +219,40 @@ def main() -> None:
         print(f"{cell:5} {wall['fused']:10.0f} {stock:9.0f} {wall['torch']:8.0f} "
               f"{wall['fused'] / wall['torch']:11.2f} {cpu['fused'] / cpu['torch']:10.2f} "
               f"{stock / wall['torch']:10.2f} {100 * frac:6.0f}%", flush=True)
+    if args.ensemble > 1:
+        ensemble_table(args)
     print(f"\nload average after: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     print("samples/s (higher is better); ratios >= 1.0 mean JAX trains faster than PyTorch.")
+
+
+def ensemble_table(args: argparse.Namespace) -> None:
+    """K members in one vmapped JAX step against K PyTorch models trained one after another.
+
+    Same batches and steps for every member; samples/s counts every member's samples.
+    """
+    K = args.ensemble
+    print(f"\nensembles: K = {K} members, {args.rounds} rounds x {args.steps} steps each, "
+          "median round (target: vmapped / sequential >= 1.5)")
+    header = (f"{'cell':5} {'JAX vmap K':>10} {'PyTorch xK':>10} {'ratio':>6} "
+              f"{'(CPU time)':>10} {'JAX K=1':>8} {'vmap gain':>9}")
+    print(header + "\n" + "-" * len(header))
+    for cell in args.cells.split(","):
+        jax_k, jax_1 = JaxBench(cell, "fused", args.unroll, K), JaxBench(cell, "fused", args.unroll)
+        torch_k = [TorchBench(cell, seed=k) for k in range(K)]
+        times: dict[str, list[tuple[float, float]]] = {"vmap": [], "torch": [], "one": []}
+        for _ in range(args.rounds):
+            times["vmap"].append(jax_k.run(args.steps))
+            runs = [m.run(args.steps) for m in torch_k]  # one model after the other
+            times["torch"].append((sum(w for w, _ in runs), sum(c for _, c in runs)))
+            times["one"].append(jax_1.run(args.steps))
+        n = {"vmap": K, "torch": K, "one": 1}
+        wall = {k: n[k] * args.steps * B / float(np.median([w for w, _ in v]))
+                for k, v in times.items()}
+        cpu = {k: n[k] * args.steps * B / float(np.median([c for _, c in v]))
+               for k, v in times.items()}
+        print(f"{cell:5} {wall['vmap']:10.0f} {wall['torch']:10.0f} "
+              f"{wall['vmap'] / wall['torch']:6.2f} {cpu['vmap'] / cpu['torch']:10.2f} "
+              f"{wall['one']:8.0f} {wall['vmap'] / wall['one']:9.2f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -128,3 +128,27 @@ def captured(monkeypatch):
 
     monkeypatch.setattr(batch, "build_sites", fake)
     return calls
+
+
+def start_scheduler(start, *, attempts: int = 5):
+    """A ``dask scheduler`` process listening on 127.0.0.1, and its address.
+
+    ``start(args)`` starts the command (a ``subprocess.Popen``). A free port can be taken by
+    another test between choosing it and binding it (the scheduler then exits with "address
+    already in use"), so a scheduler that exits before it listens is retried on a new port.
+    """
+    from gpp_cubes.demo.serve import free_port, wait_for_port
+    from gpp_cubes.errors import GppError
+
+    for attempt in range(attempts):
+        port = free_port()
+        proc = start(["dask", "scheduler", "--host", "127.0.0.1", "--port", str(port),
+                      "--no-dashboard"])
+        try:
+            wait_for_port(port, proc, "dask scheduler", timeout=60)
+        except GppError:
+            if proc.poll() is None or attempt == attempts - 1:
+                raise
+            continue
+        return proc, f"tcp://127.0.0.1:{port}"
+    raise AssertionError("unreachable")

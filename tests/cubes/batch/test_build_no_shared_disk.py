@@ -24,10 +24,10 @@ import xarray as xr
 
 from gpp_cubes.batch import BuildConfig, build_sites
 from gpp_cubes.batch.logs import read_site_log
-from gpp_cubes.demo.serve import free_port, stop_process_group
+from gpp_cubes.demo.serve import stop_process_group
 from gpp_cubes.storage import as_location
 
-from .conftest import SITE, short_kwargs
+from .conftest import SITE, short_kwargs, start_scheduler
 
 pytestmark = pytest.mark.slow
 
@@ -92,11 +92,11 @@ def test_workers_without_shared_disk_build_into_s3_like_a_local_cluster(
     assert all("://" in str(v) for v in (cfg.out_dir, cfg.corine_source, cfg.fluxnet_dir,
                                          cfg.stac_url))
 
-    port = free_port()
-    addr = f"tcp://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "GPP_"))}
-    procs = [_start(["dask", "scheduler", "--host", "127.0.0.1", "--port", str(port),
-                     "--no-dashboard"], tmp_path / "scheduler", env)]
+    attempt = iter(range(100))
+    scheduler, addr = start_scheduler(
+        lambda args: _start(args, tmp_path / f"scheduler-{next(attempt)}", env))
+    procs = [scheduler]
     try:
         for name in ("w1", "w2"):
             root = tmp_path / name
@@ -112,7 +112,7 @@ def test_workers_without_shared_disk_build_into_s3_like_a_local_cluster(
                 break
             except OSError:
                 assert time.monotonic() < deadline, (
-                    tmp_path / "scheduler" / "process.log").read_text()
+                    tmp_path / "scheduler-0" / "process.log").read_text()
                 time.sleep(0.5)
         assert sorted(homes.values()) == [(str(tmp_path / n / "cwd"), str(tmp_path / n / "home"))
                                           for n in ("w1", "w2")]

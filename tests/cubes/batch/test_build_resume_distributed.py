@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,7 +17,7 @@ from gpp_cubes.batch import build_sites
 from gpp_cubes.cube.store import is_complete
 
 from .compare import assert_same_store
-from .conftest import build_kwargs
+from .conftest import build_kwargs, start_scheduler
 
 pytestmark = pytest.mark.slow
 
@@ -91,28 +90,20 @@ def test_build_killed_in_phase_2_and_restarted_equals_uninterrupted(
         assert_same_store(ref / f"{s}.zarr", out / f"{s}.zarr")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_build_on_separate_scheduler_and_workers_equals_local(
         local_build, build_served, tmp_path):
     from distributed import Client
 
     _, ref = local_build
-    port = _free_port()
-    addr = f"tcp://127.0.0.1:{port}"
     for d in ("scheduler", "worker-cwd", "worker-local", "client"):
         (tmp_path / d).mkdir()
     logs = {n: open(tmp_path / f"{n}.log", "w") for n in ("scheduler", "worker")}  # noqa: SIM115
     procs = []
     try:
-        procs.append(subprocess.Popen(
-            ["dask", "scheduler", "--host", "127.0.0.1", "--port", str(port),
-             "--no-dashboard"], cwd=tmp_path / "scheduler", start_new_session=True,
+        scheduler, addr = start_scheduler(lambda args: subprocess.Popen(
+            args, cwd=tmp_path / "scheduler", start_new_session=True,
             stdout=logs["scheduler"], stderr=subprocess.STDOUT))
+        procs.append(scheduler)
         procs.append(subprocess.Popen(
             ["dask", "worker", addr, "--host", "127.0.0.1", "--nworkers", "2", "--nthreads",
              "1", "--local-directory", str(tmp_path / "worker-local"), "--no-dashboard"],
