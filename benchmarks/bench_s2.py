@@ -1,9 +1,13 @@
-"""Benchmark: S2 features of one demo site over 5 years vs. the I/O floor, and peak memory.
+"""Benchmark: S2 features of one demo site vs. the I/O floor, per scene-date, and a projection.
 
 Generates (or reuses) a one-site demo world (:func:`gpp_cubes.demo.generate_world`: real
 band set and resolutions, ESA granule metadata, Planetary Computer item schema; one scene
-every ``--revisit`` days), serves it on 127.0.0.1 (Range file server + STAC API), searches it
-with the same code as against Planetary Computer, then in the same run:
+every ``--revisit`` days). With ``--layout real`` (the default) its S2 COGs are rewritten
+with the real archive's layout (:func:`gpp_cubes.demo.real_layout.real_layout_world`: whole
+10980-pixel tiles, 1024-pixel blocks, overviews), so a read fetches what it would fetch from
+Planetary Computer; ``--layout compact`` keeps the demo's small window COGs. The world is
+served on 127.0.0.1 (Range file server + STAC API) and searched with the same code as
+Planetary Computer, then in the same run:
 
 1. the I/O floor: a plain rasterio read, over the same HTTP server, of the same windows
    (the site grid's extent at each band's native resolution) of the same COGs, all 13
@@ -13,15 +17,22 @@ with the same code as against Planetary Computer, then in the same run:
    c-factor NBAR, 1 km circle, 1 % rule, indices) with cold caches;
 3. the same pipeline again with the granule-metadata and c-factor caches warm (a rebuild).
 
-Prints both times, the ratios pipeline / floor (target <= 2.0) and the peak RSS (target
-< 2 GiB). Run: ``python benchmarks/bench_s2.py [--years 5] [--revisit 10] [--engine odc]``.
-The world is cached under ``$GPP_CUBES_CACHE/bench-world`` (regenerated when the generator
-changes).
+GDAL's /vsicurl/ cache is emptied before each phase (so no phase reuses another's fetches).
+Per phase it prints wall and CPU seconds (this process, all threads; and the file server's
+process), HTTP requests (HEAD, GET) and bytes the file server sent, in total and per
+scene-date; then the ratios pipeline / floor (target <= 2.0), the peak RSS (target < 2 GiB)
+and a projection of a build of the 38 catalog stations over 2016-2020 (requests, GB, hours
+on 1, 8 and 64 Dask workers at a stated latency and bandwidth; assumptions printed).
+
+Run: ``python benchmarks/bench_s2.py [--years 5] [--layout real|compact] [--revisit 10]``.
+Worlds are cached under ``$GPP_CUBES_CACHE/bench-world`` (regenerated when the generator
+or the real-layout writer changes).
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import resource
@@ -34,18 +45,132 @@ BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "
          "SCL")
 
 
-def io_floor(items, grid, gdal_env) -> float:
-    """Seconds to read the grid's window of every asset with plain rasterio."""
+def io_floor(items, grid, gdal_env) -> None:
+    """Read the grid's window of every asset with plain rasterio, one after the other."""
     import rasterio
     from rasterio.windows import from_bounds
 
-    t0 = time.perf_counter()
     with rasterio.Env(**gdal_env):
         for item in items:
             for band in BANDS:
                 with rasterio.open(item.assets[band].href) as src:
                     src.read(1, window=from_bounds(*grid.bounds, transform=src.transform))
-    return time.perf_counter() - t0
+
+
+def clear_vsicurl_cache() -> None:
+    """Empty GDAL's /vsicurl/ caches (file sizes, fetched ranges) of rasterio's GDAL."""
+    import ctypes
+
+    import rasterio._env
+
+    ctypes.CDLL(rasterio._env.__file__).VSICurlClearCache()
+
+
+def measured(served, server_pid: int, run) -> dict[str, float]:
+    """Run ``run()`` from cold GDAL caches; wall and CPU seconds, requests and bytes."""
+    import psutil
+
+    server = psutil.Process(server_pid)
+    clear_vsicurl_cache()
+    served.reset_file_stats()
+    s0 = sum(server.cpu_times()[:2])
+    c0, t0 = time.process_time(), time.perf_counter()
+    run()
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    stats = served.file_stats()
+    return {"wall_s": wall, "cpu_s": cpu, "server_cpu_s": sum(server.cpu_times()[:2]) - s0,
+            "head": stats["requests"].get("HEAD", 0), "get": stats["requests"].get("GET", 0),
+            "bytes": stats["body_bytes"]}
+
+
+# --- projection -------------------------------------------------------------------------
+#: catalog stations and years of the paper's build
+N_STATIONS, PROJ_YEARS = 38, (2016, 2017, 2018, 2019, 2020)
+#: latency of one request to Azure Blob from a VM in the same region [s] (assumed)
+LATENCY_S = 0.050
+#: bandwidth one Dask worker gets from Blob storage [bytes/s] (assumed: 50 MB/s)
+WORKER_BANDWIDTH = 50e6
+#: relative orbits that see a site (assumed: 2, typical at 45-60 N, where swaths of
+#: neighbouring orbits overlap); one satellite repeats each orbit every 10 days
+ORBITS_PER_SITE = 2
+#: S2A data from 2015-06-23 (all of 2016); S2B from 2017-07-06
+S2B_START_DOY_2017 = 187
+#: items per scene-date: a point lies in the overlap of two tiles of its zone with
+#: probability 1 - (100 / 109.8)^2 = 0.17 (tiles are 109.8 km squares on a 100 km grid)
+ITEMS_PER_SCENE_DATE = 1 + (1 - (100 / 109.8) ** 2)
+
+
+def scene_dates_per_year(year: int) -> float:
+    """Scene-dates of one site in a year on the real archive (assumptions above)."""
+    per_sat = ORBITS_PER_SITE * 365 / 10
+    if year < 2017:
+        return per_sat
+    if year == 2017:
+        return per_sat * (1 + (365 - S2B_START_DOY_2017) / 365)
+    return 2 * per_sat
+
+
+def block_factor(item, grid) -> float:
+    """Blocks a random site position touches, on average, over those this site's window
+    touches, summed over the 13 assets weighted by a full block's compressed size (real
+    layout; 1.0 for the compact one). A window of n pixels covers 1 + (n - 1) / B blocks
+    of size B per axis on average."""
+    import math
+
+    from gpp_cubes.demo.real_layout import S2_LAYOUTS, S2_SCL_LAYOUT, filler_sizes
+
+    sizes = filler_sizes()
+    here = mean = 0.0
+    for band in BANDS:
+        a = item.assets[band]
+        if a.extra_fields.get("proj:shape", [0])[0] < 10980 // 6:
+            return 1.0  # the compact layout: one small file per asset
+        t = a.extra_fields["proj:transform"]
+        res = t[0]
+        lay = S2_SCL_LAYOUT if band == "SCL" else S2_LAYOUTS[int(res)]
+        w = sizes["SCL 20 m uint8" if band == "SCL" else f"{int(res)} m uint16"]
+        left, bottom, right, top = grid.bounds
+        c0, c1 = (left - t[2]) / res, (right - t[2]) / res
+        r0, r1 = (t[5] - top) / res, (t[5] - bottom) / res
+        nb = ((math.ceil(c1) - 1) // lay.block - int(c0) // lay.block + 1) * (
+            (math.ceil(r1) - 1) // lay.block - int(r0) // lay.block + 1)
+        here += w * nb
+        mean += w * (1 + (c1 - c0 - 1) / lay.block) * (1 + (r1 - r0 - 1) / lay.block)
+    return mean / here
+
+
+def projection(per_sd: dict[str, float], concurrency: int, threads_per_task: int,
+               factor: float = 1.0) -> None:
+    """Print requests, GB and hours of the S2 part of a 38-station 2016-2020 build.
+
+    ``factor`` scales the bytes from this site's block count to a random site's
+    (:func:`block_factor`); requests are left as measured (an upper bound)."""
+    sd_site = sum(scene_dates_per_year(y) for y in PROJ_YEARS)
+    items_site = sd_site * ITEMS_PER_SCENE_DATE
+    reqs = (per_sd["head"] + per_sd["get"]) * ITEMS_PER_SCENE_DATE
+    nbytes = per_sd["bytes"] * ITEMS_PER_SCENE_DATE * factor
+    net = reqs * LATENCY_S / concurrency + nbytes / WORKER_BANDWIDTH  # [s / scene-date]
+    cpu = per_sd["cpu_s"] * ITEMS_PER_SCENE_DATE / threads_per_task
+    per_sd_s = max(net, cpu)  # reads of one block overlap the CPU work of the other
+    task_s = sd_site * per_sd_s  # one S2 task = one site, all years (gpp_cubes.batch)
+    print(f"projection, S2 of {N_STATIONS} stations x {PROJ_YEARS[0]}-{PROJ_YEARS[-1]}:")
+    print(f"  assumed: {sd_site:.0f} scene-dates per site ({ORBITS_PER_SITE} relative orbits, "
+          f"S2A all years, S2B from 2017-07-06), {ITEMS_PER_SCENE_DATE:.2f} items per "
+          f"scene-date (tile overlaps) -> {items_site:.0f} items per site; per item as "
+          f"measured per scene-date here, bytes x {factor:.2f} (a random site's mean block "
+          f"count over this site's)")
+    print(f"  assumed: {LATENCY_S * 1e3:.0f} ms per request, {concurrency} requests in "
+          f"flight per worker (read_threads x blocks_in_flight), {WORKER_BANDWIDTH / 1e6:.0f} "
+          f"MB/s per worker, {threads_per_task} core(s) per worker")
+    print(f"  total: {N_STATIONS * sd_site * reqs / 1e6:.2f} M requests, "
+          f"{N_STATIONS * sd_site * nbytes / 1e9:.0f} GB; per scene-date "
+          f"{net:.2f} s network, {cpu:.2f} s CPU -> {per_sd_s:.2f} s")
+    for workers in (1, 8, 64):
+        waves = -(-N_STATIONS // workers)  # one S2 task per site: at most 38 busy
+        split = -(-N_STATIONS * len(PROJ_YEARS) // workers)  # if tasks were site-years
+        print(f"  {workers:>2} workers: {waves * task_s / 3600:7.2f} h (one task per site: "
+              f"{min(workers, N_STATIONS)} busy); {split * task_s / len(PROJ_YEARS) / 3600:7.2f}"
+              f" h if tasks were per site-year")
 
 
 def main() -> None:
@@ -54,13 +179,17 @@ def main() -> None:
     ap.add_argument("--revisit", type=int, default=10, help="days between scenes")
     ap.add_argument("--site", default="DE-Hai")
     ap.add_argument("--engine", default="odc")
+    ap.add_argument("--layout", choices=("real", "compact"), default="real",
+                    help="S2 COG layout: the real archive's (whole tiles) or the demo's")
     ap.add_argument("--world", default=None, help="world directory (default: cache)")
     args = ap.parse_args()
 
     from gpp_cubes.contract import reason_category
     from gpp_cubes.demo import DemoConfig, generate_world, serve_world
+    from gpp_cubes.demo.real_layout import real_layout_world
     from gpp_cubes.paper import STUDY_START
     from gpp_cubes.s2 import drop_duplicates, s2_features
+    from gpp_cubes.s2.features import s2_features as _feat
     from gpp_cubes.sites.grid import site_grid
     from gpp_cubes.stac.gdal import configure_gdal
     from gpp_cubes.stac.search import search_items
@@ -74,34 +203,65 @@ def main() -> None:
     t0 = time.perf_counter()
     world = generate_world(root, cfg)
     print(f"world: {root} ({time.perf_counter() - t0:.1f} s)")
+    if args.layout == "real":
+        t0 = time.perf_counter()
+        world, made = real_layout_world(world, root.with_name(root.name + "-real"))
+        print(f"real-layout world: {world.root} ({time.perf_counter() - t0:.1f} s): "
+              f"{made['files']} COGs, {made['apparent_bytes'] / 1e9:.1f} GB as served, "
+              f"{made['written_bytes'] / 1e9:.2f} GB on disk; a full 1024 x 1024 block "
+              f"compresses to {made['filler_block_bytes']}")
     site = world.site(args.site)
     grid = site_grid(site.latitude, site.longitude)
     env = configure_gdal()
+    defaults = inspect.signature(_feat).parameters
+    read_threads = defaults["read_threads"].default
+    in_flight = defaults["blocks_in_flight"].default
+    print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} "
+          f"{os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f} (1, 5, 15 min)")
     with serve_world(world) as served, tempfile.TemporaryDirectory() as tmp:
         stac_url = served.stac_url
         items = search_items("sentinel-2-l2a", grid, start, end, provider="custom",
                              stac_url=stac_url, site_id=args.site)
-        print(f"site {args.site}: {len(items)} scenes over {args.years} years, "
-              f"grid {grid.shape}, served over HTTP on 127.0.0.1")
-        floor = io_floor(drop_duplicates(items)[0], grid, env)
-        times = []
-        for _ in range(2):  # cold, then warm caches
-            t1 = time.perf_counter()
-            feats = s2_features((site.latitude, site.longitude), start, end, items=items,
-                                cache_dir=Path(tmp) / "cache", engine=args.engine)
-            times.append(time.perf_counter() - t1)
+        kept = drop_duplicates(items)[0]
+        n_dates = len({it.datetime.date() for it in kept})
+        print(f"site {args.site}: {len(items)} items ({len(kept)} after duplicates, "
+              f"{n_dates} scene-dates) over {args.years} years, grid {grid.shape}, "
+              f"{args.layout} layout, served over HTTP on 127.0.0.1")
+        runs: dict[str, dict[str, float]] = {}
+        runs["floor"] = measured(served, served.pids[0], lambda: io_floor(kept, grid, env))
+        out = {}
+
+        def pipeline() -> None:
+            out["feats"] = s2_features((site.latitude, site.longitude), start, end,
+                                       items=items, cache_dir=Path(tmp) / "cache",
+                                       engine=args.engine)
+
+        runs["pipeline cold"] = measured(served, served.pids[0], pipeline)
+        runs["pipeline warm"] = measured(served, served.pids[0], pipeline)
+        feats = out["feats"]
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # KiB -> GiB
         prov = json.loads(feats.attrs["provenance"])
         why = Counter(reason_category(r, "other") for r in prov["excluded_items"].values())
         print(f"time steps kept: {feats.sizes['time']} of {len(items)} items "
               f"({len(prov['stac_items'])} used; excluded: {dict(why)}), "
               f"{len(feats.data_vars)} variables")
-        print(f"I/O floor (rasterio, same windows, same HTTP server): {floor:.2f} s")
-        print(f"pipeline (s2_features, {args.engine}), cold caches: {times[0]:.2f} s")
-        print(f"pipeline, warm metadata/c-factor caches: {times[1]:.2f} s")
-        print(f"ratio pipeline / floor: {times[0] / floor:.2f} cold, "
-              f"{times[1] / floor:.2f} warm (target <= 2.0)")
+        print(f"{'':14} {'wall s':>8} {'CPU s':>8} {'server':>8} {'HEAD':>7} {'GET':>7} "
+              f"{'MB':>9} | per scene-date: {'HEAD':>5} {'GET':>6} {'MB':>7} {'CPU s':>6}")
+        for name, r in runs.items():
+            print(f"{name:14} {r['wall_s']:8.2f} {r['cpu_s']:8.2f} {r['server_cpu_s']:8.2f} "
+                  f"{r['head']:7d} {r['get']:7d} {r['bytes'] / 1e6:9.1f} | "
+                  f"{'':15} {r['head'] / n_dates:5.1f} {r['get'] / n_dates:6.1f} "
+                  f"{r['bytes'] / 1e6 / n_dates:7.2f} {r['cpu_s'] / n_dates:6.3f}")
+        floor = runs["floor"]["wall_s"]
+        cold, warm = runs["pipeline cold"]["wall_s"], runs["pipeline warm"]["wall_s"]
+        print(f"ratio pipeline / floor: {cold / floor:.2f} cold, {warm / floor:.2f} warm "
+              f"(target <= 2.0; issue 18: 1.5 cold, 1.1 warm on the real layout)")
         print(f"peak RSS: {rss:.2f} GiB (target < 2 GiB)")
+        print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        cold_run = runs["pipeline cold"]
+        per_sd = {k: cold_run[k] / n_dates for k in ("head", "get", "bytes", "cpu_s")}
+        projection(per_sd, concurrency=read_threads * in_flight, threads_per_task=1,
+                   factor=block_factor(kept[0], grid))
 
 
 if __name__ == "__main__":

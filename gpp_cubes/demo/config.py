@@ -14,9 +14,9 @@ from gpp_cubes.sites.grid import site_grid
 from .granule import TILE_SIZE_M, Tile, mgrs_tile
 from .landscape import FOREST_CLC, Patch, make_patches, site_rng
 
-# Modules of this package that take no part in generating a world: serving one, and the
-# hand-specified test scenes.
-SERVING_MODULES = frozenset({"serve.py", "fileserver.py", "scenes.py"})
+# Modules of this package that take no part in generating a world: serving one, the
+# hand-specified test scenes, and the real-layout copy (keyed by its own digest).
+SERVING_MODULES = frozenset({"serve.py", "fileserver.py", "scenes.py", "real_layout.py"})
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,11 @@ on one thread per connection, parsing headers in pure Python; this asyncio proto
 httptools' C parser and one write per answer on uvloop's event loop, uses 3.4 CPU-s, and the
 2-worker build is ~7 % faster for it.
 
+It counts what it serves (:class:`Stats`): ``GET /.stats`` answers the counts as JSON and
+``GET /.stats?reset=1`` answers them and starts counting afresh. That path is the server's,
+never a file's (a file named ``.stats`` at the root is not served), and its requests are
+not counted. Benchmarks read it to report requests and bytes per scene.
+
 Run: ``python -m gpp_cubes.demo.fileserver PORT [--bind 127.0.0.1] [--directory DIR]``.
 """
 
@@ -19,19 +24,55 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import mimetypes
 import os
 import stat
+import time
 from collections import deque
 from email.utils import formatdate
 from typing import NamedTuple
-from urllib.parse import unquote
+from urllib.parse import parse_qs, unquote
 
 import httptools
 
 # Larger bodies go out in pieces of this size, each once the client has taken the previous
 # ones, so that a big file is never held in memory whole.
 CHUNK = 1 << 20  # [bytes]
+#: the path that answers the request and byte counts (never a file)
+STATS_PATH = "/.stats"
+
+
+class Stats:
+    """What the server has answered since it started or was last reset.
+
+    Attributes
+    ----------
+    requests : dict of str to int
+        Requests per method (``"HEAD"``, ``"GET"``, others), the stats path excluded.
+    ranged_gets : int
+        GET requests with a ``Range`` header.
+    body_bytes : int
+        Body bytes sent (file contents and listings; headers not counted) [bytes].
+    status : dict of str to int
+        Answers per status code (``"200"``, ``"206"``, ``"404"``, ...).
+    """
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.requests: dict[str, int] = {}
+        self.ranged_gets = 0
+        self.body_bytes = 0
+        self.status: dict[str, int] = {}
+        self._cpu0 = time.process_time()
+
+    def as_dict(self) -> dict[str, object]:
+        """The counts, and the server process's CPU time since the reset [s]."""
+        return {"requests": dict(self.requests), "ranged_gets": self.ranged_gets,
+                "body_bytes": self.body_bytes, "status": dict(self.status),
+                "cpu_s": time.process_time() - self._cpu0}
 
 
 class RangeError(ValueError):
@@ -97,8 +138,9 @@ class Request(NamedTuple):
 class RangeProtocol(asyncio.Protocol):
     """One client connection: httptools parses the requests, answered one after another."""
 
-    def __init__(self, root: str) -> None:
+    def __init__(self, root: str, stats: Stats | None = None) -> None:
         self.root = root
+        self.stats = stats if stats is not None else Stats()
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
         self.url = b""
@@ -152,6 +194,14 @@ class RangeProtocol(asyncio.Protocol):
 
     def _answer(self, req: Request) -> None:
         close = not req.keep_alive
+        parsed = httptools.parse_url(req.url)
+        if os.path.normpath(unquote(parsed.path.decode("latin-1"))) == STATS_PATH:
+            self._stats(req, parsed.query, close)
+            return
+        method = req.method.decode("latin-1")
+        self.stats.requests[method] = self.stats.requests.get(method, 0) + 1
+        if req.method == b"GET" and req.range is not None:
+            self.stats.ranged_gets += 1
         if req.method not in (b"GET", b"HEAD"):
             self._reply(b"405 Method Not Allowed", close=True, extra=b"Allow: GET, HEAD\r\n")
             return
@@ -187,6 +237,7 @@ class RangeProtocol(asyncio.Protocol):
             if req.method == b"HEAD":
                 self._write(head, close=close)
             elif length <= CHUNK:
+                self.stats.body_bytes += length
                 self._write(head + os.pread(fd, length, first), close=close)
             else:
                 self._write(head, close=False)
@@ -209,6 +260,7 @@ class RangeProtocol(asyncio.Protocol):
                         transport.close()
                         return
                     transport.write(piece)
+                    self.stats.body_bytes += len(piece)
                     length -= len(piece)
         finally:
             self.sending = None
@@ -223,7 +275,18 @@ class RangeProtocol(asyncio.Protocol):
         names = sorted(e.name + "/" if e.is_dir() else e.name for e in os.scandir(path))
         body = "".join(f"{n}\n" for n in names).encode()
         head = _head(b"200 OK", len(body), close, b"Content-Type: text/plain; charset=utf-8\r\n")
+        if req.method == b"GET":
+            self.stats.body_bytes += len(body)
         self._write(head + (body if req.method == b"GET" else b""), close=close)
+
+    def _stats(self, req: Request, query: bytes | None, close: bool) -> None:
+        """Answer the counts as JSON (not counted themselves); ``?reset=1`` then resets."""
+        body = json.dumps(self.stats.as_dict()).encode()
+        if parse_qs((query or b"").decode("latin-1")).get("reset", ["0"])[0] not in ("", "0"):
+            self.stats.reset()
+        head = _head(b"200 OK", len(body), close, b"Content-Type: application/json\r\n"
+                     b"Cache-Control: no-store\r\n")
+        self._write(head + (body if req.method == b"GET" else b""), close=close, count=False)
 
     def _path(self, url: bytes) -> str | None:
         """The file a request URL names, or None if it would lie outside the root."""
@@ -232,8 +295,11 @@ class RangeProtocol(asyncio.Protocol):
         inside = path == self.root or path.startswith(self.root + os.sep)
         return path if inside else None
 
-    def _write(self, data: bytes, *, close: bool) -> None:
+    def _write(self, data: bytes, *, close: bool, count: bool = True) -> None:
         assert self.transport is not None
+        if count and data.startswith(b"HTTP/1.1 "):  # an answer's head: count its status
+            code = data[9:12].decode("latin-1")
+            self.stats.status[code] = self.stats.status.get(code, 0) + 1
         if not self.transport.is_closing():
             self.transport.write(data)
             if close:
@@ -258,7 +324,9 @@ async def serve(directory: str, host: str, port: int) -> None:
     """
     root = os.path.abspath(directory)
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: RangeProtocol(root), host, port, backlog=128)
+    stats = Stats()  # one for all connections
+    server = await loop.create_server(lambda: RangeProtocol(root, stats), host, port,
+                                      backlog=128)
     print(f"Serving {root} at http://{host}:{port}/", flush=True)
     async with server:
         await server.serve_forever()

@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from gpp_cubes.errors import GppError, StacError
 
@@ -57,6 +58,37 @@ class ServedWorld:
     files_url: str
     world: World
     pids: tuple[int, ...] = ()
+
+    def file_stats(self, *, reset: bool = False) -> dict[str, Any]:
+        """What the file server has answered since it started or was last reset.
+
+        Parameters
+        ----------
+        reset : bool, default False
+            Start counting afresh after reading.
+
+        Returns
+        -------
+        dict
+            ``requests`` (method -> count), ``ranged_gets``, ``body_bytes`` [bytes],
+            ``status`` (code -> count) and ``cpu_s``, the server process's CPU time since
+            the last reset [s] (see :class:`gpp_cubes.demo.fileserver.Stats`).
+        """
+        return file_server_stats(self.files_url, reset=reset)
+
+    def reset_file_stats(self) -> None:
+        """Start the file server's counts afresh."""
+        file_server_stats(self.files_url, reset=True)
+
+
+def file_server_stats(files_url: str, *, reset: bool = False) -> dict[str, Any]:
+    """The counts of a :mod:`gpp_cubes.demo.fileserver` at ``files_url`` (see
+    :meth:`ServedWorld.file_stats`)."""
+    from .fileserver import STATS_PATH
+
+    url = files_url.rstrip("/") + STATS_PATH + ("?reset=1" if reset else "")
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return json.loads(r.read())
 
 
 def free_port() -> int:
