@@ -70,7 +70,9 @@ def _fetch_one(item: pystac.Item, cache: Path) -> Path:
         if b"Tile_Angles" not in r.content:
             raise InputFormatError(f"{public_url(href)} is not an L2A granule MTD_TL.xml "
                                    "(no Tile_Angles)")
-    return write_atomic(target, r.content)  # a killed download leaves no truncated file
+    # Renamed into place: a killed download leaves no truncated file. Not fsynced: the
+    # cache is checked on use, and an fsync per granule costs more than its download here.
+    return write_atomic(target, r.content, durable=False)
 
 
 def fetch_granule_metadata(items: Sequence[pystac.Item], cache_dir: str | Path | None = None,
@@ -238,7 +240,7 @@ def _node_coords(ulx: float, uly: float) -> tuple[np.ndarray, np.ndarray]:
 MAX_EXTRAPOLATION_M = _ANGLE_STEP
 
 
-def _interpolation_matrix(x: np.ndarray, y: np.ndarray, epsg: int, px: np.ndarray,
+def interpolation_matrix(x: np.ndarray, y: np.ndarray, epsg: int, px: np.ndarray,
                           py: np.ndarray, points_epsg: int) -> tuple[Any, np.ndarray]:
     """Bilinear weights from the nodes of an angle grid to points.
 
@@ -299,8 +301,8 @@ def _interpolation_matrix(x: np.ndarray, y: np.ndarray, epsg: int, px: np.ndarra
 
 def interpolate(values: np.ndarray, x: np.ndarray, y: np.ndarray, epsg: int,
                  px: np.ndarray, py: np.ndarray, points_epsg: int) -> np.ndarray:
-    """(..., y, x) node values -> (..., points) by :func:`_interpolation_matrix`."""
-    w, outside = _interpolation_matrix(x, y, epsg, px, py, points_epsg)
+    """(..., y, x) node values -> (..., points) by :func:`interpolation_matrix`."""
+    w, outside = interpolation_matrix(x, y, epsg, px, py, points_epsg)
     lead = values.shape[:-2]
     out = np.asarray(w @ values.reshape(-1, values.shape[-2] * values.shape[-1]).T).T
     out[:, outside] = np.nan

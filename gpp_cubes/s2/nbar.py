@@ -39,13 +39,18 @@ import hashlib
 import logging
 import shutil
 from collections.abc import Sequence
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from gpp_cubes.atomic import atomic_path
-from gpp_cubes.s2.granule import default_cache_dir, interpolate, read_angles
+from gpp_cubes.s2.granule import (
+    default_cache_dir,
+    interpolation_matrix,
+    read_angles,
+)
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -192,19 +197,6 @@ def c_factor_problem(c: np.ndarray, bands: Sequence[str],
     return None
 
 
-def _to_grid(c: xr.DataArray, epsg: int, grid: SiteGrid, bands: Sequence[str]) -> np.ndarray:
-    """Interpolate (..., band, y, x) c-factors from their nodes to the grid's pixel centres.
-
-    NaN where a pixel lies beyond the granule's angle grid
-    (:data:`gpp_cubes.s2.granule.MAX_EXTRAPOLATION_M`) or where one of its (at most four)
-    nodes is NaN; never elsewhere.
-    """
-    c = c.sel(band=list(bands)).transpose(..., "band", "y", "x")
-    px, py = np.meshgrid(grid.x, grid.y)
-    vals = interpolate(c.values, c.x.values, c.y.values, epsg, px, py, grid.epsg)
-    return vals.reshape(*c.shape[:-2], *grid.shape).astype(np.float32)
-
-
 def c_factor_on_grid(metadata: str | Path, grid: SiteGrid,
                      bands: Sequence[str] = BRDF_BANDS) -> np.ndarray:
     """c-factor interpolated to the grid's pixel centres.
@@ -223,17 +215,99 @@ def c_factor_on_grid(metadata: str | Path, grid: SiteGrid,
     numpy.ndarray
         float32 (band, y, x) c-factor [1].
     """
-    c = c_factor_native(metadata)
-    return _to_grid(c, c.attrs["epsg"], grid, bands)
+    return nodes_on_grid([c_factor_native(metadata)], grid, bands)[0]
+
+
+def c_factor_nodes(paths: Sequence[str | Path]) -> list[xr.DataArray]:
+    """c-factors of many scenes on their granules' angle grids, computed together.
+
+    Scenes whose angle grids share a frame (CRS and upper-left corner: the same MGRS tile)
+    go through sen2nbar's c-factor in one call, whatever their number: its xarray code has a
+    fixed cost per call. Each result equals :func:`c_factor_native` of that scene.
+
+    Parameters
+    ----------
+    paths : sequence of str or Path
+        ``MTD_TL.xml`` of each scene.
+
+    Returns
+    -------
+    list of xarray.DataArray
+        Per scene, (band, y, x) c-factor [1] for :data:`BRDF_BANDS` on the 23 x 23 nodes,
+        gaps filled; coords [m] in the granule's CRS, attr ``epsg``.
+    """
+    import xarray as xr
+
+    out: list[xr.DataArray | None] = [None] * len(paths)
+    frames: dict[tuple[Any, ...], list[tuple[int, xr.DataArray]]] = {}
+    for i, p in enumerate(paths):
+        a = read_angles(p, bands=BRDF_BANDS)
+        key = (a.attrs["epsg"], float(a.x[0]), float(a.y[0]))
+        frames.setdefault(key, []).append((i, a))
+    for (epsg, _, _), members in frames.items():
+        stack = xr.concat([a for _, a in members], dim="time")
+        c = _fill_gaps(c_factor_from_angles(stack)).transpose("time", "band", "y", "x")
+        for k, (i, _) in enumerate(members):
+            out[i] = c.isel(time=k, drop=True).assign_attrs(epsg=epsg)
+    return out  # type: ignore[return-value]
+
+
+@lru_cache(maxsize=64)
+def _grid_weights(epsg: int, x: tuple[float, ...], y: tuple[float, ...], grid_key: tuple
+                  ) -> tuple[Any, np.ndarray]:
+    # One sparse matrix per (angle-grid frame, site grid): the same for every scene of a
+    # tile, so a site's few frames are built once instead of once per block of scenes.
+    grid_epsg, x_px, y_px = grid_key
+    px, py = np.meshgrid(np.asarray(x_px), np.asarray(y_px))
+    return interpolation_matrix(np.asarray(x), np.asarray(y), epsg, px, py, grid_epsg)
+
+
+def nodes_on_grid(nodes: Sequence[xr.DataArray], grid: SiteGrid,
+                  bands: Sequence[str] = BRDF_BANDS) -> np.ndarray:
+    """Interpolate node c-factors (:func:`c_factor_nodes`) to the grid's pixel centres.
+
+    Bilinear, extrapolating at most :data:`gpp_cubes.s2.granule.MAX_EXTRAPOLATION_M` beyond
+    the outermost nodes (NaN farther out, or where one of a pixel's nodes is NaN), the
+    centres being transformed into each granule's CRS first.
+
+    Parameters
+    ----------
+    nodes : sequence of xarray.DataArray
+        Per scene, (band, y, x) c-factor [1] on its angle grid (attr ``epsg``).
+    grid : SiteGrid
+        Target grid.
+    bands : sequence of str
+        Bands (subset of :data:`BRDF_BANDS`), in output order.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 (scene, band, y, x) c-factor [1].
+    """
+    ny, nx = grid.shape
+    out = np.empty((len(nodes), len(bands), ny, nx), np.float32)
+    grid_key = (int(grid.epsg), tuple(np.asarray(grid.x, float).tolist()),
+                tuple(np.asarray(grid.y, float).tolist()))
+    frames: dict[tuple[Any, ...], list[int]] = {}
+    for i, c in enumerate(nodes):
+        key = (int(c.attrs["epsg"]), tuple(c.x.values.tolist()), tuple(c.y.values.tolist()))
+        frames.setdefault(key, []).append(i)
+    for (epsg, x, y), members in frames.items():
+        vals = np.stack([nodes[i].sel(band=list(bands)).transpose("band", "y", "x").values
+                         for i in members])
+        w, outside = _grid_weights(epsg, x, y, grid_key)
+        flat = np.asarray(w @ vals.reshape(-1, len(y) * len(x)).T).T
+        flat[:, outside] = np.nan
+        out[members] = flat.reshape(len(members), len(bands), ny, nx)
+    return out
 
 
 def c_factor_block(paths: Sequence[str | Path], grid: SiteGrid,
                    bands: Sequence[str] = BRDF_BANDS) -> np.ndarray:
     """c-factors of many scenes on the grid, computed together (fast path of NBAR).
 
-    Scenes whose angle grids share a frame (CRS and upper-left corner: the same MGRS tile)
-    go through sen2nbar's c-factor in one call; the result equals
-    :func:`c_factor_on_grid` scene by scene.
+    :func:`c_factor_nodes` then :func:`nodes_on_grid`; equals :func:`c_factor_on_grid`
+    scene by scene.
 
     Parameters
     ----------
@@ -249,20 +323,7 @@ def c_factor_block(paths: Sequence[str | Path], grid: SiteGrid,
     numpy.ndarray
         float32 (scene, band, y, x) c-factor [1].
     """
-    import xarray as xr
-
-    ny, nx = grid.shape
-    out = np.empty((len(paths), len(bands), ny, nx), np.float32)
-    frames: dict[tuple[Any, ...], list[tuple[int, xr.DataArray]]] = {}
-    for i, p in enumerate(paths):
-        a = read_angles(p, bands=BRDF_BANDS)
-        key = (a.attrs["epsg"], float(a.x[0]), float(a.y[0]))
-        frames.setdefault(key, []).append((i, a))
-    for (epsg, _, _), members in frames.items():
-        stack = xr.concat([a for _, a in members], dim="time")
-        c = _fill_gaps(c_factor_from_angles(stack))
-        out[[i for i, _ in members]] = _to_grid(c, epsg, grid, bands)
-    return out
+    return nodes_on_grid(c_factor_nodes(paths), grid, bands)
 
 
 #: Version of the c-factor computation, part of the cache key: bump it when the values
@@ -280,9 +341,25 @@ def _sen2nbar_version() -> str:
         return "unknown"
 
 
+def _cache_files(keys: Sequence[str], grid: SiteGrid, bands: Sequence[str],
+                 cache_dir: str | Path | None) -> list[Path]:
+    base = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) / "c-factor"
+    frame = hashlib.sha1(repr((grid.epsg, tuple(grid.bounds), grid.resolution, tuple(bands),
+                               C_FACTOR_METHOD, _sen2nbar_version())).encode()).hexdigest()[:10]
+    return [base / f"{hashlib.sha1(k.encode()).hexdigest()[:16]}-{frame}.npy" for k in keys]
+
+
+def c_factor_cached(keys: Sequence[str], grid: SiteGrid, bands: Sequence[str] = BRDF_BANDS,
+                    cache_dir: str | Path | None = None) -> list[bool]:
+    """Whether each scene's c-factor on ``grid`` is in the cache of
+    :func:`c_factor_block_cached` (parameters as there)."""
+    return [f.is_file() for f in _cache_files(keys, grid, bands, cache_dir)]
+
+
 def c_factor_block_cached(paths: Sequence[str | Path], keys: Sequence[str], grid: SiteGrid,
                           bands: Sequence[str] = BRDF_BANDS,
-                          cache_dir: str | Path | None = None) -> np.ndarray:
+                          cache_dir: str | Path | None = None, *,
+                          nodes: dict[str, xr.DataArray] | None = None) -> np.ndarray:
     """:func:`c_factor_block` with an on-disk cache of the c-factors on the grid.
 
     Parameters
@@ -299,17 +376,17 @@ def c_factor_block_cached(paths: Sequence[str | Path], keys: Sequence[str], grid
         Granule-metadata cache (:func:`default_cache_dir`); c-factors go to its
         ``c-factor/`` subdirectory as float32 ``.npy`` files, written atomically, keyed by
         item id, grid, bands, :data:`C_FACTOR_METHOD` and the sen2nbar version.
+    nodes : dict, optional
+        Item id -> node c-factors (:func:`c_factor_nodes`) already computed for some
+        scenes, e.g. all scenes of a site in one batched call; the others not cached are
+        computed here (one call).
 
     Returns
     -------
     numpy.ndarray
         float32 (scene, band, y, x) c-factor [1].
     """
-    base = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) / "c-factor"
-    base.mkdir(parents=True, exist_ok=True)
-    frame = hashlib.sha1(repr((grid.epsg, tuple(grid.bounds), grid.resolution, tuple(bands),
-                               C_FACTOR_METHOD, _sen2nbar_version())).encode()).hexdigest()[:10]
-    files = [base / f"{hashlib.sha1(k.encode()).hexdigest()[:16]}-{frame}.npy" for k in keys]
+    files = _cache_files(keys, grid, bands, cache_dir)
     ny, nx = grid.shape
     out = np.empty((len(paths), len(bands), ny, nx), np.float32)
     todo = []
@@ -319,10 +396,16 @@ def c_factor_block_cached(paths: Sequence[str | Path], keys: Sequence[str], grid
         except (OSError, ValueError):  # missing or unreadable: compute again
             todo.append(i)
     if todo:
-        vals = c_factor_block([paths[i] for i in todo], grid, bands)
+        given = nodes or {}
+        missing = [i for i in todo if keys[i] not in given]
+        computed = dict(zip(missing, c_factor_nodes([paths[i] for i in missing]), strict=True))
+        vals = nodes_on_grid([given[keys[i]] if i not in computed else computed[i]
+                              for i in todo], grid, bands)
         for k, i in enumerate(todo):
             out[i] = vals[k]
-            with atomic_path(files[i], suffix=".npy") as tmp:  # never a truncated file
+            # Atomic (never a truncated file), not fsynced: np.load rejects a damaged
+            # entry, which is then computed again; 200 fsyncs cost seconds per site-year.
+            with atomic_path(files[i], suffix=".npy", durable=False) as tmp:
                 np.save(tmp, vals[k])
     return out
 

@@ -153,13 +153,27 @@ def screen_scenes(items: Sequence[Any], mtd: dict[str, Path], grid: SiteGrid, *,
             out[it.id] = (f"sun_zenith: {sza:.1f} deg at the tower > limit "
                           f"{max_sun_zenith:g} deg")
     if nbar:
-        from gpp_cubes.s2.nbar import BRDF_BANDS, c_factor_block_cached, c_factor_problem
+        from gpp_cubes.s2.nbar import (
+            BRDF_BANDS,
+            c_factor_block_cached,
+            c_factor_cached,
+            c_factor_nodes,
+            c_factor_problem,
+        )
 
         todo = [it for it in items if it.id not in out]
+        # sen2nbar costs ~0.1 s per call whatever its size: the node c-factors of all
+        # scenes not cached yet in one call, then on the grid (~1.8 MB per scene there) a
+        # block at a time, into the cache the pixel stage reads.
+        new = [it for it, hit in zip(todo, c_factor_cached([it.id for it in todo], grid,
+                                                           BRDF_BANDS, cache_dir),
+                                     strict=True) if not hit]
+        nodes = dict(zip([it.id for it in new], c_factor_nodes([mtd[it.id] for it in new]),
+                         strict=True))
         for s in range(0, len(todo), block):
             part = todo[s:s + block]
             c = c_factor_block_cached([mtd[it.id] for it in part], [it.id for it in part],
-                                      grid, BRDF_BANDS, cache_dir)
+                                      grid, BRDF_BANDS, cache_dir, nodes=nodes)
             for it, ci in zip(part, c, strict=True):
                 why = c_factor_problem(ci, BRDF_BANDS, c_factor_range)
                 if why is not None:

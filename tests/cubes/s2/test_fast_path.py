@@ -176,3 +176,27 @@ def test_c_factor_cache_returns_the_computed_values(tmp_path, mini_world):
     assert len(list((tmp_path / "cache" / "c-factor").glob("*.npy"))) == 1
     with pytest.raises(FileNotFoundError):  # another item id is not served from the cache
         c_factor_block_cached([p], ["item-2"], g, cache_dir=tmp_path / "cache")
+
+
+def test_c_factors_of_a_site_computed_once_then_served_from_the_cache(tmp_path, mini_world):
+    """Screening computes the node c-factors of all scenes in one call and hands them to
+    the grid cache: no granule is read again, and the values equal the per-block path."""
+    from gpp_cubes.s2.nbar import c_factor_block_cached, c_factor_cached, c_factor_nodes
+
+    g = mini_world.grid
+    paths = []
+    for k, dx in enumerate((600, 5600)):  # two tiles: two angle-grid frames in one call
+        p = tmp_path / f"MTD_{k}.xml"
+        p.write_text(granule_at(g.epsg, g.bounds[0] - dx, g.bounds[3] + 600))
+        paths.append(p)
+    ref = c_factor_block(paths, g)
+    nodes = dict(zip(["a", "b"], c_factor_nodes(paths), strict=True))
+    for p in paths:
+        p.unlink()  # only the given nodes (then the cache) can answer
+    cache = tmp_path / "cache"
+    assert c_factor_cached(["a", "b"], g, cache_dir=cache) == [False, False]
+    got = c_factor_block_cached(paths, ["a", "b"], g, cache_dir=cache, nodes=nodes)
+    np.testing.assert_array_equal(got, ref)
+    assert c_factor_cached(["a", "b"], g, cache_dir=cache) == [True, True]
+    np.testing.assert_array_equal(c_factor_block_cached(paths, ["a", "b"], g, cache_dir=cache),
+                                  ref)
