@@ -32,7 +32,6 @@ or the real-layout writer changes).
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import os
 import resource
@@ -110,67 +109,115 @@ def scene_dates_per_year(year: int) -> float:
     return 2 * per_sat
 
 
-def block_factor(item, grid) -> float:
-    """Blocks a random site position touches, on average, over those this site's window
-    touches, summed over the 13 assets weighted by a full block's compressed size (real
-    layout; 1.0 for the compact one). A window of n pixels covers 1 + (n - 1) / B blocks
-    of size B per axis on average."""
+def mean_blocks(n: float, block: int) -> float:
+    """Blocks (or block rows) a run of ``n`` pixels covers on average over random positions
+    on a lattice of ``block``-pixel blocks: 1 + (n - 1) / block."""
+    return 1 + (n - 1) / block
+
+
+def touched(lo: float, hi: float, block: int) -> int:
+    """Blocks of ``block`` pixels the pixel interval [lo, hi) touches."""
     import math
 
+    return (math.ceil(hi) - 1) // block - int(lo) // block + 1
+
+
+def window_blocks(transform, bounds, block: int) -> tuple[int, int, float, float]:
+    """(block rows, block columns) a window touches here and on average at a random
+    position; ``transform`` is the file's (list of 6+), ``bounds`` the window's."""
+    res = transform[0]
+    left, bottom, right, top = bounds
+    c0, c1 = (left - transform[2]) / res, (right - transform[2]) / res
+    r0, r1 = (transform[5] - top) / res, (transform[5] - bottom) / res
+    return (touched(r0, r1, block), touched(c0, c1, block),
+            mean_blocks(r1 - r0, block), mean_blocks(c1 - c0, block))
+
+
+def random_site_scaling(files: list[tuple[list[float], int, int]], bounds
+                        ) -> tuple[float, float]:
+    """How a random site position differs from this one, over the files a scene reads.
+
+    ``files``: (transform, block size, compressed bytes of a full block) of each file.
+    Returns the factor on the bytes (blocks touched, weighted by block size) and the
+    requests to add per scene: GDAL fetches the blocks of one block row in one ranged GET
+    (GDAL_HTTP_MERGE_CONSECUTIVE_RANGES; measured: a window on 2 x 2 blocks costs the
+    header GET and 2 GETs, on 1 x 2 blocks 1), so data GETs follow the block rows touched.
+    """
+    here = mean = extra_gets = 0.0
+    for t, block, nbytes in files:
+        nr, nc, mr, mc = window_blocks(t, bounds, block)
+        here += nbytes * nr * nc
+        mean += nbytes * mr * mc
+        extra_gets += mr - nr
+    return mean / here, extra_gets
+
+
+def block_factor(item, grid) -> tuple[float, float]:
+    """:func:`random_site_scaling` of the 13 S2 assets of an item (1.0, 0 for the compact
+    layout: one small file per asset)."""
     from gpp_cubes.demo.real_layout import S2_LAYOUTS, S2_SCL_LAYOUT, filler_sizes
 
     sizes = filler_sizes()
-    here = mean = 0.0
+    files = []
     for band in BANDS:
         a = item.assets[band]
         if a.extra_fields.get("proj:shape", [0])[0] < 10980 // 6:
-            return 1.0  # the compact layout: one small file per asset
+            return 1.0, 0.0
         t = a.extra_fields["proj:transform"]
-        res = t[0]
-        lay = S2_SCL_LAYOUT if band == "SCL" else S2_LAYOUTS[int(res)]
-        w = sizes["SCL 20 m uint8" if band == "SCL" else f"{int(res)} m uint16"]
-        left, bottom, right, top = grid.bounds
-        c0, c1 = (left - t[2]) / res, (right - t[2]) / res
-        r0, r1 = (t[5] - top) / res, (t[5] - bottom) / res
-        nb = ((math.ceil(c1) - 1) // lay.block - int(c0) // lay.block + 1) * (
-            (math.ceil(r1) - 1) // lay.block - int(r0) // lay.block + 1)
-        here += w * nb
-        mean += w * (1 + (c1 - c0 - 1) / lay.block) * (1 + (r1 - r0 - 1) / lay.block)
-    return mean / here
+        res = int(t[0])
+        lay = S2_SCL_LAYOUT if band == "SCL" else S2_LAYOUTS[res]
+        w = sizes["S2 SCL 20 m uint8" if band == "SCL" else f"S2 {res} m uint16"]
+        files.append((t, lay.block, w))
+    return random_site_scaling(files, grid.bounds)
 
 
-def projection(per_sd: dict[str, float], concurrency: int, threads_per_task: int,
-               factor: float = 1.0) -> None:
-    """Print requests, GB and hours of the S2 part of a 38-station 2016-2020 build.
+def print_projection(label: str, per_item: dict[str, float], items_per_site: float,
+                     assumptions: list[str], concurrency: int, threads_per_task: int,
+                     byte_factor: float = 1.0, extra_requests: float = 0.0) -> None:
+    """Print requests, GB and hours of one sensor's part of a 38-station 2016-2020 build.
 
-    ``factor`` scales the bytes from this site's block count to a random site's
-    (:func:`block_factor`); requests are left as measured (an upper bound)."""
-    sd_site = sum(scene_dates_per_year(y) for y in PROJ_YEARS)
-    items_site = sd_site * ITEMS_PER_SCENE_DATE
-    reqs = (per_sd["head"] + per_sd["get"]) * ITEMS_PER_SCENE_DATE
-    nbytes = per_sd["bytes"] * ITEMS_PER_SCENE_DATE * factor
-    net = reqs * LATENCY_S / concurrency + nbytes / WORKER_BANDWIDTH  # [s / scene-date]
-    cpu = per_sd["cpu_s"] * ITEMS_PER_SCENE_DATE / threads_per_task
-    per_sd_s = max(net, cpu)  # reads of one block overlap the CPU work of the other
-    task_s = sd_site * per_sd_s  # one S2 task = one site, all years (gpp_cubes.batch)
-    print(f"projection, S2 of {N_STATIONS} stations x {PROJ_YEARS[0]}-{PROJ_YEARS[-1]}:")
-    print(f"  assumed: {sd_site:.0f} scene-dates per site ({ORBITS_PER_SITE} relative orbits, "
-          f"S2A all years, S2B from 2017-07-06), {ITEMS_PER_SCENE_DATE:.2f} items per "
-          f"scene-date (tile overlaps) -> {items_site:.0f} items per site; per item as "
-          f"measured per scene-date here, bytes x {factor:.2f} (a random site's mean block "
-          f"count over this site's)")
-    print(f"  assumed: {LATENCY_S * 1e3:.0f} ms per request, {concurrency} requests in "
-          f"flight per worker (read_threads x blocks_in_flight), {WORKER_BANDWIDTH / 1e6:.0f} "
-          f"MB/s per worker, {threads_per_task} core(s) per worker")
-    print(f"  total: {N_STATIONS * sd_site * reqs / 1e6:.2f} M requests, "
-          f"{N_STATIONS * sd_site * nbytes / 1e9:.0f} GB; per scene-date "
-          f"{net:.2f} s network, {cpu:.2f} s CPU -> {per_sd_s:.2f} s")
+    ``per_item``: HEAD, GET, bytes and CPU seconds measured per item (scene); bytes are
+    scaled by ``byte_factor`` and ``extra_requests`` added per item, to go from this site's
+    position on the block lattice to a random site's (:func:`random_site_scaling`). One
+    task per site (gpp_cubes.batch); network and CPU of one item overlap.
+    """
+    reqs = per_item["head"] + per_item["get"] + extra_requests
+    nbytes = per_item["bytes"] * byte_factor
+    net = reqs * LATENCY_S / concurrency + nbytes / WORKER_BANDWIDTH  # [s / item]
+    cpu = per_item["cpu_s"] / threads_per_task
+    per_s = max(net, cpu)
+    task_s = items_per_site * per_s
+    print(f"projection, {label} of {N_STATIONS} stations x {PROJ_YEARS[0]}-{PROJ_YEARS[-1]}:")
+    for a in assumptions:
+        print(f"  assumed: {a}")
+    print(f"  assumed: per item as measured here, bytes x {byte_factor:.2f} and "
+          f"{extra_requests:+.2f} requests (a random site's mean block count and block rows "
+          f"over this site's); {LATENCY_S * 1e3:.0f} ms per request, {concurrency} "
+          f"request(s) in flight per worker, {WORKER_BANDWIDTH / 1e6:.0f} MB/s per worker, "
+          f"{threads_per_task} core(s) per worker")
+    print(f"  total: {N_STATIONS * items_per_site * reqs / 1e6:.2f} M requests, "
+          f"{N_STATIONS * items_per_site * nbytes / 1e9:.0f} GB; per item {net:.2f} s "
+          f"network, {cpu:.2f} s CPU -> {per_s:.2f} s")
     for workers in (1, 8, 64):
-        waves = -(-N_STATIONS // workers)  # one S2 task per site: at most 38 busy
+        waves = -(-N_STATIONS // workers)  # one task per site: at most 38 busy
         split = -(-N_STATIONS * len(PROJ_YEARS) // workers)  # if tasks were site-years
         print(f"  {workers:>2} workers: {waves * task_s / 3600:7.2f} h (one task per site: "
               f"{min(workers, N_STATIONS)} busy); {split * task_s / len(PROJ_YEARS) / 3600:7.2f}"
               f" h if tasks were per site-year")
+
+
+def projection(per_sd: dict[str, float], concurrency: int, threads_per_task: int,
+               factors: tuple[float, float] = (1.0, 0.0)) -> None:
+    """Print the S2 part of a 38-station 2016-2020 build (:func:`print_projection`);
+    ``per_sd`` is measured per scene-date, ``factors`` from :func:`block_factor` (per
+    item, i.e. per scene-date here)."""
+    sd_site = sum(scene_dates_per_year(y) for y in PROJ_YEARS)
+    print_projection(
+        "S2", per_sd, sd_site * ITEMS_PER_SCENE_DATE,
+        [f"{sd_site:.0f} scene-dates per site ({ORBITS_PER_SITE} relative orbits, S2A all "
+         f"years, S2B from 2017-07-06), {ITEMS_PER_SCENE_DATE:.2f} items per scene-date "
+         f"(tile overlaps) -> {sd_site * ITEMS_PER_SCENE_DATE:.0f} items per site"],
+        concurrency, threads_per_task, byte_factor=factors[0], extra_requests=factors[1])
 
 
 def main() -> None:
@@ -189,7 +236,6 @@ def main() -> None:
     from gpp_cubes.demo.real_layout import real_layout_world
     from gpp_cubes.paper import STUDY_START
     from gpp_cubes.s2 import drop_duplicates, s2_features
-    from gpp_cubes.s2.features import s2_features as _feat
     from gpp_cubes.sites.grid import site_grid
     from gpp_cubes.stac.gdal import configure_gdal
     from gpp_cubes.stac.search import search_items
@@ -208,14 +254,14 @@ def main() -> None:
         world, made = real_layout_world(world, root.with_name(root.name + "-real"))
         print(f"real-layout world: {world.root} ({time.perf_counter() - t0:.1f} s): "
               f"{made['files']} COGs, {made['apparent_bytes'] / 1e9:.1f} GB as served, "
-              f"{made['written_bytes'] / 1e9:.2f} GB on disk; a full 1024 x 1024 block "
-              f"compresses to {made['filler_block_bytes']}")
+              f"{made['written_bytes'] / 1e9:.2f} GB on disk; a full block compresses to "
+              f"{made['filler_block_bytes']}")
     site = world.site(args.site)
     grid = site_grid(site.latitude, site.longitude)
     env = configure_gdal()
-    defaults = inspect.signature(_feat).parameters
-    read_threads = defaults["read_threads"].default
-    in_flight = defaults["blocks_in_flight"].default
+    # A batch build's S2 task: one block in flight per worker thread, its reads on
+    # READ_THREADS threads (gpp_cubes.batch.tasks.s2_index_table).
+    from gpp_cubes.stac.load import READ_THREADS
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} "
           f"{os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f} (1, 5, 15 min)")
     with serve_world(world) as served, tempfile.TemporaryDirectory() as tmp:
@@ -256,12 +302,16 @@ def main() -> None:
         cold, warm = runs["pipeline cold"]["wall_s"], runs["pipeline warm"]["wall_s"]
         print(f"ratio pipeline / floor: {cold / floor:.2f} cold, {warm / floor:.2f} warm "
               f"(target <= 2.0; issue 18: 1.5 cold, 1.1 warm on the real layout)")
+        cpu = {k: runs[k]["cpu_s"] for k in runs}
+        print(f"CPU ratio (this process, all threads): {cpu['pipeline cold'] / cpu['floor']:.2f}"
+              f" cold, {cpu['pipeline warm'] / cpu['floor']:.2f} warm (the floor reads on one "
+              "thread; the pipeline's reads of one block overlap the CPU work of another)")
         print(f"peak RSS: {rss:.2f} GiB (target < 2 GiB)")
         print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
         cold_run = runs["pipeline cold"]
         per_sd = {k: cold_run[k] / n_dates for k in ("head", "get", "bytes", "cpu_s")}
-        projection(per_sd, concurrency=read_threads * in_flight, threads_per_task=1,
-                   factor=block_factor(kept[0], grid))
+        projection(per_sd, concurrency=READ_THREADS, threads_per_task=1,
+                   factors=block_factor(kept[0], grid))
 
 
 if __name__ == "__main__":

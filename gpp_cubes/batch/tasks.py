@@ -44,6 +44,7 @@ from gpp_cubes.errors import BuildError, ConfigError
 from gpp_cubes.paper import EXTREME_MIN_DAYS, EXTREME_QUANTILE, QC_MIN
 from gpp_cubes.sensors.result import SensorResult
 from gpp_cubes.sites.catalog import Site
+from gpp_cubes.stac.load import READ_THREADS
 
 
 @dataclass
@@ -297,9 +298,11 @@ def s2_index_table(site: Site, grid: Any, cfg: BuildConfig, threads: int = 1) ->
     """Run :func:`gpp_cubes.s2.s2_features` and keep its daily spectral-index table.
 
     A batch build gets its parallelism from many tasks side by side, so each task keeps to
-    its worker's threads: as many blocks in flight, and two read threads per thread (one
-    decodes while the other waits on the network); ``s2_options`` may override both. The
-    interactive defaults would have tasks on neighbouring workers compete for cores.
+    its worker's threads: as many blocks in flight, with reads of each block in flight on
+    :data:`gpp_cubes.stac.load.READ_THREADS` threads (at least two per worker thread: the
+    reads mostly wait on the network); ``s2_options`` may override both. The interactive
+    defaults (two blocks in flight) would have tasks on neighbouring workers compete for
+    cores.
 
     The feature QA (:func:`gpp_cubes.qa.qa_s2_features`) runs on the time steps before the
     table is returned: with ``action="drop"`` the steps it rejects are not in the table, so
@@ -311,7 +314,8 @@ def s2_index_table(site: Site, grid: Any, cfg: BuildConfig, threads: int = 1) ->
     ds = s2_features(site, cfg.start, cfg.end, provider=cfg.provider, stac_url=cfg.stac_url,
                      corine=cfg.corine_source, engine=cfg.engine, grid=grid,
                      radius_m=cfg.radius_m,
-                     **{"blocks_in_flight": threads, "read_threads": 2 * threads,
+                     **{"blocks_in_flight": threads,
+                        "read_threads": max(2 * threads, READ_THREADS),
                         **dict(cfg.s2_options)})
     names = [n for n in str(ds.attrs.get("index_list", "")).split(",") if n]
     prov = json.loads(ds.attrs.get("provenance", "{}"))

@@ -33,6 +33,12 @@ from gpp_cubes.errors import AssetError, GppError
 from gpp_cubes.stac.failures import MAX_FAILED_FRACTION, check_failed_fraction, compute_dropping
 from gpp_cubes.stac.search import item_datetime
 
+#: Reads in flight per load, whatever the cores: a read from object storage waits ~50 ms
+#: for its first byte and decodes in a few, so one core keeps several reads going (the
+#: projection of benchmarks/bench_s2.py and bench_sensors.py: MODIS, 12 requests per
+#: granule, took 23 h of latency for 38 sites one request at a time).
+READ_THREADS = 8
+
 if TYPE_CHECKING:
     import pystac
     import xarray as xr
@@ -231,7 +237,8 @@ def load_items(
 
 
 def compute_dropping_failures(ds: xr.Dataset, *, max_failed_fraction: float = MAX_FAILED_FRACTION,
-                              site_id: str | None = None) -> xr.Dataset:
+                              site_id: str | None = None,
+                              read_threads: int = READ_THREADS) -> xr.Dataset:
     """Compute a lazy :func:`load_items` cube; drop the time steps whose reads fail.
 
     The cheap alternative to ``precheck=True`` (which opens every asset once more before the
@@ -248,6 +255,8 @@ def compute_dropping_failures(ds: xr.Dataset, *, max_failed_fraction: float = MA
         before) was dropped.
     site_id : str, optional
         Name used in messages.
+    read_threads : int, default :data:`READ_THREADS`
+        Threads computing the load (its reads), also inside a batch worker of one thread.
 
     Returns
     -------
@@ -259,13 +268,16 @@ def compute_dropping_failures(ds: xr.Dataset, *, max_failed_fraction: float = MA
     BuildError
         No readable time step, or too many failed items.
     """
+    import dask
     import xarray as xr
 
     where = f"site {site_id!r}" if site_id else "site"
     nt = ds.sizes["time"]
 
     def compute(steps: list[int]) -> xr.Dataset:
-        return ds.compute() if len(steps) == nt else ds.isel(time=steps).compute()
+        sub = ds if len(steps) == nt else ds.isel(time=steps)
+        with dask.config.set(scheduler="threads", num_workers=max(1, read_threads)):
+            return sub.compute()
 
     done, dropped = compute_dropping(list(range(nt)), compute,
                                      lambda i: str(ds["items"].values[i]).split(), where=where)
