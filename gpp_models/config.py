@@ -29,7 +29,7 @@ from gpp_cubes.errors import ConfigError
 Cell = Literal["rnn", "gru", "lstm"]
 Init = Literal["paper_uniform", "flax_default"]
 Protocol = Literal["holdout", "paper"]
-Impl = Literal["fused", "flax"]
+Impl = Literal["auto", "fused", "flax"]
 
 CELLS: tuple[str, ...] = ("rnn", "gru", "lstm")
 #: Largest network the configuration accepts (and the tuner searches), section 2.2.
@@ -145,11 +145,15 @@ class ModelConfig:
         LeCun-normal input kernels and orthogonal recurrent kernels. Biases start at zero.
     unroll : int
         Time steps unrolled per ``lax.scan`` iteration (a speed knob on CPU, same numbers).
-    impl : {"fused", "flax"}
-        ``fused`` (default): hand-written scan layers tuned for XLA:CPU
+    impl : {"auto", "fused", "flax"}
+        ``fused``: hand-written scan layers tuned for XLA:CPU
         (:mod:`gpp_models.recurrence`). ``flax``: the stock ``nn.SimpleCell``/``nn.GRUCell``/
         ``nn.OptimizedLSTMCell`` driven by ``nn.RNN``; same equations (tested equal), other
-        parameter names, slower on CPU (see :mod:`gpp_models.models`).
+        parameter names, slower on CPU (see :mod:`gpp_models.models`). ``auto`` (default):
+        training picks one for the device it runs on (:func:`gpp_models.train.choose_impl`:
+        ``fused`` on CPU, the faster of the two in a few timed steps elsewhere) and records
+        the choice in the run's ``config.json``; a network built from an unresolved ``auto``
+        is ``fused``.
     """
 
     cell: Cell = "lstm"
@@ -158,14 +162,14 @@ class ModelConfig:
     dropout: float = paper.DROPOUT
     init: Init = "paper_uniform"
     unroll: int = 1
-    impl: Impl = "fused"
+    impl: Impl = "auto"
 
     def __post_init__(self) -> None:
         for name in ("layers", "units", "unroll"):
             object.__setattr__(self, name, _as_int(f"ModelConfig.{name}", getattr(self, name)))
         object.__setattr__(self, "dropout", float(self.dropout))
-        if self.impl not in ("fused", "flax"):
-            raise ConfigError(f"ModelConfig.impl must be fused|flax, got {self.impl!r}")
+        if self.impl not in get_args(Impl):
+            raise ConfigError(f"ModelConfig.impl must be auto|fused|flax, got {self.impl!r}")
         if self.cell not in CELLS:
             raise ConfigError(f"ModelConfig.cell must be one of {CELLS}, got {self.cell!r}")
         if not 1 <= int(self.layers) <= MAX_LAYERS:

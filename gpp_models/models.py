@@ -1,6 +1,6 @@
 """Stacked Flax recurrent networks (Elman RNN, GRU, LSTM) for sequence-to-one GPP regression.
 
-Two implementations of the same equations with the same number of parameters. The default
+Two implementations of the same equations with the same number of parameters.
 ``impl="fused"`` runs each layer as one ``lax.scan`` with a hand-written backward pass
 (:mod:`gpp_models.recurrence`): one ``[x_t, h_{t-1}] @ W`` matmul per step with all gates
 and both kernels stacked, the kernel gradient accumulated in the backward loop, and the gate
@@ -8,7 +8,9 @@ activations saved as separate arrays. ``impl="flax"`` drives Flax's stock cells
 (``nn.SimpleCell``, ``nn.GRUCell``, ``nn.OptimizedLSTMCell``) with ``nn.RNN``; it is kept as
 the reference the fused layers are tested against (forward and gradients); on XLA:CPU the
 fused layers train at least as fast as the stock cells, the more gates the larger the gain
-(benchmarks/bench_models.py). Inputs are
+(benchmarks/bench_models.py). ``impl="auto"`` is resolved by training for its device
+(:func:`gpp_models.train.choose_impl`); unresolved it builds the ``fused`` layers
+(:func:`concrete_impl`). Inputs are
 time-major ``(time, batch, feature)`` so the scan slices without transposes. The network's
 input is data: no gradient flows to it (``stop_gradient``), which lets the first fused layer
 skip its input gradient.
@@ -105,6 +107,13 @@ def _inits(config: ModelConfig) -> tuple[Initializer, Initializer]:
 
 
 FLAX_CELLS = {"rnn": nn.SimpleCell, "gru": nn.GRUCell, "lstm": nn.OptimizedLSTMCell}
+IMPLS = ("fused", "flax")  # the layer implementations "auto" chooses between
+
+
+def concrete_impl(config: ModelConfig) -> str:
+    """The layer implementation a network of ``config`` is built with: ``config.impl``, with
+    an unresolved ``auto`` meaning ``fused`` (training resolves ``auto`` by device first)."""
+    return "fused" if config.impl == "auto" else config.impl
 
 
 class RecurrentLayer(nn.Module):
@@ -123,7 +132,7 @@ class RecurrentLayer(nn.Module):
     def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
         cfg = self.config
         k_init, r_init = _inits(cfg)
-        if cfg.impl == "flax":
+        if concrete_impl(cfg) == "flax":
             # Stock cells hold one [H, H] recurrent kernel per gate.
             r_cell = r_init if cfg.init == "paper_uniform" else nn.initializers.orthogonal()
             extra = {} if cfg.cell == "rnn" else {"gate_fn": tanh_sigmoid}

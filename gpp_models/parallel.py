@@ -1,4 +1,4 @@
-"""Data parallelism over the machine's cores: one JAX CPU device per core, batches split.
+"""Parallelism over the machine's cores: one JAX CPU device per core, batches or members split.
 
 On CPU, XLA parallelises a recurrent step *inside* each operation (a (B, F+H) x (F+H, 4H)
 matmul and the gate arithmetic, 90 times per layer and direction), and at these sizes the
@@ -12,6 +12,16 @@ on import), asks JAX for one CPU device per usable core (at most :data:`MAX_CPU_
 the JAX backend has not started yet. ``GPP_MODELS_CPU_DEVICES=N`` overrides the count (``1``
 turns the splitting off). On a GPU machine the default devices are the GPUs, and batches are
 split across them when there are several.
+
+Ensembles (K members trained together) are placed differently on CPU: each device trains
+whole members, every member on the whole batch, one after another (:func:`member_mesh`,
+``lax.map`` over a device's members in :func:`gpp_models.train.train_step`). A member then runs
+exactly the single-model step on one core, with no gradient sum between devices, instead of
+K-wide batched matmuls (``jax.vmap``), which cost 30-40 % more per sample on CPU
+(benchmarks/README.md, "Ensembles"). On GPUs the members stay vmapped (one wide kernel per
+step keeps the device busy; an expectation, not measured: no GPU on the development machine)
+and the batch is split when there are several GPUs.
+:func:`ensemble_plan` makes the choice.
 
 References
 ----------
@@ -32,6 +42,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 logger = logging.getLogger("gpp_models")
 
 BATCH_AXIS = "batch"
+MEMBER_AXIS = "member"
 MAX_CPU_DEVICES = 8
 MIN_SHARD = 16  # samples per device below which splitting a batch is not worth a device
 
@@ -104,11 +115,58 @@ def batch_mesh(batch_size: int, devices: list[Any] | None = None) -> Mesh | None
     return Mesh(np.array(devices[:n]), (BATCH_AXIS,))
 
 
+def member_mesh(members: int, devices: list[Any] | None = None) -> Mesh | None:
+    """A 1-D mesh (axis :data:`MEMBER_AXIS`) over as many devices as share ``members`` evenly.
+
+    None when fewer than two devices would get members (one member, one device, or a member
+    count that no device count > 1 divides, e.g. 3 members on 2 devices).
+    """
+    devices = list(jax.devices() if devices is None else devices)
+    n = min(len(devices), members)
+    while n > 1 and members % n:
+        n -= 1
+    if n < 2:
+        return None
+    return Mesh(np.array(devices[:n]), (MEMBER_AXIS,))
+
+
+def ensemble_plan(members: int, batch_size: int, devices: list[Any] | None = None
+                  ) -> tuple[Mesh | None, bool]:
+    """How to train ``members`` ensemble members on ``devices``: (mesh, vmap_members).
+
+    On CPU: whole members per device (:func:`member_mesh`) when the members share the devices
+    evenly, else the batch split (:func:`batch_mesh`); a device's members run one after
+    another (``vmap_members`` False). Elsewhere (GPU): the batch split with the members
+    vmapped.
+
+    Returns
+    -------
+    mesh : Mesh or None
+        Axis :data:`MEMBER_AXIS` (members split) or :data:`BATCH_AXIS` (batch split); None
+        for one device.
+    vmap_members : bool
+        True to ``jax.vmap`` a device's members, False to run them one after another.
+    """
+    devices = list(jax.devices() if devices is None else devices)
+    if devices[0].platform != "cpu":
+        return batch_mesh(batch_size, devices), True
+    mesh = member_mesh(members, devices)
+    return (mesh if mesh is not None else batch_mesh(batch_size, devices)), False
+
+
 def replicate(tree: Any, mesh: Mesh | None) -> Any:
     """Copy every array of ``tree`` to all devices of ``mesh`` (no-op without a mesh)."""
     if mesh is None:
         return tree
     return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
+
+
+def place_members(tree: Any, mesh: Mesh | None) -> Any:
+    """Place ``tree`` (leading ensemble axis) for ``mesh``: members split over a
+    :data:`MEMBER_AXIS` mesh, copied to every device of a batch mesh (:func:`replicate`)."""
+    if mesh is None or MEMBER_AXIS not in mesh.axis_names:
+        return replicate(tree, mesh)
+    return jax.device_put(tree, NamedSharding(mesh, PartitionSpec(MEMBER_AXIS)))
 
 
 def split_batch(fn: Callable[..., Any], mesh: Mesh | None, batch_args: Sequence[bool],
@@ -137,4 +195,15 @@ def split_batch(fn: Callable[..., Any], mesh: Mesh | None, batch_args: Sequence[
                  else PartitionSpec(*([None] * out_batch_dim), BATCH_AXIS))
     # check_vma off: gradients of the replicated parameters are summed explicitly by fn.
     return jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs,
+                         check_vma=False)
+
+
+def split_members(fn: Callable[..., Any], mesh: Mesh, n_args: int) -> Callable[..., Any]:
+    """Run ``fn`` on every device of a :data:`MEMBER_AXIS` ``mesh``, each on its members.
+
+    The first of the ``n_args`` positional arguments (leading ensemble axis) is split along
+    that axis, the others are seen whole; every output is joined along its first axis.
+    """
+    in_specs = (PartitionSpec(MEMBER_AXIS),) + (PartitionSpec(),) * (n_args - 1)
+    return jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=PartitionSpec(MEMBER_AXIS),
                          check_vma=False)

@@ -4,7 +4,11 @@
 configuration as a static argument, so they compile once per architecture and shape (the
 learning rate lives in the optimiser state through ``optax.inject_hyperparams``, so tuning
 trials of one architecture share one compiled step). Every state carries a leading ensemble
-axis K and the step is ``jax.vmap``-ed over it: ``ensemble=K`` trains K seeds at once.
+axis K: ``ensemble=K`` trains K seeds at once. How the members and the batch are laid on the
+devices is :func:`gpp_models.parallel.ensemble_plan`'s choice (on CPU whole members per core,
+run one after another; on GPU vmapped); each member is the model a run of that seed alone
+gives, up to float summation order. The layer implementation of ``impl="auto"`` is chosen
+for the device by :func:`choose_impl` and recorded in ``config.json`` (``impl_choice``).
 
 A run directory holds ``config.json``, ``metrics.csv`` (one row per epoch),
 ``checkpoints/`` (orbax, the full training state every ``checkpoint_every`` epochs; a rerun
@@ -47,8 +51,17 @@ from jax.sharding import Mesh
 from gpp_cubes.errors import ConfigError
 from gpp_models.config import ModelConfig, TrainConfig
 from gpp_models.data import Cube, Prepared, gather_windows_time_major, open_cube, prepare_for
-from gpp_models.models import build_model, init_params
-from gpp_models.parallel import BATCH_AXIS, batch_mesh, replicate, split_batch
+from gpp_models.models import IMPLS, build_model, init_params
+from gpp_models.parallel import (
+    BATCH_AXIS,
+    MEMBER_AXIS,
+    batch_mesh,
+    ensemble_plan,
+    place_members,
+    replicate,
+    split_batch,
+    split_members,
+)
 
 logger = logging.getLogger("gpp_models")
 
@@ -111,9 +124,11 @@ def masked_mae(pred: jax.Array, y: jax.Array, weight: jax.Array,
 
 def _adam_step(state: TrainState, X: jax.Array, Y: jax.Array, site_idx: jax.Array,
                time_idx: jax.Array, weight: jax.Array, *, model_cfg: ModelConfig, window: int,
-               axis: str | None) -> tuple[TrainState, jax.Array]:
+               axis: str | None, vmap_members: bool = True) -> tuple[TrainState, jax.Array]:
     """One Adam step of every member on (a slice of) a batch; ``axis`` names the devices
-    whose slices make up the batch (their losses and gradients are summed), None for one."""
+    whose slices make up the batch (their losses and gradients are summed), None for one.
+    ``vmap_members`` False runs the members one after another (``lax.map``): each then runs
+    the single-model step, which on CPU is faster per sample than K-wide batched matmuls."""
     model = build_model(model_cfg)
     tx = make_optimizer()
     xw = gather_windows_time_major(X, site_idx, time_idx, window)
@@ -136,14 +151,17 @@ def _adam_step(state: TrainState, X: jax.Array, Y: jax.Array, site_idx: jax.Arra
         params = optax.apply_updates(member.params, updates)
         return member.replace(step=member.step + 1, params=params, opt_state=opt_state), loss
 
-    return jax.vmap(one)(state)
+    if vmap_members or jax.tree_util.tree_leaves(state)[0].shape[0] == 1:
+        return jax.vmap(one)(state)
+    return jax.lax.map(one, state)
 
 
-@functools.partial(jax.jit, static_argnames=("model_cfg", "window", "mesh"),
+@functools.partial(jax.jit, static_argnames=("model_cfg", "window", "mesh", "vmap_members"),
                    donate_argnames=("state",))
 def train_step(state: TrainState, X: jax.Array, Y: jax.Array, site_idx: jax.Array,
                time_idx: jax.Array, weight: jax.Array, *, model_cfg: ModelConfig,
-               window: int, mesh: Mesh | None = None) -> tuple[TrainState, jax.Array]:
+               window: int, mesh: Mesh | None = None,
+               vmap_members: bool = True) -> tuple[TrainState, jax.Array]:
     """One Adam step on a batch for all K ensemble members; returns (state, loss [K]).
 
     Parameters
@@ -157,13 +175,23 @@ def train_step(state: TrainState, X: jax.Array, Y: jax.Array, site_idx: jax.Arra
     site_idx, time_idx, weight : arrays, shape (batch,)
         Target samples and their loss weights (0 for padding).
     mesh : Mesh, optional
-        Split the batch over these devices (:func:`gpp_models.parallel.batch_mesh`); the
-        state, ``X`` and ``Y`` must then be replicated on them
-        (:func:`gpp_models.parallel.replicate`) or not yet placed.
+        Devices to run on. A :func:`gpp_models.parallel.batch_mesh` splits the batch over
+        them (state, ``X`` and ``Y`` replicated: :func:`gpp_models.parallel.replicate`); a
+        :func:`gpp_models.parallel.member_mesh` gives each device whole members, each on the
+        whole batch (state split: :func:`gpp_models.parallel.place_members`). Either way
+        :func:`gpp_models.parallel.ensemble_plan` picks it; unplaced arrays are placed.
+    vmap_members : bool
+        ``jax.vmap`` a device's members (True) or run them one after another (False).
     """
     TRACE_COUNTS["train_step"] += 1
+    if mesh is not None and MEMBER_AXIS in mesh.axis_names:
+        # Whole members per device: each device computes its members' steps alone.
+        step = functools.partial(_adam_step, model_cfg=model_cfg, window=window, axis=None,
+                                 vmap_members=vmap_members)
+        return split_members(step, mesh, 6)(state, X, Y, site_idx, time_idx, weight)
     step = functools.partial(_adam_step, model_cfg=model_cfg, window=window,
-                             axis=None if mesh is None else BATCH_AXIS)
+                             axis=None if mesh is None else BATCH_AXIS,
+                             vmap_members=vmap_members)
     step = split_batch(step, mesh, (False, False, False, True, True, True), out_batch_dim=None)
     return step(state, X, Y, site_idx, time_idx, weight)
 
@@ -213,6 +241,111 @@ def device_description() -> str:
     """The JAX device training runs on, e.g. ``cpu:TFRT_CPU_0`` or ``gpu:NVIDIA A100``."""
     dev = jax.devices()[0]
     return f"{dev.platform}:{getattr(dev, 'device_kind', str(dev))}"
+
+
+#: Seconds the timed steps of one candidate take: ``timer(impl, run)`` calls ``run`` (which
+#: blocks until its result is ready) and returns its duration; tests inject their own.
+Timer = Callable[[str, Callable[[], Any]], float]
+
+
+def _wall_seconds(impl: str, run: Callable[[], Any]) -> float:
+    t0 = time.perf_counter()
+    run()
+    return time.perf_counter() - t0
+
+
+_IMPL_CHOICES: dict[tuple[Any, ...], dict[str, Any]] = {}
+
+
+def choose_impl(config: TrainConfig, n_features: int, *, measure: bool | None = None,
+                steps: int = 3, timer: Timer | None = None,
+                previous: dict[str, Any] | None = None) -> tuple[TrainConfig, dict[str, Any]]:
+    """Resolve ``config.model.impl == "auto"`` to the layer implementation to train with.
+
+    On CPU the fused layers (:mod:`gpp_models.recurrence`, tuned for XLA:CPU and measured
+    faster there: benchmarks/README.md) are taken without timing. On other devices (GPU),
+    where that tuning may not hold, each candidate of :data:`gpp_models.models.IMPLS` trains
+    ``steps`` optimiser steps of the run's shapes (batch, window, features, ensemble and its
+    device placement) on the actual devices after one compiling step, and the faster is
+    taken. The choice is cached per process (tuning trials share it), logged, and returned
+    as a record for the run's provenance (``config.json``, key ``impl_choice``).
+
+    Parameters
+    ----------
+    config : TrainConfig
+        ``config.model.impl`` other than ``auto`` is kept as given.
+    n_features : int
+        Number of predictors.
+    measure : bool, optional
+        Time the candidates; default: on every platform but CPU.
+    steps : int
+        Timed optimiser steps per candidate [1].
+    timer : callable, optional
+        ``timer(impl, run) -> seconds`` of one candidate's timed steps (:data:`Timer`);
+        default the wall clock.
+    previous : dict, optional
+        The record of the run being resumed: its choice is kept (a different implementation
+        has other parameters and could not resume the checkpoint).
+
+    Returns
+    -------
+    config : TrainConfig
+        With ``model.impl`` resolved.
+    record : dict
+        ``requested``, ``chosen``, ``how`` (``given``, ``platform``, ``timed``, ``resumed``),
+        ``device`` and, when timed, ``seconds_per_step`` per candidate [s].
+    """
+    requested = config.model.impl
+    device = device_description()
+    record: dict[str, Any] = {"requested": requested, "device": device}
+    if requested != "auto":
+        return config, {**record, "chosen": requested, "how": "given"}
+    if previous is not None and previous.get("chosen") in IMPLS:
+        chosen = previous["chosen"]
+        record.update(chosen=chosen, how="resumed",
+                      seconds_per_step=previous.get("seconds_per_step"))
+    else:
+        platform = jax.devices()[0].platform
+        measure = platform != "cpu" if measure is None else measure
+        if not measure:
+            record.update(chosen="fused", how="platform")
+        else:
+            key = (config.model, config.batch_size, config.window, config.ensemble, n_features,
+                   device, steps, timer)
+            if key not in _IMPL_CHOICES:
+                seconds = {impl: _time_impl(config, impl, n_features, steps, timer or _wall_seconds)
+                           for impl in IMPLS}
+                _IMPL_CHOICES[key] = {"chosen": min(seconds, key=seconds.__getitem__),
+                                      "how": "timed", "seconds_per_step": seconds}
+            record.update(_IMPL_CHOICES[key])
+    logger.info("layer implementation %s on %s (%s%s)", record["chosen"], device, record["how"],
+                f": {record['seconds_per_step']} s/step" if record.get("seconds_per_step") else "")
+    return config.replace(impl=record["chosen"]), record
+
+
+def _time_impl(config: TrainConfig, impl: str, n_features: int, steps: int,
+               timer: Timer) -> float:
+    """Seconds per optimiser step of ``impl`` at the shapes of ``config`` (synthetic data)."""
+    cfg = config.replace(impl=impl)
+    K, B, W = cfg.ensemble, cfg.batch_size, cfg.window
+    mesh, vmap_members = ensemble_plan(K, B)
+    rng = np.random.default_rng(0)
+    X, Y = replicate((jnp.asarray(rng.normal(size=(1, W + B, n_features)), jnp.float32),
+                      jnp.asarray(rng.normal(size=(1, W + B)), jnp.float32)), mesh)
+    s = np.zeros(B, np.int32)
+    t = np.arange(W - 1, W - 1 + B, dtype=np.int32)
+    w = np.ones(B, np.float32)
+    box = [place_members(create_train_state(cfg, n_features), mesh)]
+
+    def run(n: int) -> None:
+        loss = None
+        for _ in range(n):
+            box[0], loss = train_step(box[0], X, Y, s, t, w, model_cfg=cfg.model, window=W,
+                                      mesh=mesh, vmap_members=vmap_members)
+        jax.block_until_ready(loss)
+
+    run(1)  # compile
+    return timer(impl, lambda: run(steps)) / steps
 
 
 @dataclass
@@ -342,15 +475,19 @@ def train_and_evaluate(
         cube = features if isinstance(features, Cube) else open_cube(features)
         config, prepared = prepare_for(config, cube)
     n_features = prepared.Z.shape[-1]
+    previous = None  # a resumed run keeps its layer implementation (and parameter layout)
+    if workdir is not None and (Path(workdir) / "config.json").exists():
+        previous = json.loads((Path(workdir) / "config.json").read_text()).get("impl_choice")
+    config, impl_choice = choose_impl(config, n_features, previous=previous)
     X = jnp.asarray(prepared.Z)
     Y = jnp.asarray(prepared.y_scaled)
     y_std = prepared.y_std
     K, B = config.ensemble, config.batch_size
     cfg_m, W = config.model, config.window
 
-    mesh = batch_mesh(B)
+    mesh, vmap_members = ensemble_plan(K, B)
     X, Y = replicate((X, Y), mesh)
-    state = replicate(create_train_state(config, n_features), mesh)
+    state = place_members(create_train_state(config, n_features), mesh)
     best = {"params": jax.tree_util.tree_map(jnp.copy, state.params),
             "loss": np.full(K, np.inf, np.float32), "epoch": np.full(K, -1, np.int32)}
     start, since_best, rows = 0, 0, []
@@ -375,7 +512,8 @@ def train_and_evaluate(
                     f"{workdir} holds a run with a different configuration; use a new workdir"
                 )
         meta = {**run_meta, "device": device, "jax": jax.__version__,
-                "leaks_test": config.protocol == "paper"}
+                "leaks_test": config.protocol == "paper", "impl_choice": impl_choice,
+                "ensemble_placement": _placement(mesh, vmap_members)}
         cfg_path.write_text(json.dumps(meta, indent=2, default=str))
         mngr = _checkpoint_manager(workdir)
         latest = mngr.latest_step()
@@ -411,7 +549,8 @@ def train_and_evaluate(
         for b in range(nb):
             sl = order[b * B:(b + 1) * B]
             state, loss = train_step(state, X, Y, s_fit[sl], t_fit[sl], weight[b * B:(b + 1) * B],
-                                     model_cfg=cfg_m, window=W, mesh=mesh)
+                                     model_cfg=cfg_m, window=W, mesh=mesh,
+                                     vmap_members=vmap_members)
             losses.append(loss)
         w_b = weight.reshape(nb, B).sum(1)
         train_mae = np.asarray(jnp.stack(losses)).T @ w_b / w_b.sum() * y_std  # (K,)
@@ -461,7 +600,17 @@ def train_and_evaluate(
                                           "best_select_mae", "seconds"])
     return TrainResult(config=config, params=best["params"], best_epoch=best["epoch"],
                        best_loss=best["loss"], history=history, prepared=prepared,
-                       workdir=workdir, device=device, leaks_test=config.protocol == "paper")
+                       workdir=workdir, device=device, leaks_test=config.protocol == "paper",
+                       extra={"impl_choice": impl_choice,
+                              "ensemble_placement": _placement(mesh, vmap_members)})
+
+
+def _placement(mesh: Mesh | None, vmap_members: bool) -> str:
+    """How the members and the batch sit on the devices, for the run's provenance."""
+    where = ("one device" if mesh is None else
+             f"members split over {mesh.size} devices" if MEMBER_AXIS in mesh.axis_names
+             else f"batch split over {mesh.size} devices")
+    return f"{where}, members {'vmapped' if vmap_members else 'one after another'}"
 
 
 def load_run(workdir: str | Path, features: str | Path | Cube | None = None) -> TrainResult:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from gpp_models.config import ModelConfig
-from gpp_models.models import build_model, init_params
+from gpp_models.models import build_model, concrete_impl, init_params
 from gpp_models.recurrence import LAYERS, gru_kernel, reference_layer
 
 
@@ -164,7 +164,7 @@ def test_fused_default_equals_stock_flax_cells(cell: str) -> None:
     """The default (fused) network equals Flax's stock cells: outputs and every gradient."""
     stock_cfg = ModelConfig(cell=cell, layers=2, units=8, impl="flax", init="flax_default")
     fused_cfg = ModelConfig(cell=cell, layers=2, units=8, init="flax_default")
-    assert fused_cfg.impl == "fused"
+    assert fused_cfg.impl == "auto" and concrete_impl(fused_cfg) == "fused"  # built fused
     stock = init_params(stock_cfg, jax.random.PRNGKey(5), n_features=3, window=11)
     leaves, tree = jax.tree_util.tree_flatten(stock)  # non-zero biases
     keys = jax.random.split(jax.random.PRNGKey(6), len(leaves))
