@@ -20,7 +20,7 @@ K`` places them (gpp_models.parallel.ensemble_plan; on CPU whole members per cor
 and vmapped with the batch split (the placement before issue 18), against K PyTorch models
 trained one after another; same batches and steps (target: >= 1.5). The last line says which
 layer implementation ``impl="auto"`` picks on this device and which the timed choice it makes
-on GPUs would pick here (gpp_models.train.choose_impl; ``--no-impl-choice`` skips it).
+on GPUs would pick here (gpp_models.impl_choice.choose_impl; ``--no-impl-choice`` skips it).
 
 Same threads: ``--threads N`` pins the whole process to N cores (``sched_setaffinity``) before
 either framework starts, so XLA's and PyTorch's thread pools (``torch.set_num_threads(N)``)
@@ -60,7 +60,8 @@ def _early_args(argv: list[str]) -> argparse.Namespace:
                          "--ensemble K does, and vmapped) against K PyTorch models trained "
                          "one after another")
     ap.add_argument("--no-impl-choice", action="store_true",
-                    help="skip timing impl='auto''s candidates (gpp_models.train.choose_impl)")
+                    help="skip timing impl='auto''s candidates "
+                         "(gpp_models.impl_choice.choose_impl)")
     return ap.parse_args(argv)
 
 
@@ -83,6 +84,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from gpp_models.config import ModelConfig, TrainConfig  # noqa: E402
+from gpp_models.impl_choice import choose_impl  # noqa: E402
 from gpp_models.models import GATES  # noqa: E402
 from gpp_models.parallel import (  # noqa: E402
     batch_mesh,
@@ -91,7 +93,7 @@ from gpp_models.parallel import (  # noqa: E402
     replicate,
 )
 from gpp_models.runtime import configure_process  # noqa: E402
-from gpp_models.train import choose_impl, create_train_state, train_step  # noqa: E402
+from gpp_models.step import create_train_state, train_step  # noqa: E402
 
 # As the `gpp` training commands do, before JAX's backend starts: tuned allocator (unless
 # --malloc system) and one JAX CPU device per (pinned) core.
@@ -292,7 +294,7 @@ def ensemble_table(args: argparse.Namespace) -> None:
 
 
 def impl_choice_line(args: argparse.Namespace) -> None:
-    """What ``impl="auto"`` picks here (gpp_models.train.choose_impl), and what timing the
+    """What ``impl="auto"`` picks here (gpp_models.impl_choice.choose_impl), and what timing the
     candidates on this device, as it does on a GPU, would pick."""
     cell = args.cells.split(",")[-1]
     cfg = TrainConfig(model=ModelConfig(cell=cell, layers=L, units=H, impl="auto",

@@ -150,7 +150,7 @@ class ModelConfig:
         (:mod:`gpp_models.recurrence`). ``flax``: the stock ``nn.SimpleCell``/``nn.GRUCell``/
         ``nn.OptimizedLSTMCell`` driven by ``nn.RNN``; same equations (tested equal), other
         parameter names, slower on CPU (see :mod:`gpp_models.models`). ``auto`` (default):
-        training picks one for the device it runs on (:func:`gpp_models.train.choose_impl`:
+        training picks one for the device it runs on (:func:`gpp_models.impl_choice.choose_impl`:
         ``fused`` on CPU, the faster of the two in a few timed steps elsewhere) and records
         the choice in the run's ``config.json``; a network built from an unresolved ``auto``
         is ``fused``.

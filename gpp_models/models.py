@@ -9,7 +9,7 @@ activations saved as separate arrays. ``impl="flax"`` drives Flax's stock cells
 the reference the fused layers are tested against (forward and gradients); on XLA:CPU the
 fused layers train at least as fast as the stock cells, the more gates the larger the gain
 (benchmarks/bench_models.py). ``impl="auto"`` is resolved by training for its device
-(:func:`gpp_models.train.choose_impl`); unresolved it builds the ``fused`` layers
+(:func:`gpp_models.impl_choice.choose_impl`); unresolved it builds the ``fused`` layers
 (:func:`concrete_impl`). Inputs are
 time-major ``(time, batch, feature)`` so the scan slices without transposes. The network's
 input is data: no gradient flows to it (``stop_gradient``), which lets the first fused layer

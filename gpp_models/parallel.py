@@ -15,7 +15,7 @@ split across them when there are several.
 
 Ensembles (K members trained together) are placed differently on CPU: each device trains
 whole members, every member on the whole batch, one after another (:func:`member_mesh`,
-``lax.map`` over a device's members in :func:`gpp_models.train.train_step`). A member then runs
+``lax.map`` over a device's members in :func:`gpp_models.step.train_step`). A member then runs
 exactly the single-model step on one core, with no gradient sum between devices, instead of
 K-wide batched matmuls (``jax.vmap``), which cost 30-40 % more per sample on CPU
 (benchmarks/README.md, "Ensembles"). On GPUs the members stay vmapped (one wide kernel per

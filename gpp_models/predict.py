@@ -62,7 +62,8 @@ from gpp_cubes.contract import (
 from gpp_cubes.errors import InputFormatError
 from gpp_models.data import Cube, open_cube
 from gpp_models.run_io import TrainedModel, load_model
-from gpp_models.train import TrainResult, predict
+from gpp_models.step import predict
+from gpp_models.train import TrainResult
 
 logger = logging.getLogger("gpp_models")
 

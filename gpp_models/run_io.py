@@ -28,7 +28,8 @@ import orbax.checkpoint as ocp
 from gpp_cubes.errors import InputFormatError
 from gpp_models.config import TrainConfig
 from gpp_models.data import Standardizer
-from gpp_models.train import TrainResult, create_train_state, load_run
+from gpp_models.step import create_train_state
+from gpp_models.train import TrainResult, load_run
 
 #: The keys of ``config.json`` that let a run predict without its training cube.
 SCALING_KEYS = ("predictors", "standardizer", "target_scaling")

@@ -1,14 +1,10 @@
-"""Training: pure jitted steps (masked MAE, optax Adam), an epoch loop with orbax checkpoints.
+"""Training: the epoch loop with orbax checkpoints, best-epoch selection and run loading.
 
-``train_step`` and ``predict_step`` are module-level ``jax.jit`` functions that take the model
-configuration as a static argument, so they compile once per architecture and shape (the
-learning rate lives in the optimiser state through ``optax.inject_hyperparams``, so tuning
-trials of one architecture share one compiled step). Every state carries a leading ensemble
-axis K: ``ensemble=K`` trains K seeds at once. How the members and the batch are laid on the
-devices is :func:`gpp_models.parallel.ensemble_plan`'s choice (on CPU whole members per core,
-run one after another; on GPU vmapped); each member is the model a run of that seed alone
-gives, up to float summation order. The layer implementation of ``impl="auto"`` is chosen
-for the device by :func:`choose_impl` and recorded in ``config.json`` (``impl_choice``).
+The per-batch steps (masked MAE, optax Adam, jitted ``train_step``/``predict_step`` with a
+leading ensemble axis K) are in :mod:`gpp_models.step`; the layer implementation of
+``impl="auto"`` is chosen for the device by :func:`gpp_models.impl_choice.choose_impl` and
+recorded in ``config.json`` (``impl_choice``). How the members and the batch are laid on the
+devices is :func:`gpp_models.parallel.ensemble_plan`'s choice.
 
 A run directory holds ``config.json``, ``metrics.csv`` (one row per epoch),
 ``checkpoints/`` (orbax, the full training state every ``checkpoint_every`` epochs; a rerun
@@ -22,13 +18,10 @@ of the steps), which the ``gpp`` modelling commands and the benchmarks call firs
 References
 ----------
 Montero, D. et al. (2024), section 2.2 (Adam, MAE loss, 300 epochs, best checkpoint).
-Kingma, D. P. & Ba, J. (2015). Adam: a method for stochastic optimization. ICLR.
 """
 
 from __future__ import annotations
 
-import collections
-import functools
 import json
 import logging
 import math
@@ -43,309 +36,25 @@ import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import orbax.checkpoint as ocp
 import pandas as pd
 from jax.sharding import Mesh
 
 from gpp_cubes.errors import ConfigError
-from gpp_models.config import ModelConfig, TrainConfig
-from gpp_models.data import Cube, Prepared, gather_windows_time_major, open_cube, prepare_for
-from gpp_models.models import IMPLS, build_model, init_params
-from gpp_models.parallel import (
-    BATCH_AXIS,
-    MEMBER_AXIS,
-    batch_mesh,
-    ensemble_plan,
-    place_members,
-    replicate,
-    split_batch,
-    split_members,
+from gpp_models.config import TrainConfig
+from gpp_models.data import Cube, Prepared, open_cube, prepare_for
+from gpp_models.impl_choice import choose_impl
+from gpp_models.parallel import MEMBER_AXIS, ensemble_plan, place_members, replicate
+from gpp_models.step import (
+    TrainState,
+    create_train_state,
+    device_description,
+    eval_step,
+    predict,
+    train_step,
 )
 
 logger = logging.getLogger("gpp_models")
-
-# Number of times each jitted function was traced (a trace precedes every compilation).
-TRACE_COUNTS: collections.Counter[str] = collections.Counter()
-
-PREDICT_BATCH = 512
-
-
-@functools.cache
-def make_optimizer() -> optax.GradientTransformation:
-    """Adam whose learning rate is a state leaf (one compiled step serves every rate)."""
-    return optax.inject_hyperparams(optax.adam)(learning_rate=1e-3)
-
-
-class TrainState(flax.struct.PyTreeNode):
-    """Training state; every leaf has a leading ensemble axis of size K."""
-
-    step: jax.Array
-    params: Any
-    opt_state: Any
-    key: jax.Array
-
-
-def create_train_state(config: TrainConfig, n_features: int) -> TrainState:
-    """K independent initial states (K = ``config.ensemble``), seeds ``seed, seed+1, ...``.
-
-    Parameters
-    ----------
-    config : TrainConfig
-    n_features : int
-        Number of predictors.
-    """
-    K = config.ensemble
-    keys = jnp.stack([jax.random.PRNGKey(config.seed + k) for k in range(K)])
-    init_keys, drop_keys = jax.vmap(lambda k: jax.random.split(k, 2))(keys).transpose(1, 0, 2)
-    params = jax.vmap(lambda k: init_params(config.model, k, n_features, config.window))(
-        init_keys
-    )
-    tx = make_optimizer()
-    opt_state = jax.vmap(tx.init)(params)
-    hyper = dict(opt_state.hyperparams)
-    hyper["learning_rate"] = jnp.full((K,), config.learning_rate, jnp.float32)
-    opt_state = opt_state._replace(hyperparams=hyper)
-    return TrainState(step=jnp.zeros((K,), jnp.int32), params=params, opt_state=opt_state,
-                      key=drop_keys)
-
-
-def masked_mae(pred: jax.Array, y: jax.Array, weight: jax.Array,
-               total_weight: jax.Array | None = None) -> jax.Array:
-    """Mean absolute error over samples with weight > 0 [g C m-2 d-1].
-
-    ``total_weight`` (default ``weight.sum()``) is the denominator; on a slice of a batch it
-    is the whole batch's weight, so the slices' losses add up to the batch loss.
-    """
-    err = jnp.where(weight > 0, jnp.abs(pred - jnp.nan_to_num(y)), 0.0)
-    total = jnp.sum(weight) if total_weight is None else total_weight
-    return jnp.sum(err * weight) / jnp.maximum(total, 1e-12)
-
-
-def _adam_step(state: TrainState, X: jax.Array, Y: jax.Array, site_idx: jax.Array,
-               time_idx: jax.Array, weight: jax.Array, *, model_cfg: ModelConfig, window: int,
-               axis: str | None, vmap_members: bool = True) -> tuple[TrainState, jax.Array]:
-    """One Adam step of every member on (a slice of) a batch; ``axis`` names the devices
-    whose slices make up the batch (their losses and gradients are summed), None for one.
-    ``vmap_members`` False runs the members one after another (``lax.map``): each then runs
-    the single-model step, which on CPU is faster per sample than K-wide batched matmuls."""
-    model = build_model(model_cfg)
-    tx = make_optimizer()
-    xw = gather_windows_time_major(X, site_idx, time_idx, window)
-    y = Y[site_idx, time_idx]
-    total = jnp.sum(weight) if axis is None else jax.lax.psum(jnp.sum(weight), axis)
-
-    def one(member: TrainState) -> tuple[TrainState, jax.Array]:
-        dkey = jax.random.fold_in(member.key, member.step)
-        if axis is not None:  # each slice draws its own dropout masks
-            dkey = jax.random.fold_in(dkey, jax.lax.axis_index(axis))
-
-        def loss_fn(params: Any) -> jax.Array:
-            pred = model.apply({"params": params}, xw, train=True, rngs={"dropout": dkey})
-            return masked_mae(pred, y, weight, total)
-
-        loss, grads = jax.value_and_grad(loss_fn)(member.params)
-        if axis is not None:
-            loss, grads = jax.lax.psum((loss, grads), axis)
-        updates, opt_state = tx.update(grads, member.opt_state, member.params)
-        params = optax.apply_updates(member.params, updates)
-        return member.replace(step=member.step + 1, params=params, opt_state=opt_state), loss
-
-    if vmap_members or jax.tree_util.tree_leaves(state)[0].shape[0] == 1:
-        return jax.vmap(one)(state)
-    return jax.lax.map(one, state)
-
-
-@functools.partial(jax.jit, static_argnames=("model_cfg", "window", "mesh", "vmap_members"),
-                   donate_argnames=("state",))
-def train_step(state: TrainState, X: jax.Array, Y: jax.Array, site_idx: jax.Array,
-               time_idx: jax.Array, weight: jax.Array, *, model_cfg: ModelConfig,
-               window: int, mesh: Mesh | None = None,
-               vmap_members: bool = True) -> tuple[TrainState, jax.Array]:
-    """One Adam step on a batch for all K ensemble members; returns (state, loss [K]).
-
-    Parameters
-    ----------
-    state : TrainState
-        Donated: its buffers are reused for the new state.
-    X : array, shape (site, time, feature)
-        Standardised predictors.
-    Y : array, shape (site, time)
-        GPP [g C m-2 d-1] (NaN where missing; such samples must have weight 0).
-    site_idx, time_idx, weight : arrays, shape (batch,)
-        Target samples and their loss weights (0 for padding).
-    mesh : Mesh, optional
-        Devices to run on. A :func:`gpp_models.parallel.batch_mesh` splits the batch over
-        them (state, ``X`` and ``Y`` replicated: :func:`gpp_models.parallel.replicate`); a
-        :func:`gpp_models.parallel.member_mesh` gives each device whole members, each on the
-        whole batch (state split: :func:`gpp_models.parallel.place_members`). Either way
-        :func:`gpp_models.parallel.ensemble_plan` picks it; unplaced arrays are placed.
-    vmap_members : bool
-        ``jax.vmap`` a device's members (True) or run them one after another (False).
-    """
-    TRACE_COUNTS["train_step"] += 1
-    if mesh is not None and MEMBER_AXIS in mesh.axis_names:
-        # Whole members per device: each device computes its members' steps alone.
-        step = functools.partial(_adam_step, model_cfg=model_cfg, window=window, axis=None,
-                                 vmap_members=vmap_members)
-        return split_members(step, mesh, 6)(state, X, Y, site_idx, time_idx, weight)
-    step = functools.partial(_adam_step, model_cfg=model_cfg, window=window,
-                             axis=None if mesh is None else BATCH_AXIS,
-                             vmap_members=vmap_members)
-    step = split_batch(step, mesh, (False, False, False, True, True, True), out_batch_dim=None)
-    return step(state, X, Y, site_idx, time_idx, weight)
-
-
-@functools.partial(jax.jit, static_argnames=("model_cfg", "window", "mesh"))
-def predict_step(params: Any, X: jax.Array, site_idx: jax.Array, time_idx: jax.Array, *,
-                 model_cfg: ModelConfig, window: int, mesh: Mesh | None = None) -> jax.Array:
-    """Predictions [g C m-2 d-1] of all K members, shape (K, batch), dropout off.
-
-    ``mesh`` splits the batch over devices, as in :func:`train_step`.
-    """
-    TRACE_COUNTS["predict_step"] += 1
-    model = build_model(model_cfg)
-
-    def members(params: Any, X: jax.Array, s: jax.Array, t: jax.Array) -> jax.Array:
-        xw = gather_windows_time_major(X, s, t, window)
-        return jax.vmap(lambda p: model.apply({"params": p}, xw, train=False))(params)
-
-    return split_batch(members, mesh, (False, False, True, True), out_batch_dim=1)(
-        params, X, site_idx, time_idx)
-
-
-def eval_step(params: Any, X: jax.Array, Y: jax.Array, site_idx: np.ndarray,
-              time_idx: np.ndarray, *, model_cfg: ModelConfig, window: int) -> np.ndarray:
-    """MAE per ensemble member on the given samples (in the units of ``Y``), shape (K,)."""
-    pred = predict(params, X, site_idx, time_idx, model_cfg=model_cfg, window=window)
-    y = np.asarray(Y)[site_idx, time_idx]
-    return np.mean(np.abs(pred - y[None, :]), axis=1)
-
-
-def predict(params: Any, X: jax.Array, site_idx: np.ndarray, time_idx: np.ndarray, *,
-            model_cfg: ModelConfig, window: int, batch: int = PREDICT_BATCH) -> np.ndarray:
-    """Predictions for any number of samples in fixed-size batches (one compilation), (K, n)."""
-    n = len(site_idx)
-    nb = max(1, math.ceil(n / batch))
-    pad = nb * batch - n
-    s = np.concatenate([site_idx, np.zeros(pad, np.int32)]).astype(np.int32)
-    t = np.concatenate([time_idx, np.full(pad, window - 1, np.int32)]).astype(np.int32)
-    mesh = batch_mesh(batch)
-    params, X = replicate((params, X), mesh)
-    out = [predict_step(params, X, s[i * batch:(i + 1) * batch], t[i * batch:(i + 1) * batch],
-                        model_cfg=model_cfg, window=window, mesh=mesh) for i in range(nb)]
-    return np.concatenate([np.asarray(o) for o in out], axis=1)[:, :n]
-
-
-def device_description() -> str:
-    """The JAX device training runs on, e.g. ``cpu:TFRT_CPU_0`` or ``gpu:NVIDIA A100``."""
-    dev = jax.devices()[0]
-    return f"{dev.platform}:{getattr(dev, 'device_kind', str(dev))}"
-
-
-#: Seconds the timed steps of one candidate take: ``timer(impl, run)`` calls ``run`` (which
-#: blocks until its result is ready) and returns its duration; tests inject their own.
-Timer = Callable[[str, Callable[[], Any]], float]
-
-
-def _wall_seconds(impl: str, run: Callable[[], Any]) -> float:
-    t0 = time.perf_counter()
-    run()
-    return time.perf_counter() - t0
-
-
-_IMPL_CHOICES: dict[tuple[Any, ...], dict[str, Any]] = {}
-
-
-def choose_impl(config: TrainConfig, n_features: int, *, measure: bool | None = None,
-                steps: int = 3, timer: Timer | None = None,
-                previous: dict[str, Any] | None = None) -> tuple[TrainConfig, dict[str, Any]]:
-    """Resolve ``config.model.impl == "auto"`` to the layer implementation to train with.
-
-    On CPU the fused layers (:mod:`gpp_models.recurrence`, tuned for XLA:CPU and measured
-    faster there: benchmarks/README.md) are taken without timing. On other devices (GPU),
-    where that tuning may not hold, each candidate of :data:`gpp_models.models.IMPLS` trains
-    ``steps`` optimiser steps of the run's shapes (batch, window, features, ensemble and its
-    device placement) on the actual devices after one compiling step, and the faster is
-    taken. The choice is cached per process (tuning trials share it), logged, and returned
-    as a record for the run's provenance (``config.json``, key ``impl_choice``).
-
-    Parameters
-    ----------
-    config : TrainConfig
-        ``config.model.impl`` other than ``auto`` is kept as given.
-    n_features : int
-        Number of predictors.
-    measure : bool, optional
-        Time the candidates; default: on every platform but CPU.
-    steps : int
-        Timed optimiser steps per candidate [1].
-    timer : callable, optional
-        ``timer(impl, run) -> seconds`` of one candidate's timed steps (:data:`Timer`);
-        default the wall clock.
-    previous : dict, optional
-        The record of the run being resumed: its choice is kept (a different implementation
-        has other parameters and could not resume the checkpoint).
-
-    Returns
-    -------
-    config : TrainConfig
-        With ``model.impl`` resolved.
-    record : dict
-        ``requested``, ``chosen``, ``how`` (``given``, ``platform``, ``timed``, ``resumed``),
-        ``device`` and, when timed, ``seconds_per_step`` per candidate [s].
-    """
-    requested = config.model.impl
-    device = device_description()
-    record: dict[str, Any] = {"requested": requested, "device": device}
-    if requested != "auto":
-        return config, {**record, "chosen": requested, "how": "given"}
-    if previous is not None and previous.get("chosen") in IMPLS:
-        chosen = previous["chosen"]
-        record.update(chosen=chosen, how="resumed",
-                      seconds_per_step=previous.get("seconds_per_step"))
-    else:
-        platform = jax.devices()[0].platform
-        measure = platform != "cpu" if measure is None else measure
-        if not measure:
-            record.update(chosen="fused", how="platform")
-        else:
-            key = (config.model, config.batch_size, config.window, config.ensemble, n_features,
-                   device, steps, timer)
-            if key not in _IMPL_CHOICES:
-                seconds = {impl: _time_impl(config, impl, n_features, steps, timer or _wall_seconds)
-                           for impl in IMPLS}
-                _IMPL_CHOICES[key] = {"chosen": min(seconds, key=seconds.__getitem__),
-                                      "how": "timed", "seconds_per_step": seconds}
-            record.update(_IMPL_CHOICES[key])
-    logger.info("layer implementation %s on %s (%s%s)", record["chosen"], device, record["how"],
-                f": {record['seconds_per_step']} s/step" if record.get("seconds_per_step") else "")
-    return config.replace(impl=record["chosen"]), record
-
-
-def _time_impl(config: TrainConfig, impl: str, n_features: int, steps: int,
-               timer: Timer) -> float:
-    """Seconds per optimiser step of ``impl`` at the shapes of ``config`` (synthetic data)."""
-    cfg = config.replace(impl=impl)
-    K, B, W = cfg.ensemble, cfg.batch_size, cfg.window
-    mesh, vmap_members = ensemble_plan(K, B)
-    rng = np.random.default_rng(0)
-    X, Y = replicate((jnp.asarray(rng.normal(size=(1, W + B, n_features)), jnp.float32),
-                      jnp.asarray(rng.normal(size=(1, W + B)), jnp.float32)), mesh)
-    s = np.zeros(B, np.int32)
-    t = np.arange(W - 1, W - 1 + B, dtype=np.int32)
-    w = np.ones(B, np.float32)
-    box = [place_members(create_train_state(cfg, n_features), mesh)]
-
-    def run(n: int) -> None:
-        loss = None
-        for _ in range(n):
-            box[0], loss = train_step(box[0], X, Y, s, t, w, model_cfg=cfg.model, window=W,
-                                      mesh=mesh, vmap_members=vmap_members)
-        jax.block_until_ready(loss)
-
-    run(1)  # compile
-    return timer(impl, lambda: run(steps)) / steps
 
 
 @dataclass

@@ -83,7 +83,8 @@ def _log_to_console(debug: bool) -> None:
 
 
 def _train_with_bar(config: Any, workdir: Path, features: Path) -> Any:
-    from gpp_models.train import device_description, train_and_evaluate
+    from gpp_models.step import device_description
+    from gpp_models.train import train_and_evaluate
 
     console.print(f"training {config.model.cell.upper()} {config.model.layers}x"
                   f"{config.model.units} on [bold]{device_description()}[/] -> {workdir}")

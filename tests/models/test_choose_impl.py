@@ -14,8 +14,9 @@ import pytest
 
 from gpp_models.config import ModelConfig, TrainConfig
 from gpp_models.data import open_cube, prepare
+from gpp_models.impl_choice import choose_impl
 from gpp_models.models import IMPLS
-from gpp_models.train import choose_impl, train_and_evaluate
+from gpp_models.train import train_and_evaluate
 
 TINY = TrainConfig(model=ModelConfig(cell="gru", layers=1, units=4, impl="auto"), window=6,
                    batch_size=8)

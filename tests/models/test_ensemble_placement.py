@@ -21,7 +21,7 @@ SCRIPT = textwrap.dedent("""
     from gpp_models.config import ModelConfig, TrainConfig
     from gpp_models.parallel import MEMBER_AXIS, ensemble_plan, place_members, replicate
     from gpp_models.runtime import configure_process
-    from gpp_models.train import create_train_state, train_step
+    from gpp_models.step import create_train_state, train_step
 
     configure_process()
     rng = np.random.default_rng(0)

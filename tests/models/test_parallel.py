@@ -20,7 +20,7 @@ SCRIPT = textwrap.dedent("""
     from gpp_models.config import ModelConfig, TrainConfig
     from gpp_models.parallel import batch_mesh, replicate
     from gpp_models.runtime import configure_process
-    from gpp_models.train import create_train_state, predict_step, train_step
+    from gpp_models.step import create_train_state, predict_step, train_step
 
     CPU_DEVICES = configure_process().cpu_devices  # as the gpp commands do, before JAX starts
 

@@ -14,7 +14,8 @@ import pytest
 from gpp_cubes.errors import ConfigError
 from gpp_models.config import ModelConfig, TrainConfig
 from gpp_models.data import open_cube, prepare
-from gpp_models.train import TRACE_COUNTS, create_train_state, train_and_evaluate, train_step
+from gpp_models.step import TRACE_COUNTS, create_train_state, train_step
+from gpp_models.train import train_and_evaluate
 
 
 @pytest.fixture(scope="module")
