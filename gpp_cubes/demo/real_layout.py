@@ -75,6 +75,7 @@ from typing import Any
 
 import numpy as np
 
+from gpp_cubes.atomic import atomic_directory
 from gpp_cubes.errors import ConfigError
 
 from .cog import clipped_footprint_wgs84, footprint_wgs84
@@ -845,8 +846,6 @@ def real_layout_world(world: World, root: str | Path, *, workers: int | None = N
             out = World(root=root, config=world.config, sites=world.sites,
                         truth=_read_truth(root))
             return out, m["real_layout"]["stats"]
-        tmp = root.parent / f".{root.name}.tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
         by_cid = {cid: list(_items_lines(world.items_path(cid))) for cid in COLLECTIONS
                    if world.items_path(cid).exists()}
         skip = {world.root / MARKER} | {world.items_path(cid) for cid in by_cid}
@@ -854,7 +853,7 @@ def real_layout_world(world: World, root: str | Path, *, workers: int | None = N
             for it in items:
                 skip |= {world.root / a["href"] for a in it["assets"].values()
                          if "data" in a.get("roles", []) and a["href"].endswith(".tif")}
-        try:
+        with atomic_directory(root) as tmp:  # a killed run leaves the old copy whole
             _link_tree(world.root, tmp, skip)
             scenes = {}
             if not world.truth.s2_scenes.empty:
@@ -888,15 +887,5 @@ def real_layout_world(world: World, root: str | Path, *, workers: int | None = N
                 (tmp / "stac" / "items" / f"{cid}.ndjson").write_text("\n".join(ls) + "\n")
             marker = {**src_marker, "real_layout": {"key": key, "stats": stats}}
             (tmp / MARKER).write_text(json.dumps(marker, indent=1, sort_keys=True))
-            if root.exists():
-                trash = root.parent / f".{root.name}.old-{os.getpid()}"
-                os.rename(root, trash)
-                os.rename(tmp, root)
-                shutil.rmtree(trash, ignore_errors=True)
-            else:
-                os.rename(tmp, root)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
     return (World(root=root, config=world.config, sites=world.sites, truth=_read_truth(root)),
             stats)

@@ -26,7 +26,6 @@ import contextlib
 import fcntl
 import json
 import os
-import shutil
 import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -37,6 +36,7 @@ from typing import Any
 
 import pandas as pd
 
+from gpp_cubes.atomic import atomic_directory
 from gpp_cubes.errors import ConfigError
 
 from .config import DemoConfig, DemoSite, make_site
@@ -359,10 +359,8 @@ def generate_world(root: str | Path, config: DemoConfig | None = None, *,
                 raise ConfigError(f"{root} exists and is not a demo world; refusing to "
                                   "overwrite it (choose another directory)")
             t0 = time.perf_counter()
-            tmp = root.parent / f".{root.name}.tmp-{os.getpid()}"
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-            try:
+            with atomic_directory(root) as tmp:  # a killed run leaves the old world whole
+                tmp.mkdir(parents=True)
                 _write(tmp, config, sites, workers or min(2, os.cpu_count() or 1))
                 counts = {}
                 for c in COLLECTIONS:
@@ -372,15 +370,5 @@ def generate_world(root: str | Path, config: DemoConfig | None = None, *,
                 marker = {"digest": digest, "config": json.loads(config.to_json()),
                           "items": counts}
                 (tmp / MARKER).write_text(json.dumps(marker, indent=1, sort_keys=True))
-                if root.exists():
-                    trash = root.parent / f".{root.name}.old-{os.getpid()}"
-                    os.rename(root, trash)
-                    os.rename(tmp, root)
-                    shutil.rmtree(trash, ignore_errors=True)
-                else:
-                    os.rename(tmp, root)
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
             _ = time.perf_counter() - t0
     return World(root=root, config=config, sites=sites, truth=_read_truth(root))
