@@ -39,6 +39,7 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12",
          "SCL")
@@ -220,6 +221,29 @@ def projection(per_sd: dict[str, float], concurrency: int, threads_per_task: int
         concurrency, threads_per_task, byte_factor=factors[0], extra_requests=factors[1])
 
 
+def bench_world(args: argparse.Namespace) -> tuple[str, str, Any, dict[str, Any] | None]:
+    """(start, end, world, real-layout stats or None) of the benchmark's one-site world:
+    generated (or reused from ``$GPP_CUBES_CACHE/bench-world``), then with ``--layout real``
+    its real-layout copy (stats gain ``seconds``, the time to make or find it)."""
+    from gpp_cubes.demo import DemoConfig, generate_world
+    from gpp_cubes.demo.real_layout import real_layout_world
+    from gpp_cubes.paper import STUDY_START
+
+    first_year = int(STUDY_START[:4])
+    start, end = STUDY_START, f"{first_year + args.years - 1}-12-31"
+    cfg = DemoConfig(sites=(args.site,), start=start, end=end, s2_revisit_days=args.revisit)
+    base = Path(os.environ.get("GPP_CUBES_CACHE") or Path.home() / ".cache" / "gpp_cubes")
+    root = Path(args.world) if args.world else base / "bench-world" / cfg.digest()
+    t0 = time.perf_counter()
+    world = generate_world(root, cfg)
+    print(f"world: {root} ({time.perf_counter() - t0:.1f} s)")
+    if args.layout != "real":
+        return start, end, world, None
+    t0 = time.perf_counter()
+    world, made = real_layout_world(world, root.with_name(root.name + "-real"))
+    return start, end, world, {**made, "seconds": time.perf_counter() - t0}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--years", type=int, default=5)
@@ -232,27 +256,15 @@ def main() -> None:
     args = ap.parse_args()
 
     from gpp_cubes.contract import reason_category
-    from gpp_cubes.demo import DemoConfig, generate_world, serve_world
-    from gpp_cubes.demo.real_layout import real_layout_world
-    from gpp_cubes.paper import STUDY_START
+    from gpp_cubes.demo import serve_world
     from gpp_cubes.s2 import drop_duplicates, s2_features
     from gpp_cubes.sites.grid import site_grid
     from gpp_cubes.stac.gdal import configure_gdal
     from gpp_cubes.stac.search import search_items
 
-    first_year = int(STUDY_START[:4])
-    start, end = STUDY_START, f"{first_year + args.years - 1}-12-31"
-    cfg = DemoConfig(sites=(args.site,), start=start, end=end,
-                     s2_revisit_days=args.revisit)
-    base = Path(os.environ.get("GPP_CUBES_CACHE") or Path.home() / ".cache" / "gpp_cubes")
-    root = Path(args.world) if args.world else base / "bench-world" / cfg.digest()
-    t0 = time.perf_counter()
-    world = generate_world(root, cfg)
-    print(f"world: {root} ({time.perf_counter() - t0:.1f} s)")
-    if args.layout == "real":
-        t0 = time.perf_counter()
-        world, made = real_layout_world(world, root.with_name(root.name + "-real"))
-        print(f"real-layout world: {world.root} ({time.perf_counter() - t0:.1f} s): "
+    start, end, world, made = bench_world(args)
+    if made is not None:
+        print(f"real-layout world: {world.root} ({made['seconds']:.1f} s): "
               f"{made['files']} COGs, {made['apparent_bytes'] / 1e9:.1f} GB as served, "
               f"{made['written_bytes'] / 1e9:.2f} GB on disk; a full block compresses to "
               f"{made['filler_block_bytes']}")

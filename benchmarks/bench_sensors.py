@@ -28,12 +28,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_s2 import (
     PROJ_YEARS,
+    bench_world,
     measured,
     print_projection,
     random_site_scaling,
@@ -86,14 +86,12 @@ def main() -> None:
     ap.add_argument("--world", default=None, help="world directory (default: cache)")
     args = ap.parse_args()
 
-    from gpp_cubes.demo import DemoConfig, generate_world, serve_world
+    from gpp_cubes.demo import serve_world
     from gpp_cubes.demo.real_layout import (
         MODIS_LAYOUTS,
         S1_LAYOUT,
         filler_sizes,
-        real_layout_world,
     )
-    from gpp_cubes.paper import STUDY_START
     from gpp_cubes.sensors.lst import lst_features_from_items
     from gpp_cubes.sensors.modis import LST_COLLECTION, modis_grid
     from gpp_cubes.sensors.s1 import S1_COLLECTION, s1_features_from_items
@@ -103,20 +101,11 @@ def main() -> None:
     from gpp_cubes.stac.load import READ_THREADS
     from gpp_cubes.stac.search import search_items
 
-    first_year = int(STUDY_START[:4])
-    start, end = STUDY_START, f"{first_year + args.years - 1}-12-31"
-    cfg = DemoConfig(sites=(args.site,), start=start, end=end, s2_revisit_days=args.revisit)
-    base = Path(os.environ.get("GPP_CUBES_CACHE") or Path.home() / ".cache" / "gpp_cubes")
-    root = Path(args.world) if args.world else base / "bench-world" / cfg.digest()
-    t0 = time.perf_counter()
-    world = generate_world(root, cfg)
-    print(f"world: {root} ({time.perf_counter() - t0:.1f} s)")
-    if args.layout == "real":
-        t0 = time.perf_counter()
-        world, made = real_layout_world(world, root.with_name(root.name + "-real"))
+    start, end, world, made = bench_world(args)
+    if made is not None:
         cid = S1_COLLECTION if args.sensor == "s1" else LST_COLLECTION
         c = made["collections"][cid]
-        print(f"real-layout world: {world.root} ({time.perf_counter() - t0:.1f} s): "
+        print(f"real-layout world: {world.root} ({made['seconds']:.1f} s): "
               f"{cid}: {c['files']} COGs, {c['apparent_bytes'] / 1e9:.1f} GB as served, "
               f"{c['written_bytes'] / 1e9:.2f} GB on disk; full blocks compress to "
               f"{ {k: v for k, v in made['filler_block_bytes'].items() if k[:2] != 'S2'} }")
