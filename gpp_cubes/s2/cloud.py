@@ -9,8 +9,8 @@ Three methods, chosen with ``cloud_mask=`` in :func:`gpp_cubes.s2_cube`:
     surfaces more than the learned models (Aybar et al., 2022).
 ``"s2cloudless"``
     The LightGBM pixel classifier of Sentinel Hub (Zupanc, 2017), whose model ships inside
-    the ``s2cloudless`` package (no download). Costs a LightGBM prediction per pixel and a
-    model load per block of scenes (measured in ``benchmarks/README.md``); clouds only, so
+    the ``s2cloudless`` package (no download). Costs a LightGBM prediction per pixel
+    (measured in ``benchmarks/README.md``; the model is loaded once per process); clouds only, so
     shadows come from SCL class 3. The model was trained on L1C top-of-atmosphere
     reflectance with B10 (cirrus), which L2A lacks: we feed L2A bottom-of-atmosphere
     reflectance and B10 = 0. The model leans on B10: on the demo world it finds none of the
@@ -38,7 +38,9 @@ and cloud shadow in Sentinel-2. Scientific Data 9, 782. doi:10.1038/s41597-022-0
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -127,10 +129,8 @@ def s2cloudless_masks(refl: xr.Dataset, scl: xr.DataArray | None = None, *,
         bool (time, y, x).
     """
     import xarray as xr
-    from s2cloudless import S2PixelCloudDetector
 
-    detector = S2PixelCloudDetector(threshold=threshold, average_over=average_over,
-                                    dilation_size=dilation_size, all_bands=False)
+    detector = _s2cloudless_detector(threshold, average_over, dilation_size)
     template = refl["B02"]
     layers = [refl[b] if b in refl else xr.zeros_like(template) for b in S2CLOUDLESS_BANDS]
     stack = xr.concat(layers, dim="band").transpose("time", "band", "y", "x")
@@ -143,6 +143,17 @@ def s2cloudless_masks(refl: xr.Dataset, scl: xr.DataArray | None = None, *,
     cloud = _per_scene(predict, stack, "cloud").astype(bool)
     shadow = scl.isin(list(SCL_SHADOW)) if scl is not None else xr.zeros_like(cloud)
     return cloud, shadow.astype(bool)
+
+
+@lru_cache(maxsize=4)
+def _s2cloudless_detector(threshold: float, average_over: int, dilation_size: int) -> Any:
+    # Built once per process and parameters: its constructor reads the LightGBM model file
+    # (0.06-0.5 s), and a site's S2 stage asks again for every block of scenes. Prediction
+    # only reads the booster, so blocks in flight on two threads may share it.
+    from s2cloudless import S2PixelCloudDetector
+
+    return S2PixelCloudDetector(threshold=threshold, average_over=average_over,
+                                dilation_size=dilation_size, all_bands=False)
 
 
 class CloudModel(Protocol):
@@ -214,10 +225,11 @@ class LocalCloudModel:
         self.__init__(state["path"], state["device"])
 
     def session(self) -> Any:
-        """The open runtime session (opened on first call)."""
+        """The open runtime session (opened on first call; shared by every model of the
+        same file in this process while the file is unchanged)."""
         if self._session is None:
-            self._session = (_open_onnx(self.path) if self.path.lower().endswith(".onnx")
-                             else _open_torch(self.path, self.device))
+            st = os.stat(self.path)
+            self._session = _open_session(self.path, self.device, st.st_mtime_ns, st.st_size)
         return self._session
 
     def __call__(self, scene: np.ndarray) -> np.ndarray:
@@ -242,6 +254,14 @@ class LocalCloudModel:
             with torch.no_grad():
                 scores = sess(torch.from_numpy(x).to(self.device)).cpu().numpy()
         return scores.argmax(1)[0, :rows, :cols].astype(np.uint8)
+
+
+@lru_cache(maxsize=4)
+def _open_session(path: str, device: str, mtime_ns: int, size: int) -> Any:
+    # Opening costs ~0.2 s (a 6.6 M-parameter UNet), and the S2 stage builds a model for
+    # every block of scenes; the file's mtime and size in the key reopen a replaced file.
+    # ONNX Runtime sessions and TorchScript modules may run from several threads.
+    return _open_onnx(path) if path.lower().endswith(".onnx") else _open_torch(path, device)
 
 
 def _open_onnx(path: str) -> Any:
