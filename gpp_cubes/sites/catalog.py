@@ -247,10 +247,12 @@ def as_site(site: Site | str | tuple[float, float] | Any) -> Site:
                           elevation_m=getattr(site, "elevation_m", None),
                           igbp=getattr(site, "igbp", None) or None)
     try:
-        lat, lon = site
-        return point_site(float(lat), float(lon))
-    except (TypeError, ValueError) as err:
+        lat, lon = float(site[0]), float(site[1])
+        if len(site) != 2:
+            raise ValueError
+    except (TypeError, ValueError, IndexError) as err:
         raise SiteError(f"expected a site id, a Site or (lat, lon), got {site!r}") from err
+    return point_site(lat, lon)  # its own error names coordinates out of range
 
 
 def default_selection_path(out_dir: str | Path | None = None) -> Path | None:

@@ -13,6 +13,7 @@ from reference import REFERENCE
 
 from gpp_cubes.errors import ConfigError, SiteError
 from gpp_cubes.sites.catalog import (
+    as_site,
     catalog_path,
     default_selection_path,
     get_site,
@@ -133,6 +134,17 @@ def test_point_site():
         point_site(95.0, 0.0)
     with pytest.raises(SiteError, match="invalid site id"):
         point_site(50.0, 8.0, site_id="../evil")
+
+
+def test_as_site_keeps_the_reason_a_point_is_refused():
+    """(lat, lon) out of range says so, as point_site does; a malformed pair says what was
+    expected."""
+    with pytest.raises(SiteError, match=r"out of range: lat=95\.0"):
+        as_site((95.0, 10.0))
+    for bad in [(50.0,), (50.0, 10.0, 3.0), "5", object()]:
+        with pytest.raises(SiteError, match=r"expected a site id|invalid site id"):
+            as_site(bad)
+    assert as_site((51.0, 10.4)).latitude == 51.0
 
 
 def test_study_sites_before_and_after_selection(tmp_path, monkeypatch):
