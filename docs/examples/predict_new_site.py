@@ -36,13 +36,12 @@ def main() -> None:
 
     from gpp_cubes.batch import build_sites
     from gpp_cubes.cli.build_cmd import demo_stac_identity
-    from gpp_cubes.cli.demo_cmd import _world_config
-    from gpp_cubes.demo import generate_world, serve_world
+    from gpp_cubes.demo import demo_world_config, generate_world, serve_world
     from gpp_cubes.sites.catalog import point_site
     from gpp_models.runtime import configure_process
 
     out = args.out.resolve()
-    config = _world_config(args.sites, args.seed, args.quick)
+    config = demo_world_config(args.sites, args.seed, args.quick)
     world = generate_world(out / "world", config)
     *trained, new = world.sites
     new_id = "XX-New"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import typer
 from rich.table import Table
@@ -30,21 +30,6 @@ Example:
 """
 
 
-def _world_config(sites: int, seed: int, quick: bool) -> Any:
-    from gpp_cubes.demo import DemoConfig
-
-    default = DemoConfig()
-    names = default.sites
-    if sites > len(names):
-        from gpp_cubes.sites.catalog import load_sites
-
-        extra = [s.id for s in load_sites() if s.status == "candidate" and s.id not in names]
-        names = (*names, *extra[: sites - len(names)])
-    # quick: a coarser revisit keeps every stage but cuts the number of scenes by half
-    coarse = {"s2_revisit_days": 20, "s1_revisit_days": 24, "modis_step_days": 8} if quick else {}
-    return DemoConfig(sites=tuple(names[:sites]), seed=seed, **coarse)
-
-
 #: ``gpp demo --protocol`` -> the models' protocol (:class:`gpp_models.config.TrainConfig`).
 MODEL_PROTOCOL: dict[str, Protocol] = {"ours": "holdout", "paper": "paper"}
 
@@ -53,7 +38,7 @@ def _run_demo(out: Path, sites: int, seed: int, quick: bool, workers: int | None
               force: bool, protocol: str = "ours") -> dict[str, Path]:
     from gpp_cubes.batch import CATALOG_DIR, any_failed, build_sites
     from gpp_cubes.cli.build_cmd import demo_stac_identity
-    from gpp_cubes.demo import generate_world, serve_world
+    from gpp_cubes.demo import demo_world_config, generate_world, serve_world
     from gpp_cubes.errors import BuildError
 
     out = out.resolve()
@@ -62,7 +47,7 @@ def _run_demo(out: Path, sites: int, seed: int, quick: bool, workers: int | None
     def elapsed() -> str:
         return f"[dim]({time.perf_counter() - t0:.0f} s)[/]"
 
-    config = _world_config(sites, seed, quick)
+    config = demo_world_config(sites, seed, quick)
     console.print(f"[bold]1/4[/] demo world: {', '.join(config.sites)} "
                   f"({config.start} .. {config.end}, seed {config.seed})")
     world = generate_world(out / "world", config)

@@ -15,6 +15,7 @@ from gpp_cubes.lazy import lazy_exports
 _EXPORTS: dict[str, str] = {
     "DemoConfig": "gpp_cubes.demo.config",
     "DemoSite": "gpp_cubes.demo.config",
+    "demo_world_config": "gpp_cubes.demo.config",
     "World": "gpp_cubes.demo.world",
     "Truth": "gpp_cubes.demo.world",
     "generate_world": "gpp_cubes.demo.world",

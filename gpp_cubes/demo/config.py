@@ -209,6 +209,33 @@ class DemoSite(_Raster):
 
 
 
+def demo_world_config(sites: int, seed: int = 0, quick: bool = False) -> DemoConfig:
+    """The world ``gpp demo`` builds: its first ``sites`` stations, ``seed``, and with
+    ``quick`` a coarser revisit (every stage kept, half the scenes).
+
+    Parameters
+    ----------
+    sites : int
+        Number of stations: the default world's, then catalogue candidates.
+    seed : int, default 0
+        Random seed of the world.
+    quick : bool, default False
+        S2 every 20 days, S1 every 24, MODIS every 8 (``gpp demo --quick``).
+
+    Returns
+    -------
+    DemoConfig
+    """
+    names = DemoConfig().sites
+    if sites > len(names):
+        from gpp_cubes.sites.catalog import load_sites
+
+        extra = [s.id for s in load_sites() if s.status == "candidate" and s.id not in names]
+        names = (*names, *extra[: sites - len(names)])
+    coarse = {"s2_revisit_days": 20, "s1_revisit_days": 24, "modis_step_days": 8} if quick else {}
+    return DemoConfig(sites=tuple(names[:sites]), seed=seed, **coarse)
+
+
 def station(site_id: str) -> tuple[str, float, float, float, str]:
     """(name, latitude, longitude, elevation [m], IGBP) of a catalog station."""
     from gpp_cubes.sites.catalog import get_site
