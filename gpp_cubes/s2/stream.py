@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from gpp_cubes.errors import BuildError
+from gpp_cubes.errors import BuildError, GppError
 from gpp_cubes.paper import MIN_CLEAR_FRACTION, RADIUS_M
 from gpp_cubes.s2.nbar import C_FACTOR_RANGE, MAX_SUN_ZENITH
 from gpp_cubes.s2.reflectance import S2_BANDS
@@ -194,8 +194,19 @@ def stream_means(site_or_latlon: Any, start: str, end: str, *, block: int,
                                          brdf, cache_dir)
             c = xr.DataArray(vals, dims=("time", "band", "y", "x"),
                              coords={"band": brdf, "y": prep.grid.y, "x": prep.grid.x})
-        cube = assemble(raw, prep, bands, c, forest, forest_src, **kw)
-        means, _, excluded = reduce_cube(cube, bands, block=len(gs), min_fraction=min_fraction)
+        try:
+            cube = assemble(raw, prep, bands, c, forest, forest_src, **kw)
+            means, _, excluded = reduce_cube(cube, bands, block=len(gs),
+                                             min_fraction=min_fraction)
+        except GppError:
+            raise
+        except Exception as err:
+            # The pixels were read: a failure here (a cloud model, NBAR, the means) is not
+            # the scenes' fault. Dropping them as unreadable would hide it until "no
+            # readable Sentinel-2 time step"; the site fails, naming the stage and error.
+            raise BuildError(f"{prep.where}: the S2 stage failed on pixels already read "
+                             f"(masks, NBAR or means; cloud mask {cloud_mask!r}): "
+                             f"{type(err).__name__}: {str(err)[:300]}") from err
         return _BlockResult(means, json.loads(raw.attrs["dropped_items"]), excluded)
 
     def run(gs: list[list[Any]]) -> list[_BlockResult]:

@@ -287,3 +287,19 @@ def test_cli_help_states_the_paper_values():
                    "paper and ours: 2019-2020", "(the paper: 18)", "ours: 0.99",
                    "negative-tail (ours)", "earthengine (the paper's"):
         assert phrase in text, phrase
+
+
+def test_a_failing_cloud_model_fails_the_site_naming_it(build_served):
+    """A cloud model that raises on every scene is not an unreadable archive: the streamed
+    S2 stage fails the site with the model's error, instead of dropping every scene as
+    'unreadable: read failed' and ending with 'no readable Sentinel-2 time step'."""
+    from gpp_cubes.errors import BuildError
+    from gpp_cubes.s2 import s2_features
+
+    def broken(scene: np.ndarray) -> np.ndarray:
+        raise RuntimeError("model input mismatch: 111 vs 112 rows")
+
+    with pytest.raises(BuildError, match=r"cloud mask 'cloudsen12'.*111 vs 112 rows"):
+        s2_features(SITE, START, START[:8] + "28", provider="custom",
+                    stac_url=build_served.stac_url, cloud_mask="cloudsen12",
+                    cloud_model=broken, nbar=False)
