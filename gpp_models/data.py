@@ -370,6 +370,63 @@ def prepare(cube: Cube, *, window: int, fit_years: Sequence[int] | np.ndarray,
                     window=window, y_mean=float(np.mean(y_fit)), y_std=y_std)
 
 
+def recorded_scaling(meta: dict[str, Any]) -> tuple[tuple[str, ...], Standardizer, float,
+                                                    float]:
+    """The predictor names, their standardisation and GPP's scaling a run recorded.
+
+    Parameters
+    ----------
+    meta : dict
+        A run's ``config.json`` with ``predictors``, ``standardizer`` (``mean``, ``std`` in
+        the predictors' units) and ``target_scaling`` (``y_mean``, ``y_std`` [gC m-2 d-1]).
+
+    Returns
+    -------
+    (predictors, scaler, y_mean, y_std)
+    """
+    st, ts = meta["standardizer"], meta["target_scaling"]
+    return (tuple(str(p) for p in meta["predictors"]),
+            Standardizer(mean=np.asarray(st["mean"], np.float32),
+                         std=np.asarray(st["std"], np.float32)),
+            float(ts["y_mean"]), float(ts["y_std"]))
+
+
+def with_recorded_scaling(prepared: Prepared, meta: dict[str, Any], where: str) -> Prepared:
+    """``prepared`` (of any cube) scaled as the run was trained, not refitted on this cube.
+
+    A network only makes sense of predictors standardised with its training statistics and
+    gives GPP in its training scaling; refitting both on another cube (other sites or
+    years) would shift every prediction without a word.
+
+    Parameters
+    ----------
+    prepared : Prepared
+        From :func:`prepare_for` on the cube to evaluate.
+    meta : dict
+        The run's ``config.json`` (:func:`recorded_scaling`).
+    where : str
+        The run, for messages.
+
+    Raises
+    ------
+    gpp_cubes.errors.InputFormatError
+        The run records no scaling (written before runs carried it), or the cube's
+        predictors are not the run's, in the same order.
+    """
+    missing = [k for k in ("predictors", "standardizer", "target_scaling") if k not in meta]
+    if missing:
+        raise InputFormatError(f"{where}: its config.json records no {', '.join(missing)}; "
+                               "evaluate it on its training cube only")
+    predictors, scaler, y_mean, y_std = recorded_scaling(meta)
+    have = tuple(prepared.cube.predictors)
+    if have != predictors:
+        raise InputFormatError(
+            f"{where}: the cube {prepared.cube.source} has predictors {list(have)}, the run "
+            f"was trained on {list(predictors)}")
+    return dataclasses.replace(prepared, Z=scaler.transform(prepared.cube.X), scaler=scaler,
+                               y_mean=y_mean, y_std=y_std)
+
+
 def resolve_split(config: Any, cube: Cube) -> Any:
     """Adapt a TrainConfig's split to the years a cube actually holds.
 

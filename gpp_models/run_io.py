@@ -27,7 +27,7 @@ import orbax.checkpoint as ocp
 
 from gpp_cubes.errors import InputFormatError
 from gpp_models.config import TrainConfig
-from gpp_models.data import Standardizer
+from gpp_models.data import Standardizer, recorded_scaling
 from gpp_models.step import create_train_state
 from gpp_models.train import TrainResult, load_run
 
@@ -103,14 +103,6 @@ def _read_meta(workdir: Path) -> dict[str, Any]:
         raise InputFormatError(f"{cfg_path}: not JSON ({err})") from err
 
 
-def _recorded(meta: dict[str, Any]) -> tuple[tuple[str, ...], Standardizer, float, float]:
-    st, ts = meta["standardizer"], meta["target_scaling"]
-    return (tuple(str(p) for p in meta["predictors"]),
-            Standardizer(mean=np.asarray(st["mean"], np.float32),
-                         std=np.asarray(st["std"], np.float32)),
-            float(ts["y_mean"]), float(ts["y_std"]))
-
-
 def _check_recorded(model: TrainedModel, meta: dict[str, Any], cube: str) -> None:
     """Raise when the recorded parts of ``meta`` differ from ``model`` (re-derived now)."""
     close = lambda a, b: np.allclose(a, b, rtol=1e-5, atol=1e-6)  # noqa: E731
@@ -169,7 +161,7 @@ def load_model(workdir: str | Path, training_features: str | Path | None = None
             f"runs carried their scaling), so prediction needs its training cube, and "
             f"{recorded_cube} is not found; pass it with --training-features")
     config = TrainConfig.from_dict(meta["train_config"])
-    predictors, scaler, y_mean, y_std = _recorded(meta)
+    predictors, scaler, y_mean, y_std = recorded_scaling(meta)
     template = create_train_state(config, len(predictors)).params
     abstract = ocp.utils.to_shape_dtype_struct
     params = ocp.StandardCheckpointer().restore(

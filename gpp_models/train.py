@@ -42,7 +42,7 @@ from jax.sharding import Mesh
 
 from gpp_cubes.errors import ConfigError
 from gpp_models.config import TrainConfig
-from gpp_models.data import Cube, Prepared, open_cube, prepare_for
+from gpp_models.data import Cube, Prepared, open_cube, prepare_for, with_recorded_scaling
 from gpp_models.impl_choice import choose_impl
 from gpp_models.parallel import MEMBER_AXIS, ensemble_plan, place_members, replicate
 from gpp_models.step import (
@@ -322,7 +322,8 @@ def _placement(mesh: Mesh | None, vmap_members: bool) -> str:
     return f"{where}, members {'vmapped' if vmap_members else 'one after another'}"
 
 
-def load_run(workdir: str | Path, features: str | Path | Cube | None = None) -> TrainResult:
+def load_run(workdir: str | Path, features: str | Path | Cube | None = None, *,
+             recorded_scaling: bool = False) -> TrainResult:
     """Rebuild a finished run from its directory (config.json and the orbax ``best/`` params).
 
     Parameters
@@ -331,6 +332,11 @@ def load_run(workdir: str | Path, features: str | Path | Cube | None = None) -> 
         Run directory written by :func:`train_and_evaluate`.
     features : path or Cube, optional
         The feature cube; defaults to the path recorded in ``config.json``.
+    recorded_scaling : bool, default False
+        Scale the predictors and GPP of ``features`` with the statistics the run recorded
+        (:func:`gpp_models.data.with_recorded_scaling`): to evaluate the run on another cube.
+        False refits them on ``features``, the training cube (whose agreement with the
+        record :mod:`gpp_models.run_io` checks).
 
     Raises
     ------
@@ -347,6 +353,8 @@ def load_run(workdir: str | Path, features: str | Path | Cube | None = None) -> 
     config = TrainConfig.from_dict(meta["train_config"])
     cube = features if isinstance(features, Cube) else open_cube(features or meta["features"])
     config, prepared = prepare_for(config, cube)
+    if recorded_scaling:
+        prepared = with_recorded_scaling(prepared, meta, f"run {workdir}")
     template = create_train_state(config, prepared.Z.shape[-1]).params
     params = ocp.StandardCheckpointer().restore(best_dir, _abstract(template))
     best = json.loads((workdir / "best_epoch.json").read_text())

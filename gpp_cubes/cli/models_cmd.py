@@ -221,8 +221,10 @@ def register(app: typer.Typer) -> None:
     def evaluate_cmd(
         runs: list[Path] = RunsArgument,
         out: Path = OutOption,
-        features: Path | None = typer.Option(None, "--features",
-                                             help="Cube (default: the one each run used)."),
+        features: Path | None = typer.Option(
+            None, "--features",
+            help="Cube (default: the one each run used); another cube is scaled with each "
+                 "run's recorded statistics and must hold its predictors."),
         nrmse_norm: NrmseNorm | None = typer.Option(
             None, "--nrmse-norm", show_default=False,
             help="Range NRMSE divides by: subset = max - min of the observed GPP of each "
@@ -239,7 +241,8 @@ def register(app: typer.Typer) -> None:
             from gpp_models.evaluate import evaluate_runs, resolve_nrmse_norm
             from gpp_models.train import load_run
 
-            results = [load_run(r, features) for r in runs]
+            results = [load_run(r, features, recorded_scaling=features is not None)
+                       for r in runs]
             norm, source = resolve_nrmse_norm(results, nrmse_norm)
             long = evaluate_runs(results, out, nrmse_norm=nrmse_norm)
             _print_nrmse(long)
@@ -316,7 +319,8 @@ def register(app: typer.Typer) -> None:
             with progress_bar() as bar:
                 task = bar.add_task("runs", total=len(runs))
                 for r in runs:
-                    fi = explain_run(load_run(r, features), n_repeats=repeats, seed=seed,
+                    fi = explain_run(load_run(r, features, recorded_scaling=features is not None),
+                                     n_repeats=repeats, seed=seed,
                                      scope=importance_scope)
                     label = fi["model"].iloc[0]
                     fi.to_csv(out / f"fi_{label}.csv", index=False)

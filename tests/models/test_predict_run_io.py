@@ -241,3 +241,28 @@ def test_cube_without_gpp_predicts_with_obs_nan(trained: tuple[Path, Path], feat
     ref = _csv(predict_run(run, features, tmp_path / "ref")["csv"])
     np.testing.assert_array_equal(frame["gpp_pred"], ref["gpp_pred"])
     assert frame["gpp_pred"].notna().sum() == 3 * (len(ds["time"]) - (W - 1))
+
+
+def test_evaluating_on_another_cube_keeps_the_training_scaling(
+        trained: tuple[Path, Path]) -> None:
+    """``gpp evaluate --features OTHER``: the run's recorded standardisation and GPP scaling
+    are applied to the other cube, never refitted on it (that would shift every prediction
+    silently); a cube with other predictors is refused, naming both lists."""
+    run, cube = trained
+    meta = json.loads((run / "config.json").read_text())
+    base = open_cube(cube)
+    # the same sites in other units: a refit would standardise it to the same Z
+    other = dataclasses.replace(base, X=base.X * 2.0 + 1.0, y=base.y * 1.5, source="other")
+    refit = load_run(run, other).prepared
+    kept = load_run(run, other, recorded_scaling=True).prepared
+    mean = np.asarray(meta["standardizer"]["mean"], np.float32)
+    std = np.asarray(meta["standardizer"]["std"], np.float32)
+    seen = np.isfinite(other.X)  # gaps are filled by the standardiser
+    np.testing.assert_allclose(kept.Z[seen], ((other.X - mean) / std)[seen], rtol=1e-5,
+                               atol=1e-5)
+    assert (kept.y_mean, kept.y_std) == (meta["target_scaling"]["y_mean"],
+                                         meta["target_scaling"]["y_std"])
+    assert refit.y_std == pytest.approx(1.5 * kept.y_std, rel=1e-6)  # what the refit did
+    swapped = dataclasses.replace(base, predictors=tuple(reversed(base.predictors)))
+    with pytest.raises(InputFormatError, match="was trained on"):
+        load_run(run, swapped, recorded_scaling=True)
