@@ -98,7 +98,8 @@ def plan_resume(cfg: Any, sites: Sequence[Any]) -> list[StaleStore]:
     Phase-1 stores whose fingerprint differs; the PCA if its train years, version or the
     S2 stores of this run's sites it was fitted on differ (or are rebuilt); a site store if
     its own values or inputs differ, an input is rebuilt or the PCA is refitted. A site
-    store whose PCA file is gone (``.work`` removed) is judged by the PCA it recorded.
+    store whose PCA file is gone (``.work`` removed) is judged by the PCA ``--pca`` names
+    (``cfg.pca_from``), else by the PCA it recorded.
     Stores without a fingerprint are stale. ``features.zarr`` is not listed: the build
     rewrites it whenever the site stores it combines change.
 
@@ -148,6 +149,10 @@ def plan_resume(cfg: Any, sites: Sequence[Any]) -> list[StaleStore]:
                 refit = True
             else:
                 pca = old
+    elif getattr(cfg, "pca_sha256", None):
+        # --pca FROM with .work removed: the PCA the site stores will be made with is known
+        # from FROM's content alone, so a store made with another PCA is stale.
+        pca = pca_fingerprint(cfg, {})
 
     for m in sites:
         path = cfg.site_store(m.id)

@@ -178,6 +178,11 @@ def test_a_changed_pca_or_targets_makes_the_stores_stale(new_build, base, build_
         tuple(-v for v in row) if i == 0 else row for i, row in enumerate(fitted.components))})
     save_pca(flipped, moved)
     assert stale(new_build, pca_from=moved) == {".work/pca.json", "BE-Vie.zarr", "XX-Pnt.zarr"}
+    # .work/pca.json deleted: the site stores are judged by the PCA --pca names now
+    gone = copy_build(new_build, tmp_path / "gone")
+    (gone / ".work/pca.json").unlink()
+    assert stale(gone) == set()
+    assert stale(gone, pca_from=moved) == {"BE-Vie.zarr", "XX-Pnt.zarr"}
     # fitting a PCA instead of importing one
     assert stale(new_build, pca_from=None) == {".work/pca.json", "BE-Vie.zarr", "XX-Pnt.zarr"}
     # targets: the target stores and the site stores
