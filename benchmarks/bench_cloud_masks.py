@@ -25,7 +25,7 @@ Then, for every mask, in the same run:
 Two ``cloudsen12`` models, both ONNX files this script writes (no download):
 
 * ``cloudsen12-toy``: the test suite's one-layer model (a pixel is thick cloud where B02 >
-  0.2, ``tests/cubes/batch/cloud_model.py``). Its agreement reflects the demo's spectra, not
+  0.2, ``gpp_cubes/demo/cloud_model.py``). Its agreement reflects the demo's spectra, not
   CloudSEN12;
 * ``cloudsen12-unet``: a UNet with a MobileNetV2 encoder and the decoder of
   segmentation-models-pytorch (the CloudSEN12 UnetMobV2 family), 12 input bands, 4 classes,
@@ -51,8 +51,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-REPO = Path(__file__).resolve().parents[1]
 
 #: UNet decoder channels of segmentation-models-pytorch (and CloudSEN12's UnetMobV2).
 DECODER = (256, 128, 64, 32, 16)
@@ -163,8 +161,7 @@ def write_unet_mobilenetv2(path: Path, n_bands: int = 12, n_classes: int = 4) ->
 
 def write_toy_model(path: Path) -> Path:
     """The test suite's one-layer CloudSEN12-format model (B02 > 0.2 is thick cloud)."""
-    sys.path.insert(0, str(REPO / "tests"))
-    from cubes.batch.cloud_model import write_blue_threshold_model
+    from gpp_cubes.demo.cloud_model import write_blue_threshold_model
 
     return write_blue_threshold_model(path)
 

@@ -15,8 +15,10 @@ from .granule import TILE_SIZE_M, Tile, mgrs_tile
 from .landscape import FOREST_CLC, Patch, make_patches, site_rng
 
 # Modules of this package that take no part in generating a world: serving one, the
-# hand-specified test scenes, and the real-layout copy (keyed by its own digest).
-SERVING_MODULES = frozenset({"serve.py", "fileserver.py", "scenes.py", "real_layout.py"})
+# hand-specified test scenes, the real-layout copy (keyed by its own digest) and the toy
+# cloud model.
+SERVING_MODULES = frozenset({"serve.py", "fileserver.py", "scenes.py", "real_layout.py",
+                             "cloud_model.py"})
 
 
 @dataclass(frozen=True)

@@ -143,7 +143,7 @@ def test_paper_like_options_change_the_stores(base, build_served, client, tmp_pa
 
 def test_cloudsen12_build_with_a_local_model(base, build_served, client, tmp_path):
     pytest.importorskip("onnxruntime")
-    from .cloud_model import write_blue_threshold_model
+    from gpp_cubes.demo.cloud_model import write_blue_threshold_model
 
     model = write_blue_threshold_model(tmp_path / "cloudsen12-tiny.onnx")
     out = copy_build(base, tmp_path)
@@ -172,9 +172,8 @@ def test_cloudsen12_mask_marks_the_planted_clouds(build_served, tmp_path):
     """Per pixel, on a partly cloudy summer scene: the tiny model's clouds are the demo's
     planted clouds (SCL 8 and 9 as the demo wrote them), and nothing else."""
     pytest.importorskip("onnxruntime")
+    from gpp_cubes.demo.cloud_model import write_blue_threshold_model
     from gpp_cubes.s2 import s2_cube
-
-    from .cloud_model import write_blue_threshold_model
 
     model = write_blue_threshold_model(tmp_path / "m.onnx")
     t = build_served.world.truth.s2_scenes
@@ -230,7 +229,7 @@ def test_config_validation_and_years():
 
 def test_cli_options_flow_into_build_config(captured, tmp_path, monkeypatch):
     pytest.importorskip("onnxruntime")
-    from .cloud_model import write_blue_threshold_model
+    from gpp_cubes.demo.cloud_model import write_blue_threshold_model
 
     monkeypatch.delenv("GPP_CUBES_SELECTION", raising=False)
     model = write_blue_threshold_model(tmp_path / "m.onnx")

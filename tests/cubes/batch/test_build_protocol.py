@@ -72,7 +72,7 @@ def test_paper_fills_what_is_not_given_and_says_what_it_cannot(tmp_path):
 
 def test_paper_picks_cloudsen12_when_weights_are_given(tmp_path):
     pytest.importorskip("onnxruntime")
-    from .cloud_model import write_blue_threshold_model
+    from gpp_cubes.demo.cloud_model import write_blue_threshold_model
 
     model = write_blue_threshold_model(tmp_path / "m.onnx")
     cfg = BuildConfig.create(tmp_path, protocol="paper", s2_options={"cloud_model": model})

@@ -1,4 +1,7 @@
-"""A tiny CloudSEN12-format model for the tests: an ONNX file the tests build, no download.
+"""A tiny CloudSEN12-format model for the demo world: an ONNX file written here, no download.
+
+Used by the tests and ``benchmarks/bench_cloud_masks.py`` (it needs the ``onnx`` package of
+the dev extras) to run ``--cloud-mask cloudsen12`` without the real weights.
 
 The model is one 1x1 convolution on the 12 :data:`gpp_cubes.s2.cloud.CLOUDSEN12_BANDS`:
 class scores (clear, thick, thin, shadow) = (``CLEAR_SCORE``, B02, -1, -1), so its argmax
